@@ -1,0 +1,140 @@
+"""Secrets and endpoints, read once from the environment (and .env)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+DEFAULT_INSTANTLY_BASE_URL = "https://api.instantly.ai"
+DEFAULT_GHL_BASE_URL = "https://services.leadconnectorhq.com"
+DEFAULT_PORT = 8000
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_INSTANCE = PROJECT_ROOT / "instance"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the bridge reads from its environment."""
+
+    database: str
+    instantly_api_key: str = ""
+    instantly_base_url: str = DEFAULT_INSTANTLY_BASE_URL
+    ghl_token: str = ""
+    ghl_location_id: str = ""
+    ghl_base_url: str = DEFAULT_GHL_BASE_URL
+    webhook_secret: str = ""
+    admin_password: str = ""
+    secret_key: str = ""
+    port: int = DEFAULT_PORT
+    instance_path: str = str(DEFAULT_INSTANCE)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ghl_configured(self) -> bool:
+        return bool(self.ghl_token and self.ghl_location_id)
+
+    def missing(self) -> list[str]:
+        """Names of settings that are needed for a full sync but not set."""
+        wanted = {
+            "GHL_TOKEN": self.ghl_token,
+            "GHL_LOCATION_ID": self.ghl_location_id,
+            "BRIDGE_WEBHOOK_SECRET": self.webhook_secret,
+            "INSTANTLY_API_KEY": self.instantly_api_key,
+        }
+        return [name for name, value in wanted.items() if not value]
+
+    def secret_values(self) -> list[str]:
+        """Every secret value, so logs and pages can be checked against them."""
+        values = [
+            self.instantly_api_key,
+            self.ghl_token,
+            self.webhook_secret,
+            self.admin_password,
+            self.secret_key,
+        ]
+        return [v for v in values if v]
+
+
+def load_config(env: dict[str, str] | None = None, dotenv_path: str | None = None) -> Config:
+    """Build the Config from `env` (default: os.environ after loading .env)."""
+    if env is None:
+        load_dotenv(dotenv_path or PROJECT_ROOT / ".env", override=False)
+        env = dict(os.environ)
+    instance = Path(env.get("BRIDGE_INSTANCE_PATH") or DEFAULT_INSTANCE)
+    return Config(
+        database=env.get("BRIDGE_DATABASE") or str(instance / "bridge.sqlite3"),
+        instantly_api_key=_instantly_key(env),
+        instantly_base_url=_url(env, "INSTANTLY_BASE_URL", DEFAULT_INSTANTLY_BASE_URL),
+        ghl_token=env.get("GHL_TOKEN", "").strip(),
+        ghl_location_id=env.get("GHL_LOCATION_ID", "").strip(),
+        ghl_base_url=_url(env, "GHL_BASE_URL", DEFAULT_GHL_BASE_URL),
+        webhook_secret=env.get("BRIDGE_WEBHOOK_SECRET", "").strip(),
+        admin_password=env.get("BRIDGE_ADMIN_PASSWORD", ""),
+        secret_key=env.get("BRIDGE_SECRET_KEY", "").strip() or _instance_secret_key(instance),
+        port=_port(env),
+        instance_path=str(instance),
+    )
+
+
+def read_key_file(path: str | Path) -> str:
+    """Return the first line of a key file that is neither blank nor a # comment."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"INSTANTLY_API_KEY_FILE: cannot read {path}: {exc.strerror}") from None
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return line
+    raise ConfigError(f"INSTANTLY_API_KEY_FILE: {path} holds no key (only blank or # lines)")
+
+
+def _instantly_key(env: dict[str, str]) -> str:
+    key = env.get("INSTANTLY_API_KEY", "").strip()
+    if key:
+        return key
+    path = env.get("INSTANTLY_API_KEY_FILE", "").strip()
+    return read_key_file(path) if path else ""
+
+
+def _url(env: dict[str, str], name: str, default: str) -> str:
+    value = (env.get(name) or default).strip().rstrip("/")
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}: expected an http(s) URL, got {value!r}")
+    return value
+
+
+def _port(env: dict[str, str]) -> int:
+    raw = env.get("PORT") or str(DEFAULT_PORT)
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigError(f"PORT: expected a number, got {raw!r}") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"PORT: {port} is out of range")
+    return port
+
+
+def _instance_secret_key(instance: Path) -> str:
+    """A signing key kept in the instance folder, so all web workers share it."""
+    path = instance / "secret_key"
+    if not path.exists():
+        instance.mkdir(parents=True, exist_ok=True)
+        tmp = instance / f".secret_key.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+        # link() fails if another process won the race; then its key is the key.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+        tmp.unlink()
+    return path.read_text().strip()

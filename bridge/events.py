@@ -1,0 +1,186 @@
+"""The one event shape: whoever found an event (webhook or poll) builds an Event."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
+MAX_EMAIL_LENGTH = 320
+
+
+class BadEvent(ValueError):
+    """The payload cannot become an event; the message says why (for a 400)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """An Instantly event on its way to GHL."""
+
+    key: str
+    event_type: str
+    email: str
+    payload: dict[str, Any]
+    campaign_id: str = ""
+    campaign_name: str = ""
+    occurred_at: str = ""
+    source: str = "webhook"
+
+
+def normalise_email(value: Any) -> str:
+    """Trim and lowercase an email; '' when it is not a plausible address."""
+    if not isinstance(value, str):
+        return ""
+    email = value.strip().lower()
+    if len(email) > MAX_EMAIL_LENGTH or not EMAIL_RE.match(email):
+        return ""
+    return email
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Parse Instantly's ISO 8601 timestamps ('...Z'); None when absent or unreadable."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """UTC ISO 8601 with milliseconds and a Z, Instantly's own format."""
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def idempotency_key(
+    event_type: str, email: str, campaign_id: str, timestamp: str, email_id: str
+) -> str:
+    """`reply:<email_id>` for replies that carry one (the id polling sees too),
+    otherwise a hash of what identifies the delivery."""
+    if email_id and event_type in ("reply_received", "auto_reply_received"):
+        return f"reply:{email_id}"
+    digest = hashlib.sha256("\x1f".join([event_type, email, campaign_id, timestamp]).encode())
+    return f"{event_type}:{digest.hexdigest()[:32]}"
+
+
+class WebhookSchema(Schema):
+    """What a delivery must hold; everything else is kept as it came (INCLUDE)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    event_type = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=200, error="event_type must be 1 to 200 characters"),
+        error_messages={
+            "required": "event_type is missing",
+            "null": "event_type is null",
+            "invalid": "event_type must be a string",
+        },
+    )
+    timestamp = fields.Raw(load_default=None, allow_none=True)
+    lead_email = fields.Raw(load_default=None, allow_none=True)
+    email = fields.Raw(load_default=None, allow_none=True)
+    campaign_id = fields.Raw(load_default=None, allow_none=True)
+    campaign_name = fields.Raw(load_default=None, allow_none=True)
+    email_id = fields.Raw(load_default=None, allow_none=True)
+
+
+_SCHEMA = WebhookSchema()
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """Decode a delivery body: strict JSON, an object at the top."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadEvent(f"body is not valid UTF-8 (byte {exc.start})") from None
+    if not text.strip():
+        raise BadEvent("body is empty; expected a JSON object")
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except BadEvent:
+        raise
+    except RecursionError:
+        raise BadEvent("JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise BadEvent(f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadEvent(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _reject_constant(name: str) -> float:
+    raise BadEvent(f"malformed JSON: {name} is not allowed")
+
+
+def read_event_type(data: dict[str, Any]) -> str:
+    """The delivery's event_type, or BadEvent saying what is wrong with it."""
+    try:
+        loaded = _SCHEMA.load(
+            {"event_type": data.get("event_type")} if "event_type" in data else {}
+        )
+    except ValidationError as exc:
+        message = exc.messages.get("event_type", ["event_type is invalid"])
+        raise BadEvent(message[0] if isinstance(message, list) else str(message)) from None
+    return loaded["event_type"].strip()
+
+
+def from_webhook(data: dict[str, Any], received_at: datetime | None = None) -> Event:
+    """Build an Event from a webhook body; BadEvent when it lacks what syncing needs."""
+    try:
+        loaded = _SCHEMA.load(data)
+    except ValidationError as exc:
+        raise BadEvent(_first_message(exc.messages)) from None
+    event_type = loaded["event_type"].strip()
+    email = normalise_email(loaded.get("lead_email")) or normalise_email(loaded.get("email"))
+    if not email:
+        raw = loaded.get("lead_email") or loaded.get("email")
+        if raw in (None, ""):
+            raise BadEvent(f"lead_email is missing; a {event_type} event needs the lead's email")
+        raise BadEvent(f"lead_email {str(raw)[:80]!r} is not an email address")
+    timestamp = _text(loaded.get("timestamp"))
+    moment = parse_time(timestamp) or received_at or datetime.now(UTC)
+    campaign_id = _text(loaded.get("campaign_id"))
+    email_id = _text(loaded.get("email_id"))
+    return Event(
+        key=idempotency_key(event_type, email, campaign_id, timestamp, email_id),
+        event_type=event_type,
+        email=email,
+        payload=data,
+        campaign_id=campaign_id,
+        campaign_name=_text(loaded.get("campaign_name")),
+        occurred_at=iso(moment),
+        source="webhook",
+    )
+
+
+def _text(value: Any) -> str:
+    """A scalar as text ('' for None, lists, dicts, NaN)."""
+    if value is None or isinstance(value, dict | list):
+        return ""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    return str(value).strip()
+
+
+def _first_message(messages: Any) -> str:
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            inner = _first_message(value)
+            return inner if key in inner else f"{key}: {inner}"
+    if isinstance(messages, list) and messages:
+        return _first_message(messages[0])
+    return str(messages)

@@ -1,0 +1,206 @@
+"""The GoHighLevel API v2 client: only the calls the bridge makes, only declared fields."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from bridge.ratelimit import SlidingWindowLimiter
+
+API_VERSION = "2021-07-28"
+# GHL allows 100 requests / 10 s per location; keep a little headroom for clock skew.
+RATE_LIMIT = 95
+RATE_WINDOW_SECONDS = 10.0
+TIMEOUT = (5.0, 30.0)
+USER_AGENT = "instantly-ghl-bridge/0.1 (+https://github.com/)"
+
+
+class GHLError(Exception):
+    """A GHL call failed. `status` is the HTTP status, 0 for a network error."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None):
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+        super().__init__(f"GHL {status or 'network error'}: {message}")
+
+
+class GHLTransient(GHLError):
+    """Worth retrying later: network errors, timeouts, 5xx."""
+
+
+class GHLRateLimited(GHLTransient):
+    """429: wait `retry_after` seconds."""
+
+
+class GHLAuthError(GHLError):
+    """401/403: the token is wrong or lacks a scope; writing must pause."""
+
+
+class GHLRejected(GHLError):
+    """Another 4xx: GHL will never accept this request as it is."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP exchange with GHL, for the sync log."""
+
+    method: str
+    path: str
+    status: int
+    duration_ms: float
+    error: str | None
+
+
+CallRecorder = Callable[[Call], None]
+
+
+class GHLClient:
+    """Thin, typed wrapper over the GHL endpoints the bridge uses."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        location_id: str,
+        session: requests.Session | None = None,
+        limiter: SlidingWindowLimiter | None = None,
+        recorder: CallRecorder | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.location_id = location_id
+        self.session = session or requests.Session()
+        self.session.headers.update(
+            {
+                "Authorization": f"Bearer {token}",
+                "Version": API_VERSION,
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            }
+        )
+        self.limiter = limiter or SlidingWindowLimiter(RATE_LIMIT, RATE_WINDOW_SECONDS)
+        self.recorder = recorder
+
+    # --- contacts -------------------------------------------------------------------------
+
+    def upsert_contact(self, fields: dict[str, Any]) -> tuple[str, bool]:
+        """POST /contacts/upsert; returns (contact id, created). Never sends `tags`."""
+        if "tags" in fields:
+            raise ValueError("tags replace all of a contact's tags on upsert; use add_tags")
+        body = {"locationId": self.location_id, **fields}
+        data = self._request("POST", "/contacts/upsert", json=body)
+        contact = data.get("contact") or {}
+        contact_id = contact.get("id")
+        if not contact_id:
+            raise GHLTransient(200, "upsert answer has no contact.id")
+        return str(contact_id), bool(data.get("new"))
+
+    def add_tags(self, contact_id: str, tags: list[str]) -> None:
+        """POST /contacts/{id}/tags: adds tags, leaves the others alone."""
+        self._request("POST", f"/contacts/{contact_id}/tags", json={"tags": tags})
+
+    def remove_tags(self, contact_id: str, tags: list[str]) -> None:
+        """DELETE /contacts/{id}/tags with a JSON body: removes only these tags."""
+        self._request("DELETE", f"/contacts/{contact_id}/tags", json={"tags": tags})
+
+    # --- location -------------------------------------------------------------------------
+
+    def custom_fields(self) -> list[dict[str, Any]]:
+        """GET /locations/{id}/customFields?model=contact."""
+        data = self._request(
+            "GET", f"/locations/{self.location_id}/customFields", params={"model": "contact"}
+        )
+        return list(data.get("customFields") or [])
+
+    def get_location(self) -> dict[str, Any]:
+        """GET /locations/{id}: a cheap check that the token works for the location."""
+        return self._request("GET", f"/locations/{self.location_id}")
+
+    # --- transport ------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        self.limiter.acquire()
+        started = time.perf_counter()
+        try:
+            response = self.session.request(method, self.base_url + path, timeout=TIMEOUT, **kwargs)
+        except requests.RequestException as exc:
+            error = GHLTransient(0, f"{type(exc).__name__}: {_short(str(exc))}")
+            self._record(method, path, 0, started, error.message)
+            raise error from None
+        error = _error_for(response)
+        if isinstance(error, GHLRateLimited):
+            self.limiter.block_for(error.retry_after or RATE_WINDOW_SECONDS)
+        self._record(method, path, response.status_code, started, error and error.message)
+        if error:
+            raise error
+        if not response.content:
+            return {}
+        try:
+            data = response.json()
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _record(self, method: str, path: str, status: int, started: float, error: str | None):
+        if self.recorder:
+            duration = (time.perf_counter() - started) * 1000
+            self.recorder(Call(method, path, status, round(duration, 2), error))
+
+
+def _error_for(response: requests.Response) -> GHLError | None:
+    status = response.status_code
+    if status < 400:
+        return None
+    message = _message(response)
+    if status == 429:
+        return GHLRateLimited(status, message, retry_after_seconds(response))
+    if status in (401, 403):
+        return GHLAuthError(status, message)
+    if status >= 500 or status == 408:
+        return GHLTransient(status, message)
+    return GHLRejected(status, message)
+
+
+def _message(response: requests.Response) -> str:
+    """GHL's error message ({statusCode, message, error}; 422 message is a list)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return _short(response.text) or response.reason or "no message"
+    if isinstance(data, dict):
+        message = data.get("message") or data.get("error") or data.get("msg")
+        if isinstance(message, list):
+            return _short("; ".join(str(m) for m in message))
+        if message:
+            return _short(str(message))
+    return _short(str(data))
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """Retry-After (seconds or HTTP date), else GHL's X-RateLimit-Interval-Milliseconds."""
+    value = response.headers.get("Retry-After", "").strip()
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                parsed = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                parsed = None
+            if parsed is not None and parsed.tzinfo is not None:
+                return max(0.0, parsed.timestamp() - time.time())
+    interval = response.headers.get("X-RateLimit-Interval-Milliseconds", "").strip()
+    try:
+        return max(0.0, float(interval) / 1000) if interval else None
+    except ValueError:
+        return None
+
+
+def _short(text: str, limit: int = 500) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

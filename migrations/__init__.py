@@ -1,0 +1,87 @@
+"""The bridge's schema, as ordered sqlite-utils migration steps.
+
+Append new steps at the end; never edit a step that has shipped.
+"""
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("instantly-ghl-bridge")
+
+
+@migrations()
+def m001_event_inbox(db: Database) -> None:
+    """Every accepted event, webhook or poll, keyed so that it is stored once."""
+    db["events"].create(
+        {
+            "id": int,
+            "key": str,
+            "source": str,  # webhook | poll | replay
+            "event_type": str,
+            "email": str,
+            "campaign_id": str,
+            "campaign_name": str,
+            "occurred_at": str,  # the event's own time (ISO 8601, UTC)
+            "payload": str,  # JSON as received
+            "status": str,  # pending | processing | done | ignored | superseded | dead
+            "attempts": int,
+            "next_attempt_at": float,  # epoch seconds
+            "lease_until": float,
+            "last_error": str,
+            "contact_id": str,
+            "received_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        not_null={"key", "source", "event_type", "payload", "status", "attempts"},
+        defaults={"status": "pending", "attempts": 0, "next_attempt_at": 0.0},
+    )
+    db["events"].create_index(["key"], unique=True)
+    db["events"].create_index(["status", "next_attempt_at"])
+    db["events"].create_index(["email"])
+
+
+@migrations()
+def m002_contact_map(db: Database) -> None:
+    """What the bridge has written to GHL, per normalised email."""
+    db["contacts"].create(
+        {
+            "email": str,
+            "contact_id": str,
+            "fields": str,  # JSON of the upsert fields last written
+            "fields_hash": str,
+            "tags": str,  # JSON list of tags the bridge has applied
+            "interest_status": str,
+            "interest_at": str,
+            "updated_at": str,
+        },
+        pk="email",
+    )
+
+
+@migrations()
+def m003_ghl_call_log(db: Database) -> None:
+    """Every GHL call made for an event: the sync log."""
+    db["ghl_calls"].create(
+        {
+            "id": int,
+            "event_id": int,
+            "method": str,
+            "path": str,
+            "status": int,  # HTTP status, 0 for a network error
+            "duration_ms": float,
+            "error": str,
+            "at": str,
+        },
+        pk="id",
+    )
+    db["ghl_calls"].create_index(["event_id"])
+
+
+@migrations()
+def m004_settings_and_state(db: Database) -> None:
+    """Editable mapping settings, and small named state values (pauses, caches)."""
+    db["settings"].create(
+        {"id": int, "version": int, "body": str, "updated_at": str},
+        pk="id",
+    )
+    db["state"].create({"name": str, "value": str, "updated_at": str}, pk="name")
