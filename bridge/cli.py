@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -172,10 +173,8 @@ def run() -> None:
     signal.signal(signal.SIGINT, stop)
     try:
         while web.poll() is None and worker_proc.poll() is None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 web.wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                pass
     finally:
         stop()
         web.wait()
