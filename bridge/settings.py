@@ -144,7 +144,8 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     if isinstance(messages, dict):
         for key, value in messages.items():
-            path = f"{prefix}.{key}" if prefix else str(key)
+            # marshmallow nests dict errors under "key"/"value"; users know no such names.
+            path = prefix if key in ("key", "value") else ".".join(filter(None, [prefix, str(key)]))
             out.update(_flatten(value, path))
     elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
         out[prefix or "settings"] = list(messages)

@@ -1,0 +1,68 @@
+"""Helpers the tests share: deliveries shaped like Instantly's, posted like Instantly does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SAMPLES_DIR = (
+    Path(__file__).resolve().parent.parent.parent
+    / "shared"
+    / "specs"
+    / "instantly"
+    / "webhook-samples"
+)
+WEBHOOK_SECRET = "test-webhook-secret-4f9a"
+GHL_TOKEN = "ghl-test-token"
+LOCATION_ID = "loc_test"
+
+
+def post_webhook(client, body, secret=WEBHOOK_SECRET, **kwargs):
+    """POST a delivery the way Instantly does, with the shared-secret header."""
+    headers = kwargs.pop("headers", {})
+    if secret is not None:
+        headers = {"X-Bridge-Secret": secret, **headers}
+    if isinstance(body, dict | list):
+        kwargs["data"] = json.dumps(body)
+        kwargs.setdefault("content_type", "application/json")
+    else:
+        kwargs["data"] = body
+    return client.post("/webhooks/instantly", headers=headers, **kwargs)
+
+
+def reply_payload(**overrides):
+    """A reply_received delivery in the shape of the captured samples."""
+    body = {
+        "timestamp": "2025-11-24T05:45:10.314Z",
+        "event_type": "reply_received",
+        "workspace": "086e295d-72ec-481b-8e54-260d8708afbf",
+        "campaign_id": "f1631d04-7c81-4444-84bb-73a3a0c3a44b",
+        "campaign_name": "Trust Attorneys Q4",
+        "unibox_url": "https://app.instantly.ai/app/unibox?thread_search=thread:abc",
+        "email_account": "sender@agency.example",
+        "lead_email": "Jordan.Lead@Example.com ",
+        "email": "jordan.lead@example.com",
+        "firstName": "Jordan",
+        "lastName": "Lead",
+        "companyName": "Lead & Co",
+        "step": 1,
+        "variant": 1,
+        "email_id": "019ab465-0036-7b51-9914-3353686e7dc1",
+        "is_first": True,
+        "reply_subject": "Re: Your thoughts?",
+        "reply_text": "Sure, how about 11/26 9am ET?\n\nJordan",
+        "reply_text_snippet": "Sure, how about 11/26 9am ET?",
+    }
+    body.update(overrides)
+    return body
+
+
+def sample_payloads() -> list[tuple[str, dict]]:
+    """The captured real deliveries in ../shared (their bodies), when present."""
+    if not SAMPLES_DIR.is_dir():
+        return []
+    out = []
+    for path in sorted(SAMPLES_DIR.glob("*.json")):
+        data = json.loads(path.read_text())
+        out.append((path.name, data.get("body", data) if "headers" in data else data))
+    return out

@@ -1,0 +1,138 @@
+"""Event keys, the inbox's lease and replay, the rate limiter and backoff."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge import inbox
+from bridge.events import BadEvent, from_webhook, idempotency_key, normalise_email
+from bridge.ratelimit import SlidingWindowLimiter
+from bridge.worker import backoff_delay
+from tests.helpers import reply_payload
+
+
+def test_reply_key_is_the_email_id_polling_also_sees():
+    event = from_webhook(reply_payload(email_id="0199e9d9-cc23"))
+    assert event.key == "reply:0199e9d9-cc23"
+
+
+def test_keys_without_email_id_depend_on_type_email_campaign_and_time():
+    base = idempotency_key("lead_interested", "a@b.co", "c1", "2025-01-01T00:00:00Z", "")
+    assert base == idempotency_key("lead_interested", "a@b.co", "c1", "2025-01-01T00:00:00Z", "")
+    assert base != idempotency_key("lead_interested", "a@b.co", "c2", "2025-01-01T00:00:00Z", "")
+    assert base != idempotency_key("lead_interested", "a@b.co", "c1", "2025-01-01T00:00:01Z", "")
+    assert base != idempotency_key("lead_neutral", "a@b.co", "c1", "2025-01-01T00:00:00Z", "")
+
+
+def test_emails_are_trimmed_and_lowercased_for_keys_and_lookups():
+    assert normalise_email("  Jordan.Lead@Example.COM ") == "jordan.lead@example.com"
+    one = from_webhook(reply_payload(lead_email="A@B.co", email_id=None))
+    two = from_webhook(reply_payload(lead_email=" a@b.CO", email_id=None))
+    assert one.key == two.key and one.email == "a@b.co"
+
+
+def test_lead_email_falls_back_to_the_lead_field():
+    body = reply_payload(email="fallback@example.com")
+    del body["lead_email"]
+    assert from_webhook(body).email == "fallback@example.com"
+
+
+def test_event_time_is_normalised_to_utc():
+    event = from_webhook(reply_payload(timestamp="2025-06-09T18:42:42.715+02:00"))
+    assert event.occurred_at == "2025-06-09T16:42:42.715Z"
+
+
+def test_missing_email_is_a_bad_event():
+    body = reply_payload()
+    del body["lead_email"], body["email"]
+    with pytest.raises(BadEvent, match="lead_email is missing"):
+        from_webhook(body)
+
+
+def test_claim_leases_one_event_and_counts_the_attempt(db):
+    first = inbox.enqueue(db, from_webhook(reply_payload(email_id="r1")), now=100.0)
+    inbox.enqueue(db, from_webhook(reply_payload(email_id="r2")), now=100.0)
+    row = inbox.claim_next(db, lease_seconds=60, now=200.0)
+    assert (row["id"], row["status"], row["attempts"]) == (first.event_id, "processing", 1)
+    again = inbox.claim_next(db, lease_seconds=60, now=200.0)
+    assert again["id"] != first.event_id
+
+
+def test_expired_lease_gives_the_event_to_another_worker(db):
+    queued = inbox.enqueue(db, from_webhook(reply_payload()), now=100.0)
+    inbox.claim_next(db, lease_seconds=60, now=100.0)
+    assert inbox.claim_next(db, lease_seconds=60, now=150.0) is None
+    retaken = inbox.claim_next(db, lease_seconds=60, now=161.0)
+    assert (retaken["id"], retaken["attempts"]) == (queued.event_id, 2)
+
+
+def test_retry_later_waits_and_rate_limits_do_not_use_up_attempts(db):
+    queued = inbox.enqueue(db, from_webhook(reply_payload()), now=0.0)
+    inbox.claim_next(db, now=10.0)
+    inbox.retry_later(db, queued.event_id, 30, "GHL 429", count_attempt=False, now=10.0)
+    assert inbox.claim_next(db, now=39.0) is None
+    row = inbox.claim_next(db, now=41.0)
+    assert row["attempts"] == 1 and row["last_error"] == "GHL 429"
+
+
+def test_replay_requeues_dead_events_only(db):
+    dead = inbox.enqueue(db, from_webhook(reply_payload(email_id="r1")))
+    done = inbox.enqueue(db, from_webhook(reply_payload(email_id="r2")))
+    inbox.dead(db, dead.event_id, "GHL 422: bad phone")
+    inbox.finish(db, done.event_id, "done")
+    assert inbox.replay(db) == 1
+    row = inbox.get(db, dead.event_id)
+    assert (row["status"], row["attempts"]) == ("pending", 0)
+    assert inbox.get(db, done.event_id)["status"] == "done"
+    assert inbox.replay(db, [done.event_id]) == 1
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_limiter_allows_the_limit_then_waits_for_the_window():
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(3, 10.0, clock=clock, sleep=clock.sleep)
+    for _ in range(3):
+        assert limiter.acquire() == 0
+    clock.now = 4.0
+    assert limiter.delay() == pytest.approx(6.0)
+    assert limiter.acquire() == pytest.approx(6.0)
+    assert clock.now == pytest.approx(10.0)
+
+
+def test_limiter_keeps_any_window_under_the_limit():
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(20, 60.0, clock=clock, sleep=clock.sleep)
+    sent = []
+    for _ in range(65):
+        limiter.acquire()
+        sent.append(clock.now)
+        clock.now += 0.5
+    for i, start in enumerate(sent):
+        assert sum(1 for t in sent[i:] if t < start + 60.0) <= 20
+
+
+def test_block_for_holds_every_call_until_the_time():
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(100, 10.0, clock=clock, sleep=clock.sleep)
+    limiter.block_for(7.5)
+    assert limiter.acquire() == pytest.approx(7.5)
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap():
+    assert backoff_delay(1, 30, 3600, rand=lambda: 0.5) == 30
+    assert backoff_delay(4, 30, 3600, rand=lambda: 0.5) == 240
+    assert backoff_delay(20, 30, 3600, rand=lambda: 0.5) == 3600
+    assert backoff_delay(2, 30, 3600, rand=lambda: 0.0) == 30
+    assert backoff_delay(2, 30, 3600, rand=lambda: 0.999) == pytest.approx(89.94)
