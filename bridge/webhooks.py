@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 
 from bridge import db as store
-from bridge import inbox
+from bridge import group_commit
 from bridge.events import BadEvent, from_webhook, parse_json, read_event_type
 
 bp = Blueprint("webhooks", __name__)
@@ -52,7 +52,7 @@ def receive_instantly():
             log.info("webhook ignored: event type %r is not synced", event_type[:80])
             return _answer(200, status="ignored", event_type=event_type)
         event = from_webhook(data)
-        queued = inbox.enqueue(db, event)
+        queued = group_commit.for_database(config.database).enqueue(event)
     except BadEvent as exc:
         log.warning("webhook rejected: %s", exc)
         return _answer(400, error=str(exc))
