@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 
 from bridge import db as store
-from bridge import inbox
+from bridge import event_types, inbox
 from bridge.events import BadEvent, from_webhook, parse_json, read_event_type
 
 bp = Blueprint("webhooks", __name__)
@@ -70,5 +70,5 @@ def receive_instantly():
 
 
 def _syncs(settings: dict, event_type: str) -> bool:
-    rule = settings["events"].get(event_type)
-    return bool(rule and rule["enabled"])
+    # The worker asks the same question, so both decide alike.
+    return event_types.is_synced(settings, event_type)
