@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlite_utils
 
-from bridge import contacts
+from bridge import contacts, event_types
 from bridge.events import Event
 from bridge.fieldmap import CustomFieldIds, build_fields, upsert_body
 from bridge.ghl import GHLClient, GHLRejected
@@ -46,9 +46,14 @@ def sync_event(
     db: sqlite_utils.Database, event: Event, settings: dict, client: GHLClient
 ) -> Outcome:
     """Bring GHL in step with one event. Raises GHLError subclasses on failure."""
-    rule = settings["events"].get(event.event_type)
-    if not rule or not rule["enabled"]:
+    if not event_types.is_synced(settings, event.event_type):
         return Outcome("ignored", note=f"{event.event_type} is not synced in settings")
+    if event_types.interest_status(event.event_type):
+        # Imported here because interest_sync builds on this module's helpers.
+        from bridge.interest_sync import sync_interest
+
+        return sync_interest(db, event, settings, client)
+    rule = settings["events"][event.event_type]
     record = ensure_contact(db, event, settings, client)
     tags = render_tags(rule["tags"], event)
     add_missing_tags(db, record, tags, client)
