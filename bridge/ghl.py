@@ -108,6 +108,42 @@ class GHLClient:
         """DELETE /contacts/{id}/tags with a JSON body: removes only these tags."""
         self._request("DELETE", f"/contacts/{contact_id}/tags", json={"tags": tags})
 
+    # --- workflows ------------------------------------------------------------------------
+
+    def add_to_workflow(self, contact_id: str, workflow_id: str) -> None:
+        """POST /contacts/{contactId}/workflow/{workflowId}, enrolling the contact now."""
+        self._request("POST", f"/contacts/{contact_id}/workflow/{workflow_id}", json={})
+
+    # --- opportunities --------------------------------------------------------------------
+
+    def search_opportunities(self, contact_id: str, pipeline_id: str) -> list[dict[str, Any]]:
+        """GET /opportunities/search: the contact's opportunities in one pipeline, any status."""
+        data = self._request(
+            "GET",
+            "/opportunities/search",
+            params={
+                "location_id": self.location_id,
+                "contact_id": contact_id,
+                "pipeline_id": pipeline_id,
+                "status": "all",
+            },
+        )
+        return [o for o in data.get("opportunities") or [] if isinstance(o, dict)]
+
+    def create_opportunity(self, fields: dict[str, Any]) -> str:
+        """POST /opportunities/ (CreateDto); returns the id. Not idempotent on GHL's side."""
+        data = self._request(
+            "POST", "/opportunities/", json={"locationId": self.location_id, **fields}
+        )
+        opportunity_id = (data.get("opportunity") or {}).get("id")
+        if not opportunity_id:
+            raise GHLTransient(200, "create opportunity answer has no opportunity.id")
+        return str(opportunity_id)
+
+    def update_opportunity(self, opportunity_id: str, fields: dict[str, Any]) -> None:
+        """PUT /opportunities/{id} (UpdateOpportunityDto)."""
+        self._request("PUT", f"/opportunities/{opportunity_id}", json=fields)
+
     # --- location -------------------------------------------------------------------------
 
     def custom_fields(self) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
 """Interest statuses and custom labels to GHL: a contact carries the tags of its latest
-status only, statuses apply in the order they happened."""
+status only, statuses apply in the order they happened, and a status's optional actions
+(workflow, opportunity) follow it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from bridge import contacts
 from bridge.event_types import interest_status, label_of
 from bridge.events import Event, parse_time
 from bridge.ghl import GHLClient
+from bridge.opportunity import place_opportunity
 from bridge.sync import Outcome, add_missing_tags, ensure_contact, render_tags, tag_values
+from bridge.workflow import add_to_workflow
 
 
 def sync_interest(
@@ -25,6 +28,10 @@ def sync_interest(
         return Outcome("superseded", record.contact_id if record else None, stale)
     record = ensure_contact(db, event, settings, client)
     apply_status(db, record, status, status_tags(settings, status, event), event, client)
+    # Also for a status already applied: each action is keyed, so a repeat costs no call,
+    # and an action that failed after the status was recorded is completed on retry.
+    add_to_workflow(db, record, status, settings, client)
+    place_opportunity(db, record, event, status, settings, client)
     return Outcome("done", record.contact_id)
 
 
