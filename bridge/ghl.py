@@ -108,6 +108,18 @@ class GHLClient:
         """DELETE /contacts/{id}/tags with a JSON body: removes only these tags."""
         self._request("DELETE", f"/contacts/{contact_id}/tags", json={"tags": tags})
 
+    # --- notes ----------------------------------------------------------------------------
+
+    def list_notes(self, contact_id: str) -> list[dict[str, Any]]:
+        """GET /contacts/{id}/notes: every note on the contact."""
+        data = self._request("GET", f"/contacts/{contact_id}/notes")
+        return [n for n in data.get("notes") or [] if isinstance(n, dict)]
+
+    def create_note(self, contact_id: str, body: str) -> str:
+        """POST /contacts/{id}/notes; returns the note id. Not idempotent on GHL's side."""
+        data = self._request("POST", f"/contacts/{contact_id}/notes", json={"body": body})
+        return str((data.get("note") or {}).get("id") or "")
+
     # --- workflows ------------------------------------------------------------------------
 
     def add_to_workflow(self, contact_id: str, workflow_id: str) -> None:

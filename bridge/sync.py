@@ -15,6 +15,7 @@ from bridge import contacts, event_types
 from bridge.events import Event
 from bridge.fieldmap import CustomFieldIds, build_fields, upsert_body
 from bridge.ghl import GHLClient, GHLRejected
+from bridge.reply_note import add_reply_note
 
 log = logging.getLogger("bridge.sync")
 
@@ -57,6 +58,8 @@ def sync_event(
     record = ensure_contact(db, event, settings, client)
     tags = render_tags(rule["tags"], event)
     add_missing_tags(db, record, tags, client)
+    if event.event_type == "reply_received" and settings["actions"]["reply_note"]["enabled"]:
+        add_reply_note(db, record, event, client)
     return Outcome("done", record.contact_id)
 
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 import pytest
 
 from bridge import ghl_writes, inbox
+from bridge.events import Event, from_webhook
 from bridge.ghl import GHLTransient
+from bridge.reply_note import marker
 from bridge.worker import Worker
-from tests.helpers import post_webhook
+from tests.helpers import post_webhook, reply_payload
 from tests.interest_helpers import (
     EMAIL,
     add_opportunity_search,
@@ -73,6 +75,99 @@ def fail_before_ghl_stores(worker, fake, name, status=503):
         return original(*args)
 
     setattr(worker.client, name, gateway_error)
+
+
+# --- reply notes --------------------------------------------------------------------------
+
+
+def test_no_note_unless_switched_on(client, db, worker, fake_ghl):
+    deliver(client, worker, reply_payload())
+    assert routes(fake_ghl) == ["POST /contacts/upsert", "POST /contacts/{contactId}/tags"]
+    assert fake_ghl.notes == {}
+
+
+def test_a_reply_becomes_one_note(client, db, worker, fake_ghl):
+    change_settings(db, "actions.reply_note", enabled=True)
+    deliver(client, worker, reply_payload())
+    assert routes(fake_ghl) == [
+        "POST /contacts/upsert",
+        "POST /contacts/{contactId}/tags",
+        "POST /contacts/{contactId}/notes",
+    ]
+    contact_id = fake_ghl.contact_by_email(EMAIL)["id"]
+    (note,) = fake_ghl.notes[contact_id]
+    assert note["body"].startswith("Reply in Instantly: Re: Your thoughts?\n\nSure, how about")
+    assert "Unibox: https://app.instantly.ai/app/unibox?thread_search=thread:abc" in note["body"]
+    assert "Campaign: Trust Attorneys Q4 (step 1)" in note["body"]
+    assert note["body"].endswith(
+        "[instantly-ghl-bridge reply:019ab465-0036-7b51-9914-3353686e7dc1]"
+    )
+
+
+def test_duplicate_deliveries_replays_and_reconciliation_add_no_second_note(
+    client, db, worker, fake_ghl
+):
+    change_settings(db, "actions.reply_note", enabled=True)
+    first = deliver(client, worker, reply_payload())
+    fake_ghl.calls.clear()
+
+    deliver(client, worker, reply_payload())  # Instantly delivers again
+    polled = from_webhook(reply_payload())  # polling finds the same reply: same key
+    inbox.enqueue(db, Event(polled.key, polled.event_type, polled.email, polled.payload,
+                            polled.campaign_id, polled.campaign_name, polled.occurred_at, "poll"))  # fmt: skip
+    inbox.replay(db, [first.json["event_id"]])  # someone replays the done event
+    worker.run(drain=True)
+
+    assert fake_ghl.calls == []
+    assert sum(len(notes) for notes in fake_ghl.notes.values()) == 1
+
+
+def test_a_note_whose_answer_was_lost_is_found_not_written_twice(client, db, worker, fake_ghl):
+    change_settings(db, "actions.reply_note", enabled=True)
+    fail_after_ghl_answers(worker, "create_note")
+    answer = deliver(client, worker, reply_payload())
+    assert inbox.get(db, answer.json["event_id"])["status"] == "pending"
+    contact_id = fake_ghl.contact_by_email(EMAIL)["id"]
+    assert len(fake_ghl.notes[contact_id]) == 1, "GHL stored it; the bridge does not know"
+    fake_ghl.calls.clear()
+
+    retry_due(db, worker)
+
+    assert routes(fake_ghl) == ["GET /contacts/{contactId}/notes"]
+    assert len(fake_ghl.notes[contact_id]) == 1
+    assert inbox.get(db, answer.json["event_id"])["status"] == "done"
+    write = ghl_writes.get(db, f"note:{from_webhook(reply_payload()).key}")
+    assert write.done and write.ghl_id == fake_ghl.notes[contact_id][0]["id"]
+
+
+def test_a_note_that_never_reached_ghl_is_written_once_on_retry(client, db, worker, fake_ghl):
+    change_settings(db, "actions.reply_note", enabled=True)
+    fail_before_ghl_stores(worker, fake_ghl, "create_note")
+    deliver(client, worker, reply_payload())
+    contact_id = fake_ghl.contact_by_email(EMAIL)["id"]
+    assert fake_ghl.notes.get(contact_id, []) == []
+    fake_ghl.calls.clear()
+
+    retry_due(db, worker)
+
+    assert routes(fake_ghl) == [
+        "GET /contacts/{contactId}/notes",
+        "POST /contacts/{contactId}/notes",
+    ]
+    assert len(fake_ghl.notes[contact_id]) == 1
+
+
+def test_a_look_finds_only_this_replys_marker(client, db, worker, fake_ghl):
+    change_settings(db, "actions.reply_note", enabled=True)
+    deliver(client, worker, reply_payload())
+    other = reply_payload(email_id="another-reply", reply_text="Also: Friday?")
+    fail_before_ghl_stores(worker, fake_ghl, "create_note")  # the first try fails at the gateway
+    deliver(client, worker, other)
+    retry_due(db, worker)
+    contact_id = fake_ghl.contact_by_email(EMAIL)["id"]
+    bodies = [n["body"] for n in fake_ghl.notes[contact_id]]
+    assert len(bodies) == 2
+    assert marker(from_webhook(other)) in bodies[1]
 
 
 # --- workflow -----------------------------------------------------------------------------
