@@ -108,6 +108,12 @@ class GHLClient:
         """DELETE /contacts/{id}/tags with a JSON body: removes only these tags."""
         self._request("DELETE", f"/contacts/{contact_id}/tags", json={"tags": tags})
 
+    def update_contact(self, contact_id: str, fields: dict[str, Any]) -> None:
+        """PUT /contacts/{id} (UpdateContactDto). Never sends `tags`: they would replace all."""
+        if "tags" in fields:
+            raise ValueError("tags replace all of a contact's tags on update; use add_tags")
+        self._request("PUT", f"/contacts/{contact_id}", json=fields)
+
     # --- notes ----------------------------------------------------------------------------
 
     def list_notes(self, contact_id: str) -> list[dict[str, Any]]:

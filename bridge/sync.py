@@ -12,6 +12,7 @@ from typing import Any
 import sqlite_utils
 
 from bridge import contacts, event_types
+from bridge.dnd import set_email_dnd
 from bridge.events import Event
 from bridge.fieldmap import CustomFieldIds, build_fields, upsert_body
 from bridge.ghl import GHLClient, GHLRejected
@@ -60,6 +61,8 @@ def sync_event(
     add_missing_tags(db, record, tags, client)
     if event.event_type == "reply_received" and settings["actions"]["reply_note"]["enabled"]:
         add_reply_note(db, record, event, client)
+    if rule["dnd"]:
+        set_email_dnd(db, record, event, client)
     return Outcome("done", record.contact_id)
 
 

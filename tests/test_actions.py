@@ -17,6 +17,7 @@ from tests.interest_helpers import (
     add_opportunity_search,
     change_settings,
     interest_payload,
+    lead_event_payload,
 )
 from tests.support import fixtures as ghl_fixtures
 
@@ -168,6 +169,21 @@ def test_a_look_finds_only_this_replys_marker(client, db, worker, fake_ghl):
     bodies = [n["body"] for n in fake_ghl.notes[contact_id]]
     assert len(bodies) == 2
     assert marker(from_webhook(other)) in bodies[1]
+
+
+def test_auto_replies_sync_only_when_switched_on_with_their_own_tag_and_no_note(
+    client, db, worker, fake_ghl
+):
+    change_settings(db, "actions.reply_note", enabled=True)
+    auto = reply_payload(event_type="auto_reply_received", email_id="ooo-1",
+                         reply_text="I am out of office until Monday.")  # fmt: skip
+    assert post_webhook(client, auto).json["status"] == "ignored"
+
+    change_settings(db, "events.auto_reply_received", enabled=True)
+    deliver(client, worker, auto)
+    assert routes(fake_ghl) == ["POST /contacts/upsert", "POST /contacts/{contactId}/tags"]
+    assert fake_ghl.contact_by_email(EMAIL)["tags"] == ["instantly-auto-reply"]
+    assert fake_ghl.notes == {}
 
 
 # --- workflow -----------------------------------------------------------------------------
@@ -354,3 +370,53 @@ def test_a_wrong_stage_is_dead_lettered_with_ghls_message(client, db, worker, fa
     row = inbox.get(db, answer.json["event_id"])
     assert row["status"] == "dead" and "Pipeline stage not found" in row["last_error"]
     assert len(fake_ghl.opportunities) == 1
+
+
+# --- do not disturb -----------------------------------------------------------------------
+
+
+def test_an_unsubscribe_sets_email_dnd_once(client, db, worker, fake_ghl):
+    deliver(client, worker, lead_event_payload("lead_unsubscribed", T1))
+    contact = fake_ghl.contact_by_email(EMAIL)
+    assert routes(fake_ghl) == [
+        "POST /contacts/upsert",
+        "POST /contacts/{contactId}/tags",
+        "PUT /contacts/{contactId}",
+    ]
+    (update,) = fake_ghl.calls_to("PUT", "/contacts/{contactId}")
+    assert update.json == {
+        "dndSettings": {
+            "Email": {
+                "status": "active",
+                "message": "Unsubscribed in Instantly (campaign Trust Attorneys Q4) on 2025-06-11;"
+                " set by instantly-ghl-bridge",
+            }
+        }
+    }
+    assert contact["dndSettings"]["Email"]["status"] == "active"
+    assert contact["tags"] == ["instantly-unsubscribed"]
+    fake_ghl.calls.clear()
+
+    deliver(client, worker, lead_event_payload("lead_unsubscribed", T2, campaign_id="c2"))
+    assert fake_ghl.calls == []
+
+
+def test_dnd_can_be_switched_off_for_unsubscribes(client, db, worker, fake_ghl):
+    change_settings(db, "events.lead_unsubscribed", dnd=False)
+    deliver(client, worker, lead_event_payload("lead_unsubscribed", T1))
+    assert fake_ghl.calls_to("PUT", "/contacts/{contactId}") == []
+    assert "dndSettings" not in fake_ghl.contact_by_email(EMAIL)
+
+
+def test_bounces_set_dnd_only_when_asked(client, db, worker, fake_ghl):
+    assert post_webhook(client, lead_event_payload("email_bounced", T1)).json["status"] == (
+        "ignored"
+    )
+    change_settings(db, "events.email_bounced", enabled=True)
+    deliver(client, worker, lead_event_payload("email_bounced", T1))
+    assert fake_ghl.calls_to("PUT", "/contacts/{contactId}") == []
+
+    change_settings(db, "events.email_bounced", dnd=True)
+    deliver(client, worker, lead_event_payload("email_bounced", T2))
+    (update,) = fake_ghl.calls_to("PUT", "/contacts/{contactId}")
+    assert update.json["dndSettings"]["Email"]["message"].startswith("Email bounced in Instantly")
