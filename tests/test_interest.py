@@ -292,3 +292,24 @@ def test_a_stale_status_is_settled_even_while_ghl_is_down(db, fake_ghl, worker):
     worker.run(drain=True)
     assert inbox.get(db, stale.event_id)["status"] == "superseded"
     assert len(fake_ghl.calls) == calls_before
+
+
+def test_the_ghl_calls_for_a_reply_a_repeat_a_status_change_and_a_late_status(
+    client, db, worker, fake_ghl
+):
+    """The call budget with the shipped settings, in the order the calls are made."""
+
+    def step(body):
+        fake_ghl.calls.clear()
+        deliver(client, worker, body)
+        return [(c.method, c.path) for c in fake_ghl.calls]
+
+    first_reply = step(reply_payload())
+    contact_id = fake_ghl.contact_by_email(EMAIL)["id"]
+    tags = f"/contacts/{contact_id}/tags"
+    assert first_reply == [("POST", "/contacts/upsert"), ("POST", tags)]
+    assert step(reply_payload()) == []
+    assert step(interest_payload("lead_interested", T1)) == [("POST", tags)]
+    assert step(interest_payload("lead_interested", T2)) == []
+    assert step(interest_payload("lead_meeting_booked", T3)) == [("POST", tags), ("DELETE", tags)]
+    assert step(interest_payload("lead_not_interested", T2)) == []
