@@ -307,6 +307,7 @@ def test_later_statuses_move_it_and_never_create_another(client, db, worker, fak
 
     deliver(client, worker, interest_payload("lead_closed", T3))  # duplicate delivery
     deliver(client, worker, interest_payload("lead_meeting_booked", T2))  # late, older
+    deliver(client, worker, interest_payload("lead_closed", T3.replace("13T", "14T")))  # again
     assert fake_ghl.calls == []
     assert the_opportunity(fake_ghl)["pipelineStageId"] == stage["Won"]
 
