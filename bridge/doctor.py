@@ -27,7 +27,7 @@ LAST_RESULT_STATE = "doctor_last"
 WEBHOOK_URL_STATE = "instantly_webhook_url"
 # Doctor answers while someone waits: fail fast rather than hang on a dead API.
 TIMEOUT = (5.0, 10.0)
-REGISTER_FIX = "run `bridge webhook register --url https://<your bridge>/webhooks/instantly`"
+PLACEHOLDER_URL = "https://<your bridge>/webhooks/instantly"
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def run_checks(
     checks.append(location_check)
     custom_fields, scope_check = _ghl_scopes(ghl if location_check.ok else None, settings)
     checks.append(scope_check)
-    checks.append(_ghl_writes(db))
+    checks.append(_ghl_writes(db if settings is not None else None))
     checks.append(_field_map(settings, custom_fields, ghl is not None and location_check.ok))
 
     if instantly is None and config.instantly_api_key:
@@ -78,7 +78,7 @@ def run_checks(
         )
     key_check = _instantly_key(config, instantly)
     checks.append(key_check)
-    if webhook_url is None and db is not None:
+    if webhook_url is None and settings is not None:
         webhook_url = state.get(db, WEBHOOK_URL_STATE)
     checks.append(_webhooks(config, instantly if key_check.ok else None, settings, webhook_url))
     if db is not None:
@@ -357,14 +357,10 @@ def _webhooks(
     detail = "; ".join(parts)
     if found.ok:
         return Check(name, True, detail)
-    fix = (
-        REGISTER_FIX.replace("https://<your bridge>/webhooks/instantly", url)
-        if url
-        else REGISTER_FIX
-    )
+    command = f"bridge webhook register --url {url or PLACEHOLDER_URL}"
     if found.disabled:
-        fix += " --resume"
-    return Check(name, False, detail, fix)
+        command += " --resume"
+    return Check(name, False, detail, f"run `{command}`")
 
 
 # --- helpers -----------------------------------------------------------------------------
