@@ -167,8 +167,20 @@ def parse_toml(text: str) -> dict:
 
 
 def to_toml(settings: dict) -> str:
-    """Write settings as TOML in the same shape as config/defaults.toml."""
-    return tomli_w.dumps(settings)
+    """Write settings as TOML in the same shape as config/defaults.toml.
+
+    TOML has no null: unset optional values are left out, and reading the file back
+    gives them their defaults again.
+    """
+    return tomli_w.dumps(_without_none(settings))
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value if v is not None]
+    return value
 
 
 def load_defaults(path: Path = DEFAULTS_FILE) -> dict:

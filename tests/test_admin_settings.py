@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import tomllib
 
 import pytest
 import responses
@@ -418,3 +419,8 @@ def test_campaign_picker_offers_checkboxes_and_keeps_unknown_ids(app, logged_in,
     assert 'name="campaigns" value="c1" >' in html
     assert 'name="campaigns" value="c2" checked>' in html
     assert ">gone</textarea>" in html
+
+
+def test_export_leaves_out_unset_optional_values():
+    text = settings_mod.to_toml({"a": None, "b": {"c": None, "d": 1}, "e": [{"f": None, "g": "x"}]})
+    assert tomllib.loads(text) == {"b": {"d": 1}, "e": [{"g": "x"}]}

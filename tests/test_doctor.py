@@ -362,7 +362,7 @@ def test_dashboard_runs_the_same_checks_and_shows_them(client, db, custom_field_
         healthy(rsps, fields=[])
         response = post(client, "/doctor")
     page = client.get(response.location).get_data(as_text=True)
-    assert "1 checks failed." in page
+    assert "1 of 9 checks failed: see the fixes below." in page
     assert "Field map custom fields</strong>: not in the GHL location: contact.icebreaker" in page
     assert "Fix: create them in GHL" in page
     for secret in all_secrets():

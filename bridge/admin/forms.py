@@ -44,6 +44,11 @@ HELP = {
     ),
 }
 
+LABELS = {
+    "field_map.*.instantly": "Instantly field or custom variable",
+    "field_map.*.ghl": "GHL field",
+}
+
 # Fields that get a list of choices fetched from GHL or Instantly (see lookups.py).
 # A schema field can ask for one itself with metadata={"picker": "<name>"}.
 PICKER_BY_PATTERN = {"field_map.*.ghl": "ghl_field", "field_map.*.instantly": "instantly_field"}
@@ -140,7 +145,9 @@ def _widget(
     widget = Widget(
         path=path,
         name=name,
-        label=fld.metadata.get("label") or name.replace("_", " ").capitalize(),
+        label=fld.metadata.get("label")
+        or LABELS.get(pattern)
+        or name.replace("_", " ").capitalize(),
         kind="text",
         help=fld.metadata.get("description") or HELP.get(pattern, ""),
         optional=bool(fld.allow_none),

@@ -150,7 +150,10 @@ def run_doctor():
     checks = doctor.run_checks(config(), webhook_url=state.get(db, doctor.WEBHOOK_URL_STATE))
     doctor.save_result(db, checks)
     bad = sum(1 for c in checks if c.ok is False)
-    flash(f"{bad} checks failed." if bad else "All checks passed.", "error" if bad else "ok")
+    if bad:
+        flash(f"{bad} of {len(checks)} checks failed: see the fixes below.", "error")
+    else:
+        flash("All checks passed.", "ok")
     return redirect(url_for("admin.dashboard") + "#checks")
 
 
