@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -230,10 +231,20 @@ def test_429_waits_for_retry_after_and_does_not_use_an_attempt(client, db, worke
         body={"statusCode": 429, "message": "Too many requests"},
     )
     post_webhook(client, reply_payload())
+    post_webhook(client, reply_payload(email_id="r2", lead_email="other@example.com"))
+    waits = []
+
+    def sleep(seconds):
+        waits.append((seconds, worker.client.limiter.delay()))
+        worker.stop()
+
+    worker.sleep = sleep
     drain(worker)
     row = inbox.get(db, 1)
     assert row["status"] == "pending" and row["attempts"] == 0
-    assert 6 < worker.client.limiter.delay() <= 7
+    assert row["next_attempt_at"] - time.time() > 6
+    ((slept, blocked_for),) = waits
+    assert slept == 5.0 and 6 < blocked_for <= 7, "the next event waits for Retry-After too"
     assert len(fake_ghl.calls) == 1
 
 
