@@ -1,16 +1,20 @@
 """A real browser on the real app: log in, change a tag template, save, replay a dead event.
 
 Drives Debian's chromium through Playwright (`playwright install` cannot download here).
-Screenshots of the dashboard and the settings page land in tests/artifacts/.
+GHL and Instantly are fakes on 127.0.0.1 (FakeGHLServer, and a small Instantly stand-in
+here), both checking each request against the vendor's spec. Screenshots of the
+dashboard and the settings page land in tests/artifacts/.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
 from bridge import db as store
@@ -18,7 +22,10 @@ from bridge import inbox
 from bridge import settings as settings_mod
 from bridge.events import from_webhook
 from tests.helpers import reply_payload
-from tests.web_helpers import ADMIN_PASSWORD, admin_env
+from tests.support.ghl_fake import FakeGHL
+from tests.support.ghl_server import FakeGHLServer
+from tests.support.specs import instantly_spec, specs_available
+from tests.web_helpers import ADMIN_PASSWORD, admin_env, instantly_webhook
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -36,22 +43,98 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 pytestmark = pytest.mark.slow
 
 
+class FakeInstantly:
+    """The Instantly calls the page makes (campaigns, webhooks), checked against the spec."""
+
+    def __init__(self):
+        self.webhooks: list[dict] = []
+        self.spec_errors: list[str] = []
+        app = Flask("fake-instantly")
+        app.add_url_rule("/api/v2/campaigns", view_func=self.campaigns)
+        app.add_url_rule("/api/v2/webhooks", view_func=self.list_webhooks)
+        app.add_url_rule("/api/v2/webhooks", view_func=self.create_webhook, methods=["POST"])
+        app.before_request(self.check)
+        self.app = app
+
+    def check(self):
+        if not specs_available():
+            return
+        errors = instantly_spec().validate_request(
+            request.method,
+            request.path,
+            dict(request.headers),
+            request.args.to_dict(flat=False),
+            request.get_json(silent=True),
+        )
+        self.spec_errors += errors
+
+    def campaigns(self):
+        return jsonify(items=[])
+
+    def list_webhooks(self):
+        return jsonify(items=self.webhooks)
+
+    def create_webhook(self):
+        body = request.get_json()
+        hook = instantly_webhook(
+            f"wh-{len(self.webhooks) + 1}",
+            body["event_type"],
+            body["target_hook_url"],
+            body["headers"],
+        )
+        self.webhooks.append(hook)
+        return jsonify(hook)
+
+
+def serve(app) -> tuple[str, Callable[[], None]]:
+    """Serve a WSGI app on 127.0.0.1 and an ephemeral port, in a thread."""
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        http.shutdown()
+        thread.join(timeout=10)
+
+    return f"http://127.0.0.1:{http.server_port}", stop
+
+
 @pytest.fixture
-def env(env):
-    # No GHL or Instantly credentials: the page must work (and say so) without them.
-    bare = {k: v for k, v in admin_env(env).items() if k not in ("GHL_TOKEN", "INSTANTLY_API_KEY")}
-    return bare
+def fake_instantly():
+    fake = FakeInstantly()
+    fake.url, stop = serve(fake.app)
+    yield fake
+    stop()
+    assert fake.spec_errors == []
+
+
+@pytest.fixture
+def ghl_server():
+    fake = FakeGHL()
+    fake.add_custom_field("contact.icebreaker", "Icebreaker")
+    server = FakeGHLServer(fake)
+    server.start()
+    yield server
+    server.stop()
+    assert fake.spec_errors == []
+
+
+@pytest.fixture
+def env(env, ghl_server, fake_instantly):
+    """A newcomer's bridge: credentials set, GHL and Instantly reachable (both fakes)."""
+    return {
+        **admin_env(env),
+        "GHL_BASE_URL": ghl_server.url,
+        "INSTANTLY_BASE_URL": fake_instantly.url,
+    }
 
 
 @pytest.fixture
 def server(app):
-    """The real app on 127.0.0.1, an ephemeral port, in a thread."""
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{http.server_port}"
-    http.shutdown()
-    thread.join(timeout=10)
+    """The real app, as a browser reaches it."""
+    url, stop = serve(app)
+    yield url
+    stop()
 
 
 @pytest.fixture
@@ -91,7 +174,9 @@ def events(db):
     return {"done": done, "dead": dead}
 
 
-def test_login_change_a_tag_template_and_replay_a_dead_event(server, page, db, events, config):
+def test_newcomer_sets_up_changes_a_tag_and_replays_a_dead_event(
+    server, page, db, events, config, fake_instantly
+):
     ARTIFACTS.mkdir(exist_ok=True)
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
@@ -102,14 +187,24 @@ def test_login_change_a_tag_template_and_replay_a_dead_event(server, page, db, e
     page.click("button[type=submit]")
     page.wait_for_selector("h1:has-text('Dashboard')")
 
+    # First checks: everything works but no Instantly webhook delivers here yet.
     page.click("button:has-text('Run checks')")
-    page.wait_for_selector("table.checks")
-    assert page.locator("table.checks tr").count() == 9
+    page.wait_for_selector(".banner.error:has-text('1 of 9 checks failed')")
+    page.fill("#webhook-url", "https://bridge.example.com")
+    page.click("button:has-text('Register webhooks')")
+    page.wait_for_selector(".banner.ok:has-text('created')")
+    assert [h["event_type"] for h in fake_instantly.webhooks] == ["reply_received"]
+    page.click("button:has-text('Run checks')")
+    page.wait_for_selector(".banner.ok:has-text('All checks passed.')")
+    assert page.locator("table.checks td.ok").count() == 9
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
     page.click("header a:has-text('Settings')")
     tags = page.locator("textarea[name='events.reply_received.tags']")
     tags.fill("instantly-replied\nbrowser-{campaign_name}")
+    page.fill("input[name='field_map.5.instantly']", "icebreaker")
+    page.fill("input[name='field_map.5.ghl']", "contact.icebreaker")
+    assert page.locator("#pick-ghl_field option[value='contact.icebreaker']").count() == 1
     page.click("#save")
     page.wait_for_selector(".banner.ok:has-text('Saved (version 2)')")
     page.reload()
@@ -117,10 +212,12 @@ def test_login_change_a_tag_template_and_replay_a_dead_event(server, page, db, e
         "instantly-replied\nbrowser-{campaign_name}"
     )
     check = store.connect(config.database)
-    assert settings_mod.current(check)[1]["events"]["reply_received"]["tags"] == [
+    saved = settings_mod.current(check)[1]
+    assert saved["events"]["reply_received"]["tags"] == [
         "instantly-replied",
         "browser-{campaign_name}",
     ]
+    assert saved["field_map"][-1] == {"instantly": "icebreaker", "ghl": "contact.icebreaker"}
     page.screenshot(path=str(ARTIFACTS / "settings.png"), full_page=True)
 
     page.click("header a:has-text('Dead letters')")
