@@ -108,7 +108,6 @@ def has_secret(hook: dict[str, Any], secret: str) -> bool:
 class Coverage:
     """How the existing webhooks serve the enabled event types."""
 
-    hooks: list[dict[str, Any]] = field(default_factory=list)
     covered: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unsubscribable: list[str] = field(default_factory=list)
@@ -125,7 +124,7 @@ def coverage(
 ) -> Coverage:
     """Check that a live webhook with our secret delivers each enabled event type here."""
     mine = [h for h in hooks if ours(h, url)]
-    result = Coverage(hooks=mine)
+    result = Coverage()
     for event_type in event_types:
         wanted = subscription_for(event_type)
         if wanted is None:

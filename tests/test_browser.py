@@ -53,6 +53,9 @@ class FakeInstantly:
         app.add_url_rule("/api/v2/campaigns", view_func=self.campaigns)
         app.add_url_rule("/api/v2/webhooks", view_func=self.list_webhooks)
         app.add_url_rule("/api/v2/webhooks", view_func=self.create_webhook, methods=["POST"])
+        app.add_url_rule(
+            "/api/v2/webhooks/<hook_id>/resume", view_func=self.resume_webhook, methods=["POST"]
+        )
         app.before_request(self.check)
         self.app = app
 
@@ -84,6 +87,13 @@ class FakeInstantly:
         )
         self.webhooks.append(hook)
         return jsonify(hook)
+
+    def resume_webhook(self, hook_id: str):
+        for hook in self.webhooks:
+            if hook["id"] == hook_id:
+                hook.update(status=1, timestamp_error=None)
+                return jsonify(hook)
+        return jsonify(statusCode=404, error="Not Found", message="Resource not found"), 404
 
 
 def serve(app) -> tuple[str, Callable[[], None]]:

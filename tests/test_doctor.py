@@ -320,7 +320,6 @@ def test_cli_healthy_exits_zero(cli_env, custom_field_map):
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0].startswith("✓ Database: migrated")
     assert result.output.rstrip().endswith("all checks passed")
-    print(result.output)
 
 
 def test_cli_broken_exits_non_zero_with_fixes(cli_env, custom_field_map):
@@ -346,7 +345,6 @@ def test_cli_broken_exits_non_zero_with_fixes(cli_env, custom_field_map):
         for line in lines
     )
     assert lines[-1] == "2 of 9 checks failed"
-    print(result.output)
 
 
 def test_cli_bad_url_is_a_usage_error(cli_env):

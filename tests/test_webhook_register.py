@@ -244,7 +244,6 @@ def test_cli_prints_what_it_did_and_remembers_the_url(cli_env, db):
     ]
     assert WEBHOOK_SECRET not in result.output
     assert state.get(db, doctor.WEBHOOK_URL_STATE) == BRIDGE_URL
-    print(result.output)
 
 
 def test_cli_disabled_without_resume_exits_non_zero(cli_env, db):

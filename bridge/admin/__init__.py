@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import sqlite_utils
 from flask import Blueprint, Flask, Response, current_app, render_template
+from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
@@ -48,7 +49,7 @@ def _mask_secrets(response: Response) -> Response:
 
 
 @bp.errorhandler(CSRFError)
-def _csrf_error(exc: CSRFError):
+def _csrf_error(exc: CSRFError) -> ResponseReturnValue:
     message = (
         "This form was missing its security token or it no longer matches your session. "
         "Reload the page and try again."
@@ -57,7 +58,7 @@ def _csrf_error(exc: CSRFError):
 
 
 @bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException):
+def _http_error(exc: HTTPException) -> ResponseReturnValue:
     """Pages answer errors as pages (the app's JSON errors are for the API)."""
     code = exc.code or 500
     return render_template("error.html", code=code, message=exc.description or exc.name), code

@@ -15,6 +15,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 
 from bridge import state
 from bridge.admin import bp, config, database
@@ -76,7 +77,7 @@ def _clock() -> float:
 
 
 @bp.before_request
-def require_login():
+def require_login() -> ResponseReturnValue | None:
     """No password set: say how to set one, nothing else. Otherwise: log in first."""
     if not config().admin_password:
         return render_template("no_password.html"), 503
@@ -86,7 +87,7 @@ def require_login():
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login():
+def login() -> ResponseReturnValue:
     next_url = _safe_next(request.values.get("next", ""))
     if request.method == "GET":
         if logged_in():
@@ -114,7 +115,7 @@ def login():
 
 
 @bp.post("/logout")
-def logout():
+def logout() -> ResponseReturnValue:
     session.clear()
     return redirect(url_for("admin.login"))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Response, abort, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import MultiDict
 
 from bridge import settings as settings_mod
@@ -42,7 +43,7 @@ def _render(
     blanks: dict[str, int] | None = None,
     import_errors: list[str] | None = None,
     status: int = 200,
-):
+) -> ResponseReturnValue:
     db = database()
     widgets, leftover = forms.build(settings_mod.SettingsSchema(), values, errors, blanks)
     choices = lookups.load(db, config(), forms.pickers(widgets))
@@ -66,13 +67,13 @@ def _render(
 
 
 @bp.get("/settings")
-def settings():
+def settings() -> ResponseReturnValue:
     version, current = settings_mod.current(database())
     return _render(current, version)
 
 
 @bp.post("/settings")
-def save_settings():
+def save_settings() -> ResponseReturnValue:
     db = database()
     form = request.form
     raw, problems = forms.parse(settings_mod.SettingsSchema(), form)
@@ -98,7 +99,7 @@ def save_settings():
 
 
 @bp.get("/settings/export")
-def export_settings():
+def export_settings() -> ResponseReturnValue:
     _, current = settings_mod.current(database())
     return Response(
         settings_mod.to_toml(current),
@@ -108,7 +109,7 @@ def export_settings():
 
 
 @bp.post("/settings/import")
-def import_settings():
+def import_settings() -> ResponseReturnValue:
     db = database()
     upload = request.files.get("file")
     if upload and upload.filename:
@@ -135,7 +136,7 @@ def import_settings():
 
 
 @bp.post("/settings/refresh-lists")
-def refresh_lists():
+def refresh_lists() -> ResponseReturnValue:
     lookups.clear(database())
     flash("Lists from GHL and Instantly are fetched again.", "ok")
     return redirect(url_for("admin.settings"))

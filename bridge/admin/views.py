@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 from flask import abort, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 
 from bridge import doctor, health, inbox, runs, state, subscriptions
 from bridge import settings as settings_mod
@@ -35,7 +36,7 @@ def ghl_contact_url(contact_id: str | None) -> str | None:
 
 
 @bp.get("/")
-def dashboard():
+def dashboard() -> ResponseReturnValue:
     db = database()
     facts = health.report(db, config())
     latest_events = list(db["events"].rows_where(order_by="id DESC", limit=LATEST))
@@ -53,7 +54,7 @@ def dashboard():
 
 
 @bp.get("/events")
-def events():
+def events() -> ResponseReturnValue:
     db = database()
     status = request.args.get("status", "")
     query = request.args.get("q", "").strip()
@@ -87,7 +88,7 @@ def events():
 
 
 @bp.get("/events/<int:event_id>")
-def event_detail(event_id: int):
+def event_detail(event_id: int) -> ResponseReturnValue:
     db = database()
     event = inbox.get(db, event_id)
     if event is None:
@@ -106,7 +107,7 @@ def event_detail(event_id: int):
 
 
 @bp.post("/events/<int:event_id>/replay")
-def replay_event(event_id: int):
+def replay_event(event_id: int) -> ResponseReturnValue:
     db = database()
     event = inbox.get(db, event_id)
     if event is None:
@@ -119,7 +120,7 @@ def replay_event(event_id: int):
 
 
 @bp.get("/dead")
-def dead_letters():
+def dead_letters() -> ResponseReturnValue:
     db = database()
     rows = list(db["events"].rows_where("status = 'dead'", order_by="id DESC", limit=500))
     return render_template(
@@ -128,14 +129,14 @@ def dead_letters():
 
 
 @bp.post("/dead/replay")
-def replay_dead():
+def replay_dead() -> ResponseReturnValue:
     count = inbox.replay(database())
     flash(f"{count} dead events queued again.", "ok")
     return redirect(url_for("admin.dead_letters"))
 
 
 @bp.post("/reconcile")
-def reconcile_now():
+def reconcile_now() -> ResponseReturnValue:
     db = database()
     if not runs.available(db):
         abort(409, "reconciliation is not installed in this build of the bridge")
@@ -145,7 +146,7 @@ def reconcile_now():
 
 
 @bp.post("/doctor")
-def run_doctor():
+def run_doctor() -> ResponseReturnValue:
     db = database()
     checks = doctor.run_checks(config(), webhook_url=state.get(db, doctor.WEBHOOK_URL_STATE))
     doctor.save_result(db, checks)
@@ -158,7 +159,7 @@ def run_doctor():
 
 
 @bp.post("/instantly-webhooks")
-def register_webhooks():
+def register_webhooks() -> ResponseReturnValue:
     cfg = config()
     try:
         url = subscriptions.webhook_url(request.form.get("url", ""))
