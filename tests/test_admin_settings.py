@@ -424,3 +424,16 @@ def test_campaign_picker_offers_checkboxes_and_keeps_unknown_ids(app, logged_in,
 def test_export_leaves_out_unset_optional_values():
     text = settings_mod.to_toml({"a": None, "b": {"c": None, "d": 1}, "e": [{"f": None, "g": "x"}]})
     assert tomllib.loads(text) == {"b": {"d": 1}, "e": [{"g": "x"}]}
+
+
+def test_names_from_ghl_are_escaped_in_the_pickers(logged_in):
+    with responses.RequestsMock() as rsps:
+        rsps.get(
+            f"{GHL}/locations/{LOCATION_ID}/customFields",
+            json={
+                "customFields": [ghl_custom_field("contact.x", "<script>alert(1)</script>", "cf")]
+            },
+        )
+        page = logged_in.get("/settings").get_data(as_text=True)
+    assert "<script>" not in page
+    assert "custom field: &lt;script&gt;alert(1)&lt;/script&gt;" in page

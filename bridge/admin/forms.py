@@ -223,8 +223,7 @@ def _rows(
     if isinstance(fld, fields.Dict):
         widget.keyed = True
         inner = fld.value_field or fields.Raw()
-        entries = list((value or {}).items())
-        records = [(k, v) for k, v in entries]
+        records = list((value or {}).items())
     else:
         inner = fld.inner
         records = [(None, v) for v in (value or [])]
