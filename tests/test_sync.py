@@ -10,7 +10,7 @@ import pytest
 from bridge import contacts, inbox, state
 from bridge import settings as settings_mod
 from bridge.worker import Worker
-from tests.helpers import post_webhook, reply_payload, sample_payloads
+from tests.helpers import post_webhook, reply_payload, sample_params
 
 EMAIL = "jordan.lead@example.com"
 
@@ -309,19 +309,7 @@ def test_every_call_is_in_the_sync_log(client, db, worker, fake_ghl):
     ]
 
 
-@pytest.mark.parametrize(
-    ("name", "body"),
-    sample_payloads()
-    or [
-        pytest.param(
-            "",
-            {},
-            marks=pytest.mark.skip(
-                reason="../shared/specs/instantly/webhook-samples not found: captured payload tests need it"
-            ),
-        )
-    ],
-)
+@pytest.mark.parametrize(("name", "body"), sample_params())
 def test_each_captured_payload_shape_syncs(client, db, worker, fake_ghl, name, body):
     answer = post_webhook(client, body)
     drain(worker)
