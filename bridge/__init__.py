@@ -39,10 +39,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.close()
     app.extensions["bridge.settings"] = settings_mod.SettingsCache()
 
-    from bridge import health, webhooks
+    from bridge import admin, health, metrics, webhooks
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
+    metrics.init_app(app)
+    admin.init_app(app)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
     logging.getLogger("bridge").info("web app ready, database %s", config.database)

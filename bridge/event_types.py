@@ -58,3 +58,12 @@ def is_synced(settings: dict, event_type: str) -> bool:
         return bool(interest["enabled"] and interest["sync_custom_labels"])
     rule = settings["events"].get(event_type)
     return bool(rule and rule["enabled"])
+
+
+def synced_event_types(settings: dict) -> list[str]:
+    """The named event types the settings sync, for webhook subscriptions. Custom labels
+    have no fixed name: only an all-events webhook delivers them."""
+    named = {t for t, rule in settings["events"].items() if rule["enabled"]}
+    if settings["interest"]["enabled"]:
+        named |= set(STATUS_BY_EVENT)
+    return sorted(named)

@@ -71,8 +71,10 @@ class GHLClient:
         session: requests.Session | None = None,
         limiter: SlidingWindowLimiter | None = None,
         recorder: CallRecorder | None = None,
+        timeout: tuple[float, float] = TIMEOUT,
     ):
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
         self.location_id = location_id
         self.session = session or requests.Session()
         self.session.headers.update(
@@ -175,13 +177,27 @@ class GHLClient:
         """GET /locations/{id}: a cheap check that the token works for the location."""
         return self._request("GET", f"/locations/{self.location_id}")
 
+    def workflows(self) -> list[dict[str, Any]]:
+        """GET /workflows/?locationId=: the location's workflows (id, name, status)."""
+        data = self._request("GET", "/workflows/", params={"locationId": self.location_id})
+        return list(data.get("workflows") or [])
+
+    def pipelines(self) -> list[dict[str, Any]]:
+        """GET /opportunities/pipelines?locationId=: pipelines with their stages."""
+        data = self._request(
+            "GET", "/opportunities/pipelines", params={"locationId": self.location_id}
+        )
+        return list(data.get("pipelines") or [])
+
     # --- transport ------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         self.limiter.acquire()
         started = time.perf_counter()
         try:
-            response = self.session.request(method, self.base_url + path, timeout=TIMEOUT, **kwargs)
+            response = self.session.request(
+                method, self.base_url + path, timeout=self.timeout, **kwargs
+            )
         except requests.RequestException as exc:
             error = GHLTransient(0, f"{type(exc).__name__}: {_short(str(exc))}")
             self._record(method, path, 0, started, error.message)

@@ -97,10 +97,13 @@ OPPORTUNITY_NAME_PLACEHOLDERS = {
 }
 
 
-def _tag_list(default: list[str] | None = None, allowed: set[str] = TAG_PLACEHOLDERS):
+def _tag_list(
+    default: list[str] | None = None, allowed: set[str] = TAG_PLACEHOLDERS, description: str = ""
+):
     return fields.List(
         fields.String(validate=[validate.Length(min=1, max=200), _template_check(allowed)]),
         load_default=lambda: list(default or []),
+        metadata={"description": description} if description else {},
     )
 
 
@@ -121,8 +124,13 @@ class SyncSchema(Schema):
 class EventSchema(Schema):
     enabled = fields.Boolean(load_default=True)
     tags = TagList
-    # Set the contact's email DND in GHL (lead_unsubscribed, email_bounced only).
-    dnd = fields.Boolean(load_default=False)
+    dnd = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Set the contact's email do-not-disturb in GHL "
+            "(lead_unsubscribed and email_bounced only)."
+        },
+    )
 
 
 def _default_status_tag(status: str) -> str:
@@ -138,10 +146,30 @@ InterestTagsSchema = Schema.from_dict(
 
 
 class InterestSchema(Schema):
-    enabled = fields.Boolean(load_default=True)
-    tags = fields.Nested(InterestTagsSchema, load_default=lambda: InterestTagsSchema().load({}))
-    sync_custom_labels = fields.Boolean(load_default=False)
-    custom_label_tags = _tag_list(["instantly-label-{label}"], LABEL_TAG_PLACEHOLDERS)
+    enabled = fields.Boolean(
+        load_default=True,
+        metadata={"description": "Sync interest statuses (lead_interested, ...) as tags."},
+    )
+    tags = fields.Nested(
+        InterestTagsSchema,
+        load_default=lambda: InterestTagsSchema().load({}),
+        metadata={
+            "description": "Tags of each status. On a status change the new status's tags "
+            "are added and the previous status's removed (only those the bridge added)."
+        },
+    )
+    sync_custom_labels = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Sync custom lead labels, which arrive with the label's text as "
+            "event_type; off, they are answered 200 ignored."
+        },
+    )
+    custom_label_tags = _tag_list(
+        ["instantly-label-{label}"],
+        LABEL_TAG_PLACEHOLDERS,
+        "Tags of a custom label; {label} is its text.",
+    )
 
 
 def _statuses(default: list[str]):
@@ -156,11 +184,20 @@ def _statuses(default: list[str]):
 
 
 class ReplyNoteSchema(Schema):
-    enabled = fields.Boolean(load_default=False)
+    enabled = fields.Boolean(
+        load_default=False,
+        metadata={"description": "Add each reply as a note on the contact, once per reply."},
+    )
 
 
 class WorkflowSchema(Schema):
-    enabled = fields.Boolean(load_default=False)
+    enabled = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Add the contact to a GHL workflow when it reaches one of the "
+            "statuses, once per contact and workflow."
+        },
+    )
     workflow_id = fields.String(load_default="", validate=validate.Length(max=100))
     statuses = _statuses(["interested", "meeting_booked"])
 
@@ -172,7 +209,9 @@ class WorkflowSchema(Schema):
 
 OpportunityStagesSchema = Schema.from_dict(
     {
-        status: fields.String(load_default="", validate=validate.Length(max=100))
+        status: fields.String(
+            load_default="", validate=validate.Length(max=100), metadata={"picker": "ghl_stage"}
+        )
         for status in STATUSES
     },
     name="OpportunityStagesSchema",
@@ -192,7 +231,13 @@ OpportunityStatusSchema = Schema.from_dict(
 
 
 class OpportunitySchema(Schema):
-    enabled = fields.Boolean(load_default=False)
+    enabled = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Create the contact's opportunity in the pipeline on the first of "
+            "the statuses, and move it to each status's stage after."
+        },
+    )
     pipeline_id = fields.String(load_default="", validate=validate.Length(max=100))
     # The stage for every chosen status without its own stage in `stages`.
     stage_id = fields.String(load_default="", validate=validate.Length(max=100))
@@ -328,8 +373,20 @@ def parse_toml(text: str) -> dict:
 
 
 def to_toml(settings: dict) -> str:
-    """Write settings as TOML in the same shape as config/defaults.toml."""
-    return tomli_w.dumps(settings)
+    """Write settings as TOML in the same shape as config/defaults.toml.
+
+    TOML has no null: unset optional values are left out, and reading the file back
+    gives them their defaults again.
+    """
+    return tomli_w.dumps(_without_none(settings))
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value if v is not None]
+    return value
 
 
 def load_defaults(path: Path = DEFAULTS_FILE) -> dict:

@@ -19,11 +19,6 @@ from tests.interest_helpers import (
     interest_payload,
     lead_event_payload,
 )
-from tests.support import fixtures as ghl_fixtures
-
-# The test kit's fixtures, until tests/conftest.py loads them as a plugin.
-fake_ghl = ghl_fixtures.fake_ghl
-mocked_http = ghl_fixtures.mocked_http
 
 T1, T2, T3 = "2025-06-11T10:00:00.000Z", "2025-06-12T10:00:00.000Z", "2025-06-13T10:00:00.000Z"
 

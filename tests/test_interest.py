@@ -10,11 +10,6 @@ from bridge.events import Event
 from bridge.worker import Worker
 from tests.helpers import post_webhook, reply_payload, sample_payloads
 from tests.interest_helpers import EMAIL, change_settings, interest_payload
-from tests.support import fixtures as ghl_fixtures
-
-# The test kit's fixtures, until tests/conftest.py loads them as a plugin.
-fake_ghl = ghl_fixtures.fake_ghl
-mocked_http = ghl_fixtures.mocked_http
 
 T1, T2, T3 = "2025-06-11T10:00:00.000Z", "2025-06-12T10:00:00.000Z", "2025-06-13T10:00:00.000Z"
 
