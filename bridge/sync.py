@@ -48,6 +48,25 @@ def sync_event(
     db: sqlite_utils.Database, event: Event, settings: dict, client: GHLClient
 ) -> Outcome:
     """Bring GHL in step with one event. Raises GHLError subclasses on failure."""
+    try:
+        return _sync_once(db, event, settings, client)
+    except GHLRejected as exc:
+        if not contact_gone(exc) or contacts.get(db, event.email) is None:
+            raise
+        # Someone deleted the contact in GHL: forget it and write it afresh, once.
+        log.warning("GHL no longer has the contact for %s; writing it again", event.email)
+        contacts.forget(db, event.email)
+        return _sync_once(db, event, settings, client)
+
+
+def contact_gone(exc: GHLRejected) -> bool:
+    """GHL's answer for a contact id it does not have (400 "Contact not found")."""
+    return exc.status in (400, 404) and "contact not found" in exc.message.lower()
+
+
+def _sync_once(
+    db: sqlite_utils.Database, event: Event, settings: dict, client: GHLClient
+) -> Outcome:
     if not event_types.is_synced(settings, event.event_type):
         return Outcome("ignored", note=f"{event.event_type} is not synced in settings")
     if event_types.interest_status(event.event_type):

@@ -3,12 +3,10 @@ Instantly's interest, unsubscribe and bounce webhooks, and settings edits."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from bridge import settings as settings_mod
 from tests.helpers import reply_payload
-from tests.support.ghl_fake import FakeGHL, _template_pattern
 
 EMAIL = "jordan.lead@example.com"
 
@@ -50,32 +48,3 @@ def change_settings(db, path: str, **values: Any) -> dict:
     target.update(values)
     settings_mod.save(db, current)
     return current
-
-
-def add_opportunity_search(fake: FakeGHL) -> None:
-    """Teach a FakeGHL `GET /opportunities/search`, which the test kit does not answer yet
-    (it answers 501 for operations it lacks): filters as the spec's query parameters say,
-    answer shaped like SearchSuccessfulResponseDto."""
-
-    def search(req: Any) -> tuple[int, dict[str, Any]]:
-        def first(name: str) -> str | None:
-            values = req.query.get(name) or []
-            return values[0] if values else None
-
-        fake._check_location(first("location_id"))
-        filters = {
-            "contactId": first("contact_id"),
-            "pipelineId": first("pipeline_id"),
-            "pipelineStageId": first("pipeline_stage_id"),
-        }
-        status = first("status")
-        found = [
-            copy.deepcopy(item)
-            for item in fake.opportunities.values()
-            if all(value is None or item.get(key) == value for key, value in filters.items())
-            and (status in (None, "all") or item["status"] == status)
-        ]
-        return 200, {"opportunities": found, "meta": {"total": len(found), "currentPage": 1}}
-
-    route = ("GET", "/opportunities/search")
-    fake._routes.insert(0, (*route, _template_pattern(route[1], named=True), search))

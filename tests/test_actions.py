@@ -14,7 +14,6 @@ from bridge.worker import Worker
 from tests.helpers import post_webhook, reply_payload
 from tests.interest_helpers import (
     EMAIL,
-    add_opportunity_search,
     change_settings,
     interest_payload,
     lead_event_payload,
@@ -230,7 +229,6 @@ def test_a_failed_enrolment_is_completed_on_retry_without_redoing_the_tags(
 
 @pytest.fixture
 def pipeline(db, fake_ghl):
-    add_opportunity_search(fake_ghl)
     pipeline = fake_ghl.add_pipeline("Cold email", ["New", "Interested", "Booked", "Won"])
     stage = {s["name"]: s["id"] for s in pipeline["stages"]}
     change_settings(

@@ -326,3 +326,17 @@ def test_each_captured_payload_shape_syncs(client, db, worker, fake_ghl, name, b
     expected = f"instantly-{status.replace('_', '-')}" if status else "instantly-replied"
     assert expected in contact["tags"]
     assert inbox.counts(db)["done"] == 1
+
+
+def test_a_contact_deleted_in_ghl_is_written_again(client, db, worker, fake_ghl):
+    post_webhook(client, reply_payload())
+    drain(worker)
+    old_id = fake_ghl.contact_by_email(EMAIL)["id"]
+    del fake_ghl.contacts[old_id]
+    post_webhook(client, reply_payload(email_id="r2", campaign_name="Follow-up"))
+    drain(worker)
+    contact = fake_ghl.contact_by_email(EMAIL)
+    assert contact["id"] != old_id
+    assert set(contact["tags"]) == {"instantly-replied", "instantly-campaign-follow-up"}
+    assert inbox.get(db, 2)["status"] == "done"
+    assert contacts.get(db, EMAIL).contact_id == contact["id"]

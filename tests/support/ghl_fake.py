@@ -552,6 +552,26 @@ class FakeGHL:
         self.opportunities[opportunity["id"]] = opportunity
         return 201, {"opportunity": copy.deepcopy(opportunity)}
 
+    def _search_opportunities(self, req: _Request) -> _Handled:
+        def first(name: str) -> str | None:
+            values = req.query.get(name) or []
+            return values[0] if values else None
+
+        self._check_location(first("location_id"))
+        filters = {
+            "contactId": first("contact_id"),
+            "pipelineId": first("pipeline_id"),
+            "pipelineStageId": first("pipeline_stage_id"),
+        }
+        status = first("status")
+        found = [
+            copy.deepcopy(item)
+            for item in self.opportunities.values()
+            if all(value is None or item.get(key) == value for key, value in filters.items())
+            and (status in (None, "all") or item["status"] == status)
+        ]
+        return 200, {"opportunities": found, "meta": {"total": len(found), "currentPage": 1}}
+
     def _update_opportunity(self, req: _Request) -> _Handled:
         opportunity = self.opportunities.get(req.params["id"])
         if opportunity is None:
@@ -695,6 +715,7 @@ def _routes(fake: FakeGHL) -> list[tuple[str, str, re.Pattern[str], Callable[...
         ("POST", "/contacts/{contactId}/workflow/{workflowId}", fake._add_to_workflow),
         ("POST", "/opportunities/", fake._create_opportunity),
         ("GET", "/opportunities/pipelines", fake._list_pipelines),
+        ("GET", "/opportunities/search", fake._search_opportunities),
         ("PUT", "/opportunities/{id}", fake._update_opportunity),
         ("GET", "/workflows/", fake._list_workflows),
         ("GET", "/locations/{locationId}", fake._get_location),
