@@ -332,7 +332,7 @@ def test_a_contact_deleted_in_ghl_is_written_again(client, db, worker, fake_ghl)
     post_webhook(client, reply_payload())
     drain(worker)
     old_id = fake_ghl.contact_by_email(EMAIL)["id"]
-    del fake_ghl.contacts[old_id]
+    fake_ghl.delete_contact(old_id)
     post_webhook(client, reply_payload(email_id="r2", campaign_name="Follow-up"))
     drain(worker)
     contact = fake_ghl.contact_by_email(EMAIL)

@@ -249,6 +249,12 @@ class FakeGHL:
             contact_id = self._by_email.get(email.strip().lower())
             return copy.deepcopy(self.contacts[contact_id]) if contact_id else None
 
+    def delete_contact(self, contact_id: str) -> None:
+        """Remove a contact as a GHL user deleting it would."""
+        with self._lock:
+            contact = self.contacts.pop(contact_id)
+            self._by_email.pop(contact.get("emailLowerCase") or "", None)
+
     def upserts_for(self, email: str) -> int:
         """Upserts of this email that GHL answered 2xx (rejected attempts do not count)."""
         wanted = email.strip().lower()
@@ -475,6 +481,12 @@ class FakeGHL:
         contact = self._contact(req.params["contactId"])
         self._apply(contact, req.body)
         return 200, {"succeded": True, "contact": copy.deepcopy(contact)}
+
+    def _delete_contact(self, req: _Request) -> _Handled:
+        contact = self._contact(req.params["contactId"])
+        self.contacts.pop(contact["id"])
+        self._by_email.pop(contact.get("emailLowerCase") or "", None)
+        return 200, {"succeded": True}
 
     def _add_tags(self, req: _Request) -> _Handled:
         contact = self._contact(req.params["contactId"])
@@ -708,6 +720,7 @@ def _routes(fake: FakeGHL) -> list[tuple[str, str, re.Pattern[str], Callable[...
         ("POST", "/contacts/upsert", fake._upsert_contact),
         ("GET", "/contacts/{contactId}", fake._get_contact),
         ("PUT", "/contacts/{contactId}", fake._update_contact),
+        ("DELETE", "/contacts/{contactId}", fake._delete_contact),
         ("POST", "/contacts/{contactId}/tags", fake._add_tags),
         ("DELETE", "/contacts/{contactId}/tags", fake._remove_tags),
         ("GET", "/contacts/{contactId}/notes", fake._list_notes),
