@@ -112,8 +112,28 @@ class FieldMapRowSchema(Schema):
         )
 
 
+class ReconcileSchema(Schema):
+    """Polling Instantly for what webhooks missed (bridge/reconcile.py)."""
+
+    enabled = fields.Boolean(load_default=True)
+    interval_minutes = fields.Integer(load_default=15, validate=validate.Range(min=1, max=1440))
+    overlap_minutes = fields.Integer(load_default=10, validate=validate.Range(min=0, max=1440))
+    first_run_days = fields.Integer(load_default=30, validate=validate.Range(min=0, max=3650))
+    campaigns = fields.List(
+        fields.String(validate=validate.Length(min=1, max=100)),
+        load_default=list,
+        validate=validate.Length(max=500),
+    )
+    lists = fields.List(
+        fields.String(validate=validate.Length(min=1, max=100)),
+        load_default=list,
+        validate=validate.Length(max=500),
+    )
+
+
 class SettingsSchema(Schema):
     sync = fields.Nested(SyncSchema, load_default=lambda: SyncSchema().load({}))
+    reconcile = fields.Nested(ReconcileSchema, load_default=lambda: ReconcileSchema().load({}))
     events = fields.Dict(
         keys=fields.String(validate=validate.OneOf(SYNCABLE_EVENTS)),
         values=fields.Nested(EventSchema),
@@ -138,6 +158,13 @@ def validate_settings(raw: dict) -> dict:
         return SettingsSchema().load(raw)
     except ValidationError as exc:
         raise SettingsError(_flatten(exc.messages)) from None
+
+
+def syncs_event(settings: dict, event_type: str) -> bool:
+    """Whether settings sync this event type: the webhook stores only these, and
+    polling enqueues only these (a stored but ignored event would block its key)."""
+    rule = settings["events"].get(event_type)
+    return bool(rule and rule["enabled"])
 
 
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:

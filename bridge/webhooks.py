@@ -12,6 +12,7 @@ from flask import Blueprint, current_app, jsonify, request
 from bridge import db as store
 from bridge import inbox
 from bridge.events import BadEvent, from_webhook, parse_json, read_event_type
+from bridge.settings import syncs_event
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger("bridge.webhooks")
@@ -48,7 +49,7 @@ def receive_instantly():
     try:
         db = store.cached(config.database)
         settings = current_app.extensions["bridge.settings"].get(db)
-        if not _syncs(settings, event_type):
+        if not syncs_event(settings, event_type):
             log.info("webhook ignored: event type %r is not synced", event_type[:80])
             return _answer(200, status="ignored", event_type=event_type)
         event = from_webhook(data)
@@ -67,8 +68,3 @@ def receive_instantly():
         return _answer(202, status="accepted", event_id=queued.event_id)
     log.info("webhook duplicate: %s event %d", event.key, queued.event_id)
     return _answer(200, status="duplicate", event_id=queued.event_id)
-
-
-def _syncs(settings: dict, event_type: str) -> bool:
-    rule = settings["events"].get(event_type)
-    return bool(rule and rule["enabled"])
