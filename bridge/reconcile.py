@@ -19,7 +19,14 @@ import sqlite_utils
 from bridge import inbox, state
 from bridge.db import immediate
 from bridge.events import Event, iso, normalise_email, parse_time
-from bridge.instantly import InstantlyAuthError, InstantlyClient, InstantlyError, Page, pages
+from bridge.instantly import (
+    InstantlyAuthError,
+    InstantlyClient,
+    InstantlyError,
+    Page,
+    Stopped,
+    pages,
+)
 from bridge.interest import EVENT_BY_STATUS, STATUS_BY_CODE
 from bridge.poll_events import best_lead, interest_event, lead_email, reply_event
 from bridge.settings import syncs_event
@@ -142,10 +149,6 @@ class _Wanted:
     filter: str | None
 
 
-class _Stop(Exception):
-    """Raised between pages when the caller asks the run to stop."""
-
-
 def watermark(db: sqlite_utils.Database, source: str) -> datetime | None:
     """The newest time up to which `source` is known to be in the inbox."""
     return parse_time(state.get(db, WATERMARK_PREFIX + source))
@@ -191,7 +194,7 @@ class Reconciler:
             calls_before = self.client.calls
             try:
                 method(options, stats, summary)
-            except _Stop:
+            except Stopped:
                 summary.status = "stopped"
                 halted = "the run was stopped"
             except InstantlyAuthError as exc:
@@ -476,7 +479,7 @@ class Reconciler:
     def _pages(self, fetch: Callable[[str | None], Page], stats: PassStats) -> Iterator[Page]:
         for page in pages(fetch):
             if self.should_stop and self.should_stop():
-                raise _Stop
+                raise Stopped
             if self.heartbeat:
                 self.heartbeat()
             stats.pages += 1
