@@ -92,7 +92,11 @@ class Worker:
                     break
                 self.sleep(5.0)
                 continue
-            wait = self._paused_for() or self.client.limiter.delay()
+            paused = self._paused_for()
+            if paused and drain:
+                log.warning("GHL writes are paused; leaving the queue for the running worker")
+                break
+            wait = paused or self.client.limiter.delay()
             if wait > 0:
                 self.sleep(min(wait, 5.0))
                 continue

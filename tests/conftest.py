@@ -10,6 +10,8 @@ from bridge import settings as settings_mod
 from bridge.config import load_config
 from tests.helpers import GHL_TOKEN, LOCATION_ID, WEBHOOK_SECRET
 
+pytest_plugins = ["tests.support.fixtures"]
+
 
 @pytest.fixture
 def env(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -53,20 +54,31 @@ def test_same_delivery_three_times_makes_one_contact_and_two_calls(client, db, w
 
 
 def test_tags_are_never_sent_in_an_upsert_and_existing_tags_survive(client, db, worker, fake_ghl):
-    fake_ghl.handle("POST", "/contacts/upsert", {}, {"Authorization": "Bearer ghl-test-token", "Version": "2021-07-28"},
-                    json.dumps({"locationId": "loc_test", "email": EMAIL, "tags": ["vip", "met at expo"]}).encode())
+    fake_ghl.handle(
+        "POST",
+        "/contacts/upsert",
+        {},
+        {"Authorization": "Bearer ghl-test-token", "Version": "2021-07-28"},
+        json.dumps(
+            {"locationId": "loc_test", "email": EMAIL, "tags": ["vip", "met at expo"]}
+        ).encode(),
+    )
     fake_ghl.calls.clear()
     post_webhook(client, reply_payload())
     drain(worker)
     assert all("tags" not in c.json for c in fake_ghl.calls_to("POST", "/contacts/upsert"))
-    assert {"vip", "met at expo", "instantly-replied"} <= set(fake_ghl.contact_by_email(EMAIL)["tags"])
+    assert {"vip", "met at expo", "instantly-replied"} <= set(
+        fake_ghl.contact_by_email(EMAIL)["tags"]
+    )
 
 
 def test_a_known_contact_with_the_same_fields_costs_nothing(client, db, worker, fake_ghl):
     post_webhook(client, reply_payload())
     drain(worker)
     fake_ghl.calls.clear()
-    post_webhook(client, reply_payload(email_id="second-reply", timestamp="2025-11-25T09:00:00.000Z"))
+    post_webhook(
+        client, reply_payload(email_id="second-reply", timestamp="2025-11-25T09:00:00.000Z")
+    )
     drain(worker)
     assert fake_ghl.calls == []
 
@@ -100,7 +112,12 @@ def test_custom_fields_are_resolved_once_and_sent_by_id(client, db, worker, fake
     current["field_map"].append({"instantly": "personalization", "ghl": "contact.icebreaker"})
     settings_mod.save(db, current)
     post_webhook(client, reply_payload(personalization="Loved your talk"))
-    post_webhook(client, reply_payload(email="b@example.com", lead_email="b@example.com", email_id="r2", personalization="Hi"))
+    post_webhook(
+        client,
+        reply_payload(
+            email="b@example.com", lead_email="b@example.com", email_id="r2", personalization="Hi"
+        ),
+    )
     drain(worker)
     assert len(fake_ghl.calls_to("GET", "/locations/{locationId}/customFields")) == 1
     upserts = fake_ghl.calls_to("POST", "/contacts/upsert")
@@ -132,7 +149,9 @@ def test_server_errors_are_retried_with_backoff_then_succeed(client, db, worker,
     assert fake_ghl.upserts_for(EMAIL) == 1
 
 
-def test_after_max_attempts_the_event_is_dead_and_replay_brings_it_home(client, db, worker, fake_ghl):
+def test_after_max_attempts_the_event_is_dead_and_replay_brings_it_home(
+    client, db, worker, fake_ghl
+):
     _, current = settings_mod.current(db)
     current["sync"]["max_attempts"] = 3
     settings_mod.save(db, current)
@@ -150,7 +169,15 @@ def test_after_max_attempts_the_event_is_dead_and_replay_brings_it_home(client, 
 
 
 def test_a_rejected_request_is_dead_at_once_with_ghls_message(client, db, worker, fake_ghl):
-    fake_ghl.fail_next(1, 422, body={"statusCode": 422, "message": ["email must be an email"], "error": "Unprocessable Entity"})
+    fake_ghl.fail_next(
+        1,
+        422,
+        body={
+            "statusCode": 422,
+            "message": ["email must be an email"],
+            "error": "Unprocessable Entity",
+        },
+    )
     post_webhook(client, reply_payload())
     drain(worker)
     row = inbox.get(db, 1)
@@ -159,7 +186,9 @@ def test_a_rejected_request_is_dead_at_once_with_ghls_message(client, db, worker
 
 
 def test_a_field_ghl_refuses_is_dropped_and_the_contact_still_written(client, db, worker, fake_ghl):
-    fake_ghl.fail_next(1, 400, body={"statusCode": 400, "message": "phone must be a valid phone number"})
+    fake_ghl.fail_next(
+        1, 400, body={"statusCode": 400, "message": "phone must be a valid phone number"}
+    )
     post_webhook(client, reply_payload(phone="12"))
     drain(worker)
     first, second = fake_ghl.calls_to("POST", "/contacts/upsert")
@@ -168,7 +197,15 @@ def test_a_field_ghl_refuses_is_dropped_and_the_contact_still_written(client, db
 
 
 def test_401_pauses_writes_keeps_events_and_resumes(client, db, worker, fake_ghl):
-    fake_ghl.fail_next(1, 401, body={"statusCode": 401, "message": "Invalid token: access token is invalid", "error": "Unauthorized"})
+    fake_ghl.fail_next(
+        1,
+        401,
+        body={
+            "statusCode": 401,
+            "message": "Invalid token: access token is invalid",
+            "error": "Unauthorized",
+        },
+    )
     post_webhook(client, reply_payload())
     post_webhook(client, reply_payload(email_id="r2"))
     drain(worker)
@@ -187,16 +224,33 @@ def test_401_pauses_writes_keeps_events_and_resumes(client, db, worker, fake_ghl
 
 
 def test_429_waits_for_retry_after_and_does_not_use_an_attempt(client, db, worker, fake_ghl):
-    fake_ghl.fail_next(1, 429, headers={"Retry-After": "7"}, body={"statusCode": 429, "message": "Too many requests"})
+    fake_ghl.fail_next(
+        1,
+        429,
+        headers={"Retry-After": "7"},
+        body={"statusCode": 429, "message": "Too many requests"},
+    )
     post_webhook(client, reply_payload())
+    post_webhook(client, reply_payload(email_id="r2", lead_email="other@example.com"))
+    waits = []
+
+    def sleep(seconds):
+        waits.append((seconds, worker.client.limiter.delay()))
+        worker.stop()
+
+    worker.sleep = sleep
     drain(worker)
     row = inbox.get(db, 1)
     assert row["status"] == "pending" and row["attempts"] == 0
-    assert 6 < worker.client.limiter.delay() <= 7
+    assert row["next_attempt_at"] - time.time() > 6
+    ((slept, blocked_for),) = waits
+    assert slept == 5.0 and 6 < blocked_for <= 7, "the next event waits for Retry-After too"
     assert len(fake_ghl.calls) == 1
 
 
-def test_worker_killed_after_the_upsert_finishes_the_event_without_a_second_contact(client, db, config, worker, fake_ghl):
+def test_worker_killed_after_the_upsert_finishes_the_event_without_a_second_contact(
+    client, db, config, worker, fake_ghl
+):
     post_webhook(client, reply_payload())
     row = inbox.claim_next(db, lease_seconds=60)
     # The first worker wrote the contact, then died before tagging it.
@@ -209,11 +263,26 @@ def test_worker_killed_after_the_upsert_finishes_the_event_without_a_second_cont
     assert "instantly-replied" in fake_ghl.contact_by_email(EMAIL)["tags"]
 
 
-def test_worker_killed_after_recording_the_contact_does_not_upsert_again(client, db, config, worker, fake_ghl):
+def test_worker_killed_after_recording_the_contact_does_not_upsert_again(
+    client, db, config, worker, fake_ghl
+):
     post_webhook(client, reply_payload())
     row = inbox.claim_next(db, lease_seconds=60)
-    contact_id, _ = worker.client.upsert_contact({"email": EMAIL, "firstName": "Jordan", "lastName": "Lead", "companyName": "Lead & Co", "source": "Instantly"})
-    contacts.record_upsert(db, EMAIL, contact_id, {"firstName": "Jordan", "lastName": "Lead", "companyName": "Lead & Co"})
+    contact_id, _ = worker.client.upsert_contact(
+        {
+            "email": EMAIL,
+            "firstName": "Jordan",
+            "lastName": "Lead",
+            "companyName": "Lead & Co",
+            "source": "Instantly",
+        }
+    )
+    contacts.record_upsert(
+        db,
+        EMAIL,
+        contact_id,
+        {"firstName": "Jordan", "lastName": "Lead", "companyName": "Lead & Co"},
+    )
     db.execute("UPDATE events SET lease_until = 0 WHERE id = ?", [row["id"]])
     drain(Worker(config, db=db))
     assert fake_ghl.upserts_for(EMAIL) == 1
@@ -240,8 +309,19 @@ def test_every_call_is_in_the_sync_log(client, db, worker, fake_ghl):
     ]
 
 
-@pytest.mark.parametrize(("name", "body"), sample_payloads() or [pytest.param("", {}, marks=pytest.mark.skip(
-    reason="../shared/specs/instantly/webhook-samples not found: captured payload tests need it"))])
+@pytest.mark.parametrize(
+    ("name", "body"),
+    sample_payloads()
+    or [
+        pytest.param(
+            "",
+            {},
+            marks=pytest.mark.skip(
+                reason="../shared/specs/instantly/webhook-samples not found: captured payload tests need it"
+            ),
+        )
+    ],
+)
 def test_each_captured_payload_shape_syncs(client, db, worker, fake_ghl, name, body):
     answer = post_webhook(client, body)
     drain(worker)

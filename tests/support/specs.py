@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import referencing
 import referencing.jsonschema
@@ -440,6 +440,8 @@ def _convert_schema(schema: Any, strict: bool, fragment: bool = False) -> Any:
             schema[key] = _convert_schema(schema[key], strict)
 
     if strict:
+        # Known limit: allOf over $refs whose targets declare different properties would be
+        # over-strict (each target is strict on its own). None of the bridge's operations do it.
         declares = "properties" in schema or any(
             isinstance(member, dict) and "properties" in member
             for member in schema.get("allOf") or []
@@ -499,7 +501,7 @@ def _rewrite_file_refs(node: Any, folder: Path) -> None:
     """
     if isinstance(node, dict):
         ref = node.get("$ref")
-        if isinstance(ref, str) and not ref.startswith("#"):
+        if isinstance(ref, str) and not ref.startswith("#") and "://" not in ref:
             target, _, fragment = ref.partition("#")
             path = (folder / target).resolve()
             if not path.is_file():
@@ -520,7 +522,7 @@ def _referenced_files(node: Any) -> list[Path]:
         if isinstance(current, dict):
             ref = current.get("$ref")
             if isinstance(ref, str) and ref.startswith("file:"):
-                found.append(Path(urlsplit(ref.partition("#")[0]).path))
+                found.append(Path(unquote(urlsplit(ref.partition("#")[0]).path)))
             stack.extend(current.values())
         elif isinstance(current, list):
             stack.extend(current)

@@ -1,0 +1,206 @@
+"""FakeGHL over real HTTP, for tests that run the bridge as a process and for benchmarks.
+
+    python -m tests.support.ghl_server --port 8765 [--rate-limit 100/10]
+
+Control endpoints (JSON, never recorded as GHL calls):
+    GET  /_fake/state          contacts, notes, opportunities, counts per route, spec_errors
+    POST /_fake/faults         {"status": 503, "seconds": 5, "retry_after": 2}
+                               or {"fail_next": 3, "status": 500}
+    POST /_fake/reset          forget contacts, calls and faults
+    POST /_fake/custom-fields  {"field_key": "contact.icebreaker", "name": "Icebreaker"}
+    POST /_fake/workflows      {"name": "Follow-up"}
+    POST /_fake/pipelines      {"name": "Instantly", "stages": ["Replied", "Interested"]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from tests.support.ghl_fake import FakeGHL
+
+CONTROL_PREFIX = "/_fake/"
+
+
+class FakeGHLServer:
+    """Serves a FakeGHL on 127.0.0.1 from a background thread."""
+
+    def __init__(self, fake: FakeGHL | None = None, port: int = 0, host: str = "127.0.0.1"):
+        self.fake = fake or FakeGHL()
+        self.host = host
+        self.port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("server not started")
+        return f"http://{self.host}:{self._server.server_address[1]}"
+
+    def start(self) -> str:
+        """Start serving; returns the base URL (with the real port when port was 0)."""
+        if self._server is not None:
+            return self.url
+        server = ThreadingHTTPServer((self.host, self.port), _handler_for(self.fake))
+        server.daemon_threads = True  # a stuck keep-alive connection must not block stop()
+        self._server = server
+        # A short poll interval keeps stop() (and so every test using the server) quick.
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="fake-ghl-http", daemon=True
+        )
+        self._thread.start()
+        return self.url
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> FakeGHLServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _handler_for(fake: FakeGHL) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        # HTTP/1.1 keeps connections open, as requests.Session and GHL both do.
+        protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; with Nagle on, each answer on a kept-alive
+        # connection waits for a delayed ACK (~40 ms), which would swamp any benchmark.
+        disable_nagle_algorithm = True
+
+        def do_GET(self) -> None:
+            self._serve()
+
+        do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+        def _serve(self) -> None:
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if parts.path.startswith(CONTROL_PREFIX):
+                status, answer = _control(fake, self.command, parts.path, body)
+                headers: dict[str, str] = {}
+            else:
+                status, headers, answer = fake.handle(
+                    self.command,
+                    parts.path,
+                    parse_qs(parts.query, keep_blank_values=True),
+                    dict(self.headers.items()),
+                    body,
+                )
+            payload = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # tests read fake.calls; access logs would only add noise
+
+    return Handler
+
+
+def _control(fake: FakeGHL, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    try:
+        data = json.loads(body) if body.strip() else {}
+    except ValueError:
+        return 400, {"error": "body is not JSON"}
+    if not isinstance(data, dict):
+        return 400, {"error": "body must be a JSON object"}
+    action = f"{method} {path.rstrip('/')}"
+    try:
+        if action == "GET /_fake/state":
+            return 200, fake.snapshot()
+        if action == "POST /_fake/faults":
+            _set_fault(fake, data)
+            return 200, {"ok": True}
+        if action == "POST /_fake/reset":
+            fake.reset()
+            return 200, {"ok": True}
+        if action == "POST /_fake/custom-fields":
+            field_id = fake.add_custom_field(
+                data["field_key"],
+                data["name"],
+                data.get("data_type", "TEXT"),
+                data.get("model", "contact"),
+            )
+            return 200, {"id": field_id}
+        if action == "POST /_fake/workflows":
+            return 200, {"id": fake.add_workflow(data["name"])}
+        if action == "POST /_fake/pipelines":
+            return 200, fake.add_pipeline(data["name"], data["stages"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return 400, {"error": f"bad request: {exc!r}"}
+    return 404, {"error": f"no control endpoint {action}"}
+
+
+def _set_fault(fake: FakeGHL, data: dict[str, Any]) -> None:
+    status = int(data["status"])
+    if "fail_next" in data:
+        fake.fail_next(int(data["fail_next"]), status, data.get("headers"), data.get("body"))
+    elif "seconds" in data:
+        retry_after = data.get("retry_after")
+        fake.fail_for(
+            float(data["seconds"]), status, None if retry_after is None else float(retry_after)
+        )
+    else:
+        raise ValueError('give "fail_next" or "seconds"')
+
+
+def _parse_rate_limit(text: str) -> tuple[int, float]:
+    requests, _, seconds = text.partition("/")
+    return int(requests), float(seconds or 10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve a fake GoHighLevel API on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--rate-limit",
+        type=_parse_rate_limit,
+        metavar="N/SECONDS",
+        help="e.g. 100/10: answer 429 past N requests in any SECONDS window",
+    )
+    parser.add_argument("--location-id", default="loc_test")
+    parser.add_argument("--token", default="ghl-test-token")
+    parser.add_argument(
+        "--no-validate", action="store_true", help="do not check requests against the GHL spec"
+    )
+    args = parser.parse_args(argv)
+
+    fake = FakeGHL(args.location_id, args.token, not args.no_validate, args.rate_limit)
+    server = FakeGHLServer(fake, port=args.port)
+    url = server.start()
+    print(f"Fake GHL listening on {url}  (state: {url}/_fake/state)")
+    print("Point the bridge at it:")
+    print(f"  export GHL_BASE_URL={url}")
+    print(f"  export GHL_TOKEN={args.token}")
+    print(f"  export GHL_LOCATION_ID={args.location_id}")
+    print("Ctrl-C to stop.", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
