@@ -18,8 +18,9 @@ import sqlite_utils
 
 from bridge import inbox, state
 from bridge.db import immediate
-from bridge.events import Event, iso, normalise_email, parse_time
+from bridge.events import Event, idempotency_key, iso, normalise_email, parse_time
 from bridge.instantly import (
+    PAGE_LIMIT,
     InstantlyAuthError,
     InstantlyClient,
     InstantlyError,
@@ -362,7 +363,9 @@ class Reconciler:
                 seen.update(str(lead.get("id")) for lead in page.items)
             self._status_page(page.items, wanted, options, stats, summary)
             self._progress(STATUSES, stats, None)
-            if filters is not None and number >= len(filters) and page.next_starting_after:
+            # A short page is almost surely the last: one more call confirms it.
+            full = len(page.items) >= PAGE_LIMIT and page.next_starting_after
+            if filters is not None and number >= len(filters) and full:
                 break
         else:
             return
@@ -415,19 +418,23 @@ class Reconciler:
         stats.found += len(candidates)
         if not candidates:
             return
-        events = []
+        keyed = {}
         for lead, target, changed in candidates:
+            address, campaign_id = lead_email(lead), str(lead.get("campaign") or "")
+            key = idempotency_key(target.event_type, address, campaign_id, changed, "")
+            keyed.setdefault(key, (lead, target, changed, address))
+        known = self._known_keys(list(keyed))
+        known |= self._queued_keys({k: (v[3], v[1].event_type) for k, v in keyed.items()})
+        events = []
+        for key, (lead, target, changed, _) in keyed.items():
+            if key in known:
+                continue
             name = self._campaign_name(str(lead.get("campaign") or ""))
             event = interest_event(lead, target.event_type, name, changed)
             if event is not None:
                 events.append(event)
-        known = self._known_keys([e.key for e in events]) | self._queued_keys(events)
-        fresh: dict[str, Event] = {}
-        for event in events:
-            if event.key not in known:
-                fresh.setdefault(event.key, event)
-        stats.known += len(candidates) - len(fresh)
-        self._commit(list(fresh.values()), stats, summary, None, None)
+        stats.known += len(candidates) - len(events)
+        self._commit(events, stats, summary, None, None)
 
     def _wanted_statuses(self) -> dict[int, _Wanted]:
         """Numeric lt_interest_status -> the event it becomes, for the synced ones."""
@@ -457,22 +464,19 @@ class Reconciler:
         )
         return {email: (status, at) for email, status, at in rows}
 
-    def _queued_keys(self, events: list[Event]) -> set[str]:
-        """Keys of events whose lead already has the same kind of event waiting in the
-        inbox (a webhook delivery not yet applied): polling adds nothing to those."""
-        if not events:
-            return set()
-        emails = sorted({e.email for e in events})
+    def _queued_keys(self, wanted: dict[str, tuple[str, str]]) -> set[str]:
+        """Of these keys (-> email, event type), those whose lead already has the same
+        kind of event waiting in the inbox (a webhook delivery not yet applied)."""
+        emails = sorted({email for email, _ in wanted.values()})
         marks = ",".join("?" * len(emails))
-        waiting = {
-            (email, event_type)
-            for email, event_type in self.db.execute(
+        waiting = set(
+            self.db.execute(
                 "SELECT email, event_type FROM events WHERE status IN ('pending', 'processing')"
                 f" AND email IN ({marks})",
                 emails,
             )
-        }
-        return {e.key for e in events if (e.email, e.event_type) in waiting}
+        )
+        return {key for key, pair in wanted.items() if pair in waiting}
 
     # --- shared ---------------------------------------------------------------------------
 

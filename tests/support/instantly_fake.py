@@ -93,6 +93,7 @@ class Call:
     json: Any
     headers: dict[str, str]
     status: int = 0
+    at: float = 0.0  # the fake clock's time when it arrived
 
 
 @dataclass
@@ -313,7 +314,7 @@ class FakeInstantly:
         except ValueError:
             payload = raw
         headers = {k.lower(): v for k, v in headers.items()}
-        call = Call(method.upper(), parts.path, query, payload, headers)
+        call = Call(method.upper(), parts.path, query, payload, headers, at=self.clock())
         with self._lock:
             self.calls.append(call)
             status, extra, answer = self._answer(call, url)
