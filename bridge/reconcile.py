@@ -481,9 +481,12 @@ class Reconciler:
     # --- shared ---------------------------------------------------------------------------
 
     def _pages(self, fetch: Callable[[str | None], Page], stats: PassStats) -> Iterator[Page]:
-        for page in pages(fetch):
+        def guarded(cursor: str | None) -> Page:
             if self.should_stop and self.should_stop():
                 raise Stopped
+            return fetch(cursor)
+
+        for page in pages(guarded):
             if self.heartbeat:
                 self.heartbeat()
             stats.pages += 1

@@ -172,6 +172,8 @@ def render_text(summary: Summary, planned: list[dict[str, Any]], sync: dict | No
     if sync is not None:
         if "skipped" in sync:
             lines.append(f"sync: {sync['skipped']}")
+        elif set(sync) == {"processed"} and not sync["processed"]:
+            lines.append("sync: nothing new to sync")
         else:
             detail = ", ".join(f"{k} {v}" for k, v in sync.items() if k != "processed")
             lines.append(

@@ -32,6 +32,8 @@ CHECK_JOB = "reconcile-check"
 CHECK_SECONDS = 5.0
 # A worker that starts overdue runs soon, not at once: start-up stays quick.
 START_DELAY_SECONDS = 30.0
+# A stopping worker waits this long for a run to reach its next page and record itself.
+SHUTDOWN_WAIT_SECONDS = 60.0
 
 
 class ReconcileScheduler:
@@ -52,6 +54,7 @@ class ReconcileScheduler:
         self._stop = threading.Event()
         self._schedule: tuple[bool, int] | None = None
         self._check_db: sqlite_utils.Database | None = None
+        self._running = threading.Lock()  # held while a run goes on in this process
 
     def start(self) -> bool:
         """Add the jobs and start; False (and nothing scheduled) without an Instantly key."""
@@ -75,13 +78,21 @@ class ReconcileScheduler:
         """Stop: a run going on ends at its next page or wait, with its work kept."""
         self._stop.set()
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
+            # Not wait=True: that holds APScheduler's job store lock while it waits, and
+            # a job touching the scheduler would deadlock. Wait for the run ourselves.
+            self.scheduler.shutdown(wait=False)
+        if self._running.acquire(timeout=SHUTDOWN_WAIT_SECONDS):
+            self._running.release()
+        else:
+            log.warning("reconciliation still running at shutdown; its lock will expire")
         if self._check_db is not None:
             self._check_db.close()
             self._check_db = None
 
     def check(self) -> None:
         """Every few seconds: follow settings changes, and answer a pending request."""
+        if self._stop.is_set():
+            return
         try:
             db = self._db()
             self.apply_settings(db)
@@ -130,33 +141,44 @@ class ReconcileScheduler:
 
     def run_once(self, trigger: str) -> None:
         """One recorded run on a connection of its own (this is a scheduler thread)."""
+        if self._stop.is_set():
+            return
+        started = self.now()
         db = store.connect(self.config.database)
+        try:
+            with self._running:
+                self._run(db, trigger)
+        finally:
+            if trigger == "schedule" and self._schedule:
+                # The interval trigger fires every interval from its first run. (Never ask
+                # the scheduler here: a job calling it can deadlock its shutdown.)
+                self._note_schedule(db, started + timedelta(minutes=self._schedule[1]))
+            db.close()
+
+    def _run(self, db: sqlite_utils.Database, trigger: str) -> None:
         try:
             settings = self.settings.get(db)
             client = self.client_factory(self._sleep)
             summary = run_recorded(
                 db, client, settings, Options(), trigger, should_stop=self._stop.is_set
             )
-            totals = summary.totals()
-            log.info(
-                "reconcile (%s) %s: %d pages, %d Instantly calls, %d found, %d new%s",
-                trigger,
-                summary.status,
-                totals["pages"],
-                totals["calls"],
-                totals["found"],
-                totals["new"],
-                "; errors: " + "; ".join(summary.errors) if summary.errors else "",
-            )
         except Busy as exc:
             log.info("reconcile (%s) waits: %s", trigger, exc)
+            return
         except Exception:
             log.exception("reconcile (%s) failed", trigger)
-        finally:
-            job = self.scheduler.get_job(RUN_JOB)
-            if job is not None and job.next_run_time is not None:
-                self._note_schedule(db, job.next_run_time)
-            db.close()
+            return
+        totals = summary.totals()
+        log.info(
+            "reconcile (%s) %s: %d pages, %d Instantly calls, %d found, %d new%s",
+            trigger,
+            summary.status,
+            totals["pages"],
+            totals["calls"],
+            totals["found"],
+            totals["new"],
+            "; errors: " + "; ".join(summary.errors) if summary.errors else "",
+        )
 
     def _note_schedule(self, db: sqlite_utils.Database, next_run: datetime) -> None:
         enabled, minutes = self._schedule or (True, 0)
