@@ -160,7 +160,11 @@ def render_text(summary: Summary, planned: list[dict[str, Any]], sync: dict | No
         mark = summary.watermark_before or "none yet"
         lines.append(
             f"Replies from {summary.since} to {summary.until or 'now'} (watermark {mark}"
-            + (f", now {summary.watermark_after})" if summary.watermark_after != mark else ")")
+            + (
+                f", now {summary.watermark_after})"
+                if summary.watermark_after != summary.watermark_before
+                else ")"
+            )
         )
     lines.append(_table(summary))
     for name in (REPLIES, STATUSES):

@@ -490,9 +490,11 @@ def populate(
     campaigns: int = 1,
     interested_every: int = 0,
     replies: int = 0,
+    replied_at: datetime = EPOCH + timedelta(days=1),
 ) -> list[dict[str, Any]]:
     """A workspace of `leads` leads spread over `campaigns` campaigns; every
-    `interested_every`-th lead is marked interested; the first `replies` leads replied."""
+    `interested_every`-th lead is marked interested; the first `replies` leads replied,
+    a second apart from `replied_at`."""
     made = [fake.add_campaign(f"Campaign {n + 1}") for n in range(campaigns)]
     for i in range(leads):
         campaign = made[i % campaigns]["id"]
@@ -511,7 +513,5 @@ def populate(
             email_reply_count=1 if i < replies else 0,
         )
         if i < replies:
-            fake.add_reply(
-                f"lead{i:06d}@example.com", EPOCH + timedelta(days=1, seconds=i), campaign
-            )
+            fake.add_reply(f"lead{i:06d}@example.com", replied_at + timedelta(seconds=i), campaign)
     return made

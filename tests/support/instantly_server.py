@@ -13,6 +13,7 @@ import contextlib
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.support.instantly_fake import API_KEY, FakeInstantly, populate
@@ -69,7 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     fake = FakeInstantly(api_key=args.api_key, validate=not args.no_validate)
-    populate(fake, args.leads, args.campaigns, args.interested_every, args.replies)
+    # Replies from yesterday: inside the first run's look-back, whatever today is.
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    populate(fake, args.leads, args.campaigns, args.interested_every, args.replies, yesterday)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler_for(fake))
     print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
     try:
