@@ -1,4 +1,4 @@
-"""The `bridge` command: migrate, worker, replay, run, status, init-env."""
+"""The `bridge` command: migrate, worker, reconcile, replay, run, status, init-env."""
 
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ def migrate() -> None:
 @click.option("--drain", is_flag=True, help="Process every due event, then exit.")
 def worker(drain: bool) -> None:
     """Run the sync worker (the scheduler lives here too)."""
+    from bridge.scheduler import start_scheduler
     from bridge.worker import Worker
 
     config = _config()
@@ -76,7 +77,13 @@ def worker(drain: bool) -> None:
         raise click.ClickException(str(exc)) from None
     runner = Worker(config, db=db)
     runner.install_signal_handlers()
-    handled = runner.run(drain=drain)
+    # One scheduler per worker process; the SQLite lock keeps it to one run at a time.
+    scheduler = None if drain else start_scheduler(config)
+    try:
+        handled = runner.run(drain=drain)
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown()
     if drain:
         counts = inbox.counts(db)
         click.echo(f"drained: {handled} events handled; queue now {json.dumps(counts)}")
@@ -266,3 +273,13 @@ def webhook_register(raw_url: str, resume: bool) -> None:
         click.echo("  none needed: no event type is enabled in settings")
     if any(a.what == "disabled" for a in actions):
         raise SystemExit(1)
+
+
+def _add_commands() -> None:
+    # Imported late: the command module uses this one's _config and _database.
+    from bridge.reconcile_cli import reconcile
+
+    main.add_command(reconcile)
+
+
+_add_commands()

@@ -302,8 +302,28 @@ class FieldMapRowSchema(Schema):
         )
 
 
+class ReconcileSchema(Schema):
+    """Polling Instantly for what webhooks missed (bridge/reconcile.py)."""
+
+    enabled = fields.Boolean(load_default=True)
+    interval_minutes = fields.Integer(load_default=15, validate=validate.Range(min=1, max=1440))
+    overlap_minutes = fields.Integer(load_default=10, validate=validate.Range(min=0, max=1440))
+    first_run_days = fields.Integer(load_default=30, validate=validate.Range(min=0, max=3650))
+    campaigns = fields.List(
+        fields.String(validate=validate.Length(min=1, max=100)),
+        load_default=list,
+        validate=validate.Length(max=500),
+    )
+    lists = fields.List(
+        fields.String(validate=validate.Length(min=1, max=100)),
+        load_default=list,
+        validate=validate.Length(max=500),
+    )
+
+
 class SettingsSchema(Schema):
     sync = fields.Nested(SyncSchema, load_default=lambda: SyncSchema().load({}))
+    reconcile = fields.Nested(ReconcileSchema, load_default=lambda: ReconcileSchema().load({}))
     events = fields.Dict(
         keys=fields.String(
             validate=validate.OneOf(

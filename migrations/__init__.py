@@ -126,3 +126,28 @@ def m010_interest_and_actions(db: Database) -> None:
                 "UPDATE settings SET body = ?, version = ? WHERE id = ?",
                 [json.dumps(body), row["version"] + 1, row["id"]],
             )
+
+
+@migrations()
+def m020_reconcile_runs(db: Database) -> None:
+    """One row per reconciliation run: what it read, found and enqueued, and its errors."""
+    db["reconcile_runs"].create(
+        {
+            "id": int,
+            "trigger": str,  # schedule | request | cli
+            "status": str,  # running | ok | error | stopped
+            "started_at": str,
+            "finished_at": str,
+            "options": str,  # JSON: since, until, campaigns, lists, passes
+            "pages": int,
+            "instantly_calls": int,
+            "events_found": int,
+            "events_known": int,
+            "events_new": int,
+            "errors": str,  # JSON list of messages
+            "detail": str,  # JSON: the per-pass figures and watermarks
+        },
+        pk="id",
+        not_null={"trigger", "status", "started_at"},
+    )
+    db["reconcile_runs"].create_index(["started_at"])

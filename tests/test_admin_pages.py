@@ -53,7 +53,7 @@ def test_dashboard_shows_counts_oldest_pending_pause_and_last_error(logged_in, d
     assert "Oldest waiting event" in page and "s old" in page
     assert 'href="/events?status=dead"' in page
     assert "dead@example.com" in page and "jordan.lead@example.com" in page
-    assert "Not installed in this build" in page
+    assert "No run yet." in page
 
 
 def test_events_filter_by_status_and_search_by_email(logged_in, db):
@@ -188,12 +188,6 @@ def test_dead_letters_replay_one_or_all(logged_in, db):
     assert inbox.get(db, kept)["attempts"] == 0
 
 
-def test_reconcile_now_is_refused_while_reconciliation_is_not_installed(logged_in, db):
-    response = post(logged_in, "/reconcile")
-    assert response.status_code == 409
-    assert runs.requested(db) is None
-
-
 def test_reconcile_now_asks_the_worker_and_the_dashboard_shows_the_last_run(logged_in, db):
     # The reconciliation worker's side of the seam (bridge/runs.py): its run table.
     db[runs.RUNS_TABLE].insert(
@@ -202,16 +196,17 @@ def test_reconcile_now_asks_the_worker_and_the_dashboard_shows_the_last_run(logg
             "started_at": "2026-01-05T09:00:00+00:00",
             "finished_at": "2026-01-05T09:00:40+00:00",
             "status": "ok",
+            "trigger": "schedule",
             "pages": 3,
-            "found": 41,
-            "new": 2,
+            "events_found": 41,
+            "events_new": 2,
             "errors": None,
         },
         pk="id",
     )
     response = post(logged_in, "/reconcile")
     assert response.status_code == 302
-    assert runs.requested(db)["requested_at"]
+    assert runs.requested(db)["by"] == "page"
     page = logged_in.get("/").get_data(as_text=True)
     assert "Last run #1" in page and "41 events found, 2 new" in page
     assert "waiting for the worker" in page

@@ -7,6 +7,7 @@ import re
 import tomllib
 
 import pytest
+import requests
 import responses
 from markupsafe import escape
 from marshmallow import Schema, fields, validate
@@ -280,9 +281,13 @@ def test_page_works_when_ghl_is_unreachable(logged_in, db):
         rsps.get(f"{GHL}/locations/{LOCATION_ID}/customFields", json=refused, status=401)
         rsps.get(f"{GHL}/workflows/", json=refused, status=401)
         rsps.get(f"{GHL}/opportunities/pipelines", json=refused, status=401)
+        # The reconciliation scope's pickers: Instantly campaigns and lead lists.
+        unreachable = requests.ConnectionError("connection refused")
+        rsps.get("https://api.instantly.ai/api/v2/campaigns", body=unreachable)
+        rsps.get("https://api.instantly.ai/api/v2/lead-lists", body=unreachable)
         page = logged_in.get("/settings")
         again = logged_in.get("/settings")
-        assert len(rsps.calls) == 3  # each failure is remembered for a minute
+        assert len(rsps.calls) == 5  # each failure is remembered for a minute
     text = page.get_data(as_text=True)
     assert page.status_code == again.status_code == 200
     assert "Some lists could not be loaded" in text

@@ -91,19 +91,21 @@ def test_reconcile_runs_and_events_found(client, db):
                 "started_at": "a",
                 "finished_at": "b",
                 "status": "ok",
+                "trigger": "schedule",
                 "pages": 2,
-                "found": 10,
-                "new": 1,
+                "events_found": 10,
+                "events_new": 1,
                 "errors": None,
             },
             {
                 "id": 2,
                 "started_at": "c",
                 "finished_at": "d",
-                "status": "failed",
+                "status": "error",
+                "trigger": "cli",
                 "pages": 1,
-                "found": 3,
-                "new": 0,
+                "events_found": 3,
+                "events_new": 0,
                 "errors": "429",
             },
         ],
@@ -111,7 +113,7 @@ def test_reconcile_runs_and_events_found(client, db):
     )
     samples = scrape(client)
     assert samples[("bridge_reconcile_runs_total", (("status", "ok"),))] == 1
-    assert samples[("bridge_reconcile_runs_total", (("status", "failed"),))] == 1
+    assert samples[("bridge_reconcile_runs_total", (("status", "error"),))] == 1
     assert samples[("bridge_reconcile_events_found_total", ())] == 13
     assert samples[("bridge_reconcile_events_new_total", ())] == 1
 
