@@ -141,12 +141,16 @@ def test_event_detail_shows_payload_and_the_ghl_calls_it_made(logged_in, db):
 
 
 def test_reply_text_and_payload_values_are_escaped(logged_in, db):
-    event_id = enqueue(db, reply_text=XSS, campaign_name=XSS, firstName=XSS)
+    # Custom variables arrive as extra top-level keys: their names and values are the
+    # lead owner's text too.
+    custom = {"icebreaker": XSS, "<img src=x onerror=alert(1)>": "value"}
+    event_id = enqueue(db, reply_text=XSS, campaign_name=XSS, firstName=XSS, **custom)
     inbox.dead(db, event_id, f"GHL 422: {XSS}")
     for path in ["/", "/events", f"/events/{event_id}", "/dead"]:
         page = logged_in.get(path).get_data(as_text=True)
         assert XSS not in page, path
         assert "<script>" not in page, path
+        assert "<img src=x" not in page, path
         assert (
             html.escape(XSS, quote=False).replace('"', "&#34;") in page or "&lt;script&gt;" in page
         )
