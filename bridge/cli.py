@@ -1,4 +1,4 @@
-"""The `bridge` command: migrate, worker, replay, run, status, init-env."""
+"""The `bridge` command: migrate, worker, reconcile, replay, run, status, init-env."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,7 @@ def migrate() -> None:
 @click.option("--drain", is_flag=True, help="Process every due event, then exit.")
 def worker(drain: bool) -> None:
     """Run the sync worker (the scheduler lives here too)."""
+    from bridge.scheduler import start_scheduler
     from bridge.worker import Worker
 
     config = _config()
@@ -75,7 +77,13 @@ def worker(drain: bool) -> None:
         raise click.ClickException(str(exc)) from None
     runner = Worker(config, db=db)
     runner.install_signal_handlers()
-    handled = runner.run(drain=drain)
+    # One scheduler per worker process; the SQLite lock keeps it to one run at a time.
+    scheduler = None if drain else start_scheduler(config)
+    try:
+        handled = runner.run(drain=drain)
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown()
     if drain:
         counts = inbox.counts(db)
         click.echo(f"drained: {handled} events handled; queue now {json.dumps(counts)}")
@@ -182,3 +190,96 @@ def run() -> None:
     code = web.returncode or worker_proc.returncode
     if code not in (0, -signal.SIGTERM, None):
         raise SystemExit(code)
+
+
+@main.command()
+@click.option(
+    "--url",
+    "webhook_url",
+    default=None,
+    help="This bridge's webhook URL (default: the one `bridge webhook register` saved).",
+)
+def doctor(webhook_url: str | None) -> None:
+    """Check the setup: database, GHL token and scopes, field map, Instantly key and webhooks."""
+    from bridge import doctor as doctor_mod
+    from bridge.subscriptions import webhook_url as parse_url
+
+    config = _config()
+    if webhook_url:
+        try:
+            webhook_url = parse_url(webhook_url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--url") from None
+    checks = doctor_mod.run_checks(config, webhook_url=webhook_url)
+    # Shown on the dashboard too; a database that cannot be written is a check above.
+    with (
+        contextlib.suppress(sqlite3.Error),
+        contextlib.closing(store.connect(config.database)) as db,
+    ):
+        doctor_mod.save_result(db, checks)
+    click.echo(doctor_mod.format_text(checks))
+    if doctor_mod.failed(checks):
+        raise SystemExit(1)
+
+
+@main.group()
+def webhook() -> None:
+    """Instantly webhook subscriptions for this bridge."""
+
+
+@webhook.command("register")
+@click.option("--url", "raw_url", required=True, help="https://<your bridge>/webhooks/instantly")
+@click.option("--resume", is_flag=True, help="Also re-enable webhooks Instantly switched off.")
+def webhook_register(raw_url: str, resume: bool) -> None:
+    """Create or update the Instantly webhooks for the enabled event types.
+
+    The only change the bridge ever makes in Instantly: its own webhook subscriptions.
+    """
+    from bridge import doctor as doctor_mod
+    from bridge import state, subscriptions
+    from bridge.instantly_setup import InstantlyError, InstantlySetupClient
+
+    config = _config()
+    try:
+        url = subscriptions.webhook_url(raw_url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--url") from None
+    if not config.instantly_api_key:
+        raise click.ClickException("INSTANTLY_API_KEY is not set")
+    if not config.webhook_secret:
+        raise click.ClickException(
+            "BRIDGE_WEBHOOK_SECRET is not set: run `bridge init-env` or set it"
+        )
+    if url.startswith("http://"):
+        click.echo("warning: http:// sends the X-Bridge-Secret header unencrypted; use https://")
+    db = _database(config)
+    _, current = settings_mod.current(db)
+    client = InstantlySetupClient(config.instantly_base_url, config.instantly_api_key)
+    try:
+        actions = subscriptions.register(
+            client,
+            url,
+            config.webhook_secret,
+            subscriptions.enabled_event_types(current),
+            resume=resume,
+        )
+    except InstantlyError as exc:
+        raise click.ClickException(str(exc)) from None
+    state.put(db, doctor_mod.WEBHOOK_URL_STATE, url)
+    click.echo(f"webhooks delivering to {url}:")
+    for action in actions:
+        click.echo("  " + action.line())
+    if not actions:
+        click.echo("  none needed: no event type is enabled in settings")
+    if any(a.what == "disabled" for a in actions):
+        raise SystemExit(1)
+
+
+def _add_commands() -> None:
+    # Imported late: the command module uses this one's _config and _database.
+    from bridge.reconcile_cli import reconcile
+
+    main.add_command(reconcile)
+
+
+_add_commands()

@@ -20,6 +20,8 @@ class ContactRecord:
     tags: list[str] = field(default_factory=list)
     interest_status: str | None = None
     interest_at: str | None = None
+    # The tags the current interest status added, removed when the status changes.
+    interest_tags: list[str] = field(default_factory=list)
 
     def has_written(self, fields: dict[str, Any]) -> bool:
         """True when every one of `fields` was already written with the same value."""
@@ -46,6 +48,7 @@ def get(db: sqlite_utils.Database, email: str) -> ContactRecord | None:
         tags=json.loads(row["tags"] or "[]"),
         interest_status=row["interest_status"],
         interest_at=row["interest_at"],
+        interest_tags=json.loads(row["interest_tags"] or "[]"),
     )
 
 
@@ -81,6 +84,22 @@ def forget_tags(db: sqlite_utils.Database, record: ContactRecord, removed: list[
     """Remember tags the bridge has removed from this contact."""
     record.tags = sorted(set(record.tags) - set(removed))
     _save_tags(db, record)
+
+
+def record_interest(
+    db: sqlite_utils.Database,
+    record: ContactRecord,
+    status: str,
+    at: str,
+    tags: list[str],
+) -> None:
+    """Remember the interest status applied (only once GHL has confirmed its tags)."""
+    record.interest_status, record.interest_at, record.interest_tags = status, at, sorted(tags)
+    db.execute(
+        "UPDATE contacts SET interest_status = ?, interest_at = ?, interest_tags = ?,"
+        " updated_at = ? WHERE email = ?",
+        [status, at, json.dumps(record.interest_tags), now_iso(), record.email],
+    )
 
 
 def _save_tags(db: sqlite_utils.Database, record: ContactRecord) -> None:

@@ -71,8 +71,10 @@ class GHLClient:
         session: requests.Session | None = None,
         limiter: SlidingWindowLimiter | None = None,
         recorder: CallRecorder | None = None,
+        timeout: tuple[float, float] = TIMEOUT,
     ):
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
         self.location_id = location_id
         self.session = session or requests.Session()
         self.session.headers.update(
@@ -108,6 +110,60 @@ class GHLClient:
         """DELETE /contacts/{id}/tags with a JSON body: removes only these tags."""
         self._request("DELETE", f"/contacts/{contact_id}/tags", json={"tags": tags})
 
+    def update_contact(self, contact_id: str, fields: dict[str, Any]) -> None:
+        """PUT /contacts/{id} (UpdateContactDto). Never sends `tags`: they would replace all."""
+        if "tags" in fields:
+            raise ValueError("tags replace all of a contact's tags on update; use add_tags")
+        self._request("PUT", f"/contacts/{contact_id}", json=fields)
+
+    # --- notes ----------------------------------------------------------------------------
+
+    def list_notes(self, contact_id: str) -> list[dict[str, Any]]:
+        """GET /contacts/{id}/notes: every note on the contact."""
+        data = self._request("GET", f"/contacts/{contact_id}/notes")
+        return [n for n in data.get("notes") or [] if isinstance(n, dict)]
+
+    def create_note(self, contact_id: str, body: str) -> str:
+        """POST /contacts/{id}/notes; returns the note id. Not idempotent on GHL's side."""
+        data = self._request("POST", f"/contacts/{contact_id}/notes", json={"body": body})
+        return str((data.get("note") or {}).get("id") or "")
+
+    # --- workflows ------------------------------------------------------------------------
+
+    def add_to_workflow(self, contact_id: str, workflow_id: str) -> None:
+        """POST /contacts/{contactId}/workflow/{workflowId}, enrolling the contact now."""
+        self._request("POST", f"/contacts/{contact_id}/workflow/{workflow_id}", json={})
+
+    # --- opportunities --------------------------------------------------------------------
+
+    def search_opportunities(self, contact_id: str, pipeline_id: str) -> list[dict[str, Any]]:
+        """GET /opportunities/search: the contact's opportunities in one pipeline, any status."""
+        data = self._request(
+            "GET",
+            "/opportunities/search",
+            params={
+                "location_id": self.location_id,
+                "contact_id": contact_id,
+                "pipeline_id": pipeline_id,
+                "status": "all",
+            },
+        )
+        return [o for o in data.get("opportunities") or [] if isinstance(o, dict)]
+
+    def create_opportunity(self, fields: dict[str, Any]) -> str:
+        """POST /opportunities/ (CreateDto); returns the id. Not idempotent on GHL's side."""
+        data = self._request(
+            "POST", "/opportunities/", json={"locationId": self.location_id, **fields}
+        )
+        opportunity_id = (data.get("opportunity") or {}).get("id")
+        if not opportunity_id:
+            raise GHLTransient(200, "create opportunity answer has no opportunity.id")
+        return str(opportunity_id)
+
+    def update_opportunity(self, opportunity_id: str, fields: dict[str, Any]) -> None:
+        """PUT /opportunities/{id} (UpdateOpportunityDto)."""
+        self._request("PUT", f"/opportunities/{opportunity_id}", json=fields)
+
     # --- location -------------------------------------------------------------------------
 
     def custom_fields(self) -> list[dict[str, Any]]:
@@ -121,13 +177,27 @@ class GHLClient:
         """GET /locations/{id}: a cheap check that the token works for the location."""
         return self._request("GET", f"/locations/{self.location_id}")
 
+    def workflows(self) -> list[dict[str, Any]]:
+        """GET /workflows/?locationId=: the location's workflows (id, name, status)."""
+        data = self._request("GET", "/workflows/", params={"locationId": self.location_id})
+        return list(data.get("workflows") or [])
+
+    def pipelines(self) -> list[dict[str, Any]]:
+        """GET /opportunities/pipelines?locationId=: pipelines with their stages."""
+        data = self._request(
+            "GET", "/opportunities/pipelines", params={"locationId": self.location_id}
+        )
+        return list(data.get("pipelines") or [])
+
     # --- transport ------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         self.limiter.acquire()
         started = time.perf_counter()
         try:
-            response = self.session.request(method, self.base_url + path, timeout=TIMEOUT, **kwargs)
+            response = self.session.request(
+                method, self.base_url + path, timeout=self.timeout, **kwargs
+            )
         except requests.RequestException as exc:
             error = GHLTransient(0, f"{type(exc).__name__}: {_short(str(exc))}")
             self._record(method, path, 0, started, error.message)

@@ -2,6 +2,8 @@
 
 import os
 
+from bridge.config import DEFAULT_INSTANCE
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
@@ -10,3 +12,25 @@ threads = int(os.environ.get("WEB_THREADS", "4"))
 timeout = 30
 graceful_timeout = 20
 accesslog = "-" if os.environ.get("BRIDGE_ACCESS_LOG", "1") == "1" else None
+
+# Webhook outcome counters are per process; prometheus-client's multiprocess mode keeps
+# them in files here so /metrics adds up every web process. Set before the app (and so
+# prometheus_client) is imported in the workers.
+_metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR",
+    os.path.join(os.environ.get("BRIDGE_INSTANCE_PATH") or str(DEFAULT_INSTANCE), "metrics"),
+)
+
+
+def on_starting(server):
+    """Counters start at zero with each start of the web app (Prometheus handles resets)."""
+    os.makedirs(_metrics_dir, exist_ok=True)
+    for name in os.listdir(_metrics_dir):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(_metrics_dir, name))
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -7,7 +7,7 @@ import sqlite3
 from flask import Blueprint, current_app, jsonify
 
 from bridge import db as store
-from bridge import inbox, state
+from bridge import inbox, reconcile_runs, state
 
 bp = Blueprint("health", __name__)
 
@@ -35,6 +35,12 @@ def report(db, config) -> dict:
         problems.append(f"GHL writes paused: {pause['reason']}")
     if oldest is not None and oldest > STALE_PENDING_SECONDS:
         problems.append(f"oldest pending event is {int(oldest)} s old: is `bridge worker` running?")
+    reconcile = reconcile_runs.report(db)
+    last = reconcile["last_run"]
+    if last and last["status"] == "error":
+        problems.append(
+            "last reconciliation failed: " + "; ".join(last["errors"] or ["see the run log"])
+        )
     return {
         "database": "ok",
         "queue": counts,
@@ -42,6 +48,7 @@ def report(db, config) -> dict:
         "ghl_paused": pause,
         "last_ghl_error": state.get(db, state.GHL_LAST_ERROR),
         "missing": missing,
+        "reconcile": reconcile,
         "problems": problems,
     }
 

@@ -15,11 +15,17 @@ import tomli_w
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from bridge.db import immediate
+from bridge.interest import STATUS_BY_EVENT
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "defaults.toml"
 
 # Event types the worker knows how to sync; settings may only name these.
-SYNCABLE_EVENTS = ("reply_received",)
+# Interest events and custom labels are configured under [interest] instead.
+SYNCABLE_EVENTS = ("reply_received", "auto_reply_received", "lead_unsubscribed", "email_bounced")
+# Events that may set the contact's email do-not-disturb in GHL.
+DND_EVENTS = ("lead_unsubscribed", "email_bounced")
+# Interest status names, in the order settings list them.
+STATUSES = tuple(dict.fromkeys(STATUS_BY_EVENT.values()))
 
 TAG_PLACEHOLDERS = {
     "event_type",
@@ -59,23 +65,49 @@ class SettingsError(ValueError):
         )
 
 
-def _check_template(value: str) -> None:
-    try:
-        names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
-    except ValueError as exc:
-        raise ValidationError(f"bad template {value!r}: {exc}") from None
-    unknown = names - TAG_PLACEHOLDERS
-    if unknown:
-        raise ValidationError(
-            f"unknown placeholder {{{sorted(unknown)[0]}}} in {value!r}; "
-            f"use one of {', '.join('{' + p + '}' for p in sorted(TAG_PLACEHOLDERS))}"
-        )
+def _template_check(allowed: set[str]):
+    """A validator accepting templates whose placeholders are all in `allowed`."""
+
+    def check(value: str) -> None:
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            raise ValidationError(f"bad template {value!r}: {exc}") from None
+        unknown = names - allowed
+        if unknown:
+            raise ValidationError(
+                f"unknown placeholder {{{sorted(unknown)[0]}}} in {value!r}; "
+                f"use one of {', '.join('{' + p + '}' for p in sorted(allowed))}"
+            )
+
+    return check
 
 
-TagList = fields.List(
-    fields.String(validate=[validate.Length(min=1, max=200), _check_template]),
-    load_default=list,
-)
+_check_template = _template_check(TAG_PLACEHOLDERS)
+# A custom label's tags may also name the label.
+LABEL_TAG_PLACEHOLDERS = TAG_PLACEHOLDERS | {"label"}
+OPPORTUNITY_NAME_PLACEHOLDERS = {
+    "name",
+    "email",
+    "first_name",
+    "last_name",
+    "company_name",
+    "campaign_name",
+    "status",
+}
+
+
+def _tag_list(
+    default: list[str] | None = None, allowed: set[str] = TAG_PLACEHOLDERS, description: str = ""
+):
+    return fields.List(
+        fields.String(validate=[validate.Length(min=1, max=200), _template_check(allowed)]),
+        load_default=lambda: list(default or []),
+        metadata={"description": description} if description else {},
+    )
+
+
+TagList = _tag_list()
 
 
 class SyncSchema(Schema):
@@ -92,6 +124,164 @@ class SyncSchema(Schema):
 class EventSchema(Schema):
     enabled = fields.Boolean(load_default=True)
     tags = TagList
+    dnd = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Set the contact's email do-not-disturb in GHL "
+            "(lead_unsubscribed and email_bounced only)."
+        },
+    )
+
+
+def _default_status_tag(status: str) -> str:
+    # Instantly's UI calls "closed" Won; the tag follows the UI.
+    return "instantly-won" if status == "closed" else "instantly-" + status.replace("_", "-")
+
+
+# One tag list per interest status (a plain schema, so the config page shows one box each).
+InterestTagsSchema = Schema.from_dict(
+    {status: _tag_list([_default_status_tag(status)]) for status in STATUSES},
+    name="InterestTagsSchema",
+)
+
+
+class InterestSchema(Schema):
+    enabled = fields.Boolean(
+        load_default=True,
+        metadata={"description": "Sync interest statuses (lead_interested, ...) as tags."},
+    )
+    tags = fields.Nested(
+        InterestTagsSchema,
+        load_default=lambda: InterestTagsSchema().load({}),
+        metadata={
+            "description": "Tags of each status. On a status change the new status's tags "
+            "are added and the previous status's removed (only those the bridge added)."
+        },
+    )
+    sync_custom_labels = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Sync custom lead labels, which arrive with the label's text as "
+            "event_type; off, they are answered 200 ignored."
+        },
+    )
+    custom_label_tags = _tag_list(
+        ["instantly-label-{label}"],
+        LABEL_TAG_PLACEHOLDERS,
+        "Tags of a custom label; {label} is its text.",
+    )
+
+
+def _statuses(default: list[str]):
+    return fields.List(
+        fields.String(
+            validate=validate.OneOf(
+                STATUSES, error="unknown status {input!r}; use one of {choices}"
+            )
+        ),
+        load_default=lambda: list(default),
+    )
+
+
+class ReplyNoteSchema(Schema):
+    enabled = fields.Boolean(
+        load_default=False,
+        metadata={"description": "Add each reply as a note on the contact, once per reply."},
+    )
+
+
+class WorkflowSchema(Schema):
+    enabled = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Add the contact to a GHL workflow when it reaches one of the "
+            "statuses, once per contact and workflow."
+        },
+    )
+    workflow_id = fields.String(load_default="", validate=validate.Length(max=100))
+    statuses = _statuses(["interested", "meeting_booked"])
+
+    @validates_schema
+    def _id_when_enabled(self, data: dict, **_: Any) -> None:
+        if data["enabled"] and not data["workflow_id"].strip():
+            raise ValidationError("required when enabled", "workflow_id")
+
+
+OpportunityStagesSchema = Schema.from_dict(
+    {
+        status: fields.String(
+            load_default="", validate=validate.Length(max=100), metadata={"picker": "ghl_stage"}
+        )
+        for status in STATUSES
+    },
+    name="OpportunityStagesSchema",
+)
+# GHL opportunity status per interest status; the rest stay open.
+_DEFAULT_OPPORTUNITY_STATUS = {"closed": "won", "lost": "lost", "not_interested": "lost"}
+OpportunityStatusSchema = Schema.from_dict(
+    {
+        status: fields.String(
+            load_default=_DEFAULT_OPPORTUNITY_STATUS.get(status, "open"),
+            validate=validate.OneOf(("open", "won", "lost", "abandoned")),
+        )
+        for status in STATUSES
+    },
+    name="OpportunityStatusSchema",
+)
+
+
+class OpportunitySchema(Schema):
+    enabled = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Create the contact's opportunity in the pipeline on the first of "
+            "the statuses, and move it to each status's stage after."
+        },
+    )
+    pipeline_id = fields.String(load_default="", validate=validate.Length(max=100))
+    # The stage for every chosen status without its own stage in `stages`.
+    stage_id = fields.String(load_default="", validate=validate.Length(max=100))
+    stages = fields.Nested(
+        OpportunityStagesSchema, load_default=lambda: OpportunityStagesSchema().load({})
+    )
+    ghl_status = fields.Nested(
+        OpportunityStatusSchema, load_default=lambda: OpportunityStatusSchema().load({})
+    )
+    statuses = _statuses(["interested", "meeting_booked", "meeting_completed", "closed"])
+    name = fields.String(
+        load_default="{name} (Instantly)",
+        validate=[
+            validate.Length(min=1, max=200),
+            _template_check(OPPORTUNITY_NAME_PLACEHOLDERS),
+        ],
+    )
+
+    @validates_schema
+    def _pipeline_and_stages_when_enabled(self, data: dict, **_: Any) -> None:
+        if not data["enabled"]:
+            return
+        if not data["pipeline_id"].strip():
+            raise ValidationError("required when enabled", "pipeline_id")
+        unstaged = [s for s in data["statuses"] if not stage_for(data, s)]
+        if unstaged:
+            raise ValidationError(
+                f"required when enabled, unless each chosen status has its own stage "
+                f"(none for {', '.join(unstaged)} in actions.opportunity.stages)",
+                "stage_id",
+            )
+
+
+def stage_for(opportunity: dict, status: str) -> str:
+    """The pipeline stage id an interest status moves the opportunity to ('' for none)."""
+    return (opportunity["stages"].get(status) or opportunity["stage_id"]).strip()
+
+
+class ActionsSchema(Schema):
+    reply_note = fields.Nested(ReplyNoteSchema, load_default=lambda: ReplyNoteSchema().load({}))
+    workflow = fields.Nested(WorkflowSchema, load_default=lambda: WorkflowSchema().load({}))
+    opportunity = fields.Nested(
+        OpportunitySchema, load_default=lambda: OpportunitySchema().load({})
+    )
 
 
 class FieldMapRowSchema(Schema):
@@ -112,14 +302,50 @@ class FieldMapRowSchema(Schema):
         )
 
 
+class ReconcileSchema(Schema):
+    """Polling Instantly for what webhooks missed (bridge/reconcile.py)."""
+
+    enabled = fields.Boolean(load_default=True)
+    interval_minutes = fields.Integer(load_default=15, validate=validate.Range(min=1, max=1440))
+    overlap_minutes = fields.Integer(load_default=10, validate=validate.Range(min=0, max=1440))
+    first_run_days = fields.Integer(load_default=30, validate=validate.Range(min=0, max=3650))
+    campaigns = fields.List(
+        fields.String(validate=validate.Length(min=1, max=100)),
+        load_default=list,
+        validate=validate.Length(max=500),
+    )
+    lists = fields.List(
+        fields.String(validate=validate.Length(min=1, max=100)),
+        load_default=list,
+        validate=validate.Length(max=500),
+    )
+
+
 class SettingsSchema(Schema):
     sync = fields.Nested(SyncSchema, load_default=lambda: SyncSchema().load({}))
+    reconcile = fields.Nested(ReconcileSchema, load_default=lambda: ReconcileSchema().load({}))
     events = fields.Dict(
-        keys=fields.String(validate=validate.OneOf(SYNCABLE_EVENTS)),
+        keys=fields.String(
+            validate=validate.OneOf(
+                SYNCABLE_EVENTS,
+                error="Must be one of: {choices}. Interest statuses are set under [interest].",
+            )
+        ),
         values=fields.Nested(EventSchema),
         load_default=dict,
     )
     field_map = fields.List(fields.Nested(FieldMapRowSchema), load_default=list)
+    interest = fields.Nested(InterestSchema, load_default=lambda: InterestSchema().load({}))
+    actions = fields.Nested(ActionsSchema, load_default=lambda: ActionsSchema().load({}))
+
+    @validates_schema
+    def _dnd_only_where_it_means_something(self, data: dict, **_: Any) -> None:
+        for event_type, rule in data.get("events", {}).items():
+            if rule["dnd"] and event_type not in DND_EVENTS:
+                raise ValidationError(
+                    {event_type: {"dnd": [f"only {' and '.join(DND_EVENTS)} can set DND"]}},
+                    "events",
+                )
 
     @validates_schema
     def _one_source_per_ghl_field(self, data: dict, **_: Any) -> None:
@@ -167,8 +393,20 @@ def parse_toml(text: str) -> dict:
 
 
 def to_toml(settings: dict) -> str:
-    """Write settings as TOML in the same shape as config/defaults.toml."""
-    return tomli_w.dumps(settings)
+    """Write settings as TOML in the same shape as config/defaults.toml.
+
+    TOML has no null: unset optional values are left out, and reading the file back
+    gives them their defaults again.
+    """
+    return tomli_w.dumps(_without_none(settings))
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value if v is not None]
+    return value
 
 
 def load_defaults(path: Path = DEFAULTS_FILE) -> dict:

@@ -11,10 +11,12 @@ from typing import Any
 
 import sqlite_utils
 
-from bridge import contacts
+from bridge import contacts, event_types
+from bridge.dnd import set_email_dnd
 from bridge.events import Event
 from bridge.fieldmap import CustomFieldIds, build_fields, upsert_body
 from bridge.ghl import GHLClient, GHLRejected
+from bridge.reply_note import add_reply_note
 
 log = logging.getLogger("bridge.sync")
 
@@ -46,12 +48,40 @@ def sync_event(
     db: sqlite_utils.Database, event: Event, settings: dict, client: GHLClient
 ) -> Outcome:
     """Bring GHL in step with one event. Raises GHLError subclasses on failure."""
-    rule = settings["events"].get(event.event_type)
-    if not rule or not rule["enabled"]:
+    try:
+        return _sync_once(db, event, settings, client)
+    except GHLRejected as exc:
+        if not contact_gone(exc) or contacts.get(db, event.email) is None:
+            raise
+        # Someone deleted the contact in GHL: forget it and write it afresh, once.
+        log.warning("GHL no longer has the contact for %s; writing it again", event.email)
+        contacts.forget(db, event.email)
+        return _sync_once(db, event, settings, client)
+
+
+def contact_gone(exc: GHLRejected) -> bool:
+    """GHL's answer for a contact id it does not have (400 "Contact not found")."""
+    return exc.status in (400, 404) and "contact not found" in exc.message.lower()
+
+
+def _sync_once(
+    db: sqlite_utils.Database, event: Event, settings: dict, client: GHLClient
+) -> Outcome:
+    if not event_types.is_synced(settings, event.event_type):
         return Outcome("ignored", note=f"{event.event_type} is not synced in settings")
+    if event_types.interest_status(event.event_type):
+        # Imported here because interest_sync builds on this module's helpers.
+        from bridge.interest_sync import sync_interest
+
+        return sync_interest(db, event, settings, client)
+    rule = settings["events"][event.event_type]
     record = ensure_contact(db, event, settings, client)
     tags = render_tags(rule["tags"], event)
     add_missing_tags(db, record, tags, client)
+    if event.event_type == "reply_received" and settings["actions"]["reply_note"]["enabled"]:
+        add_reply_note(db, record, event, client)
+    if rule["dnd"]:
+        set_email_dnd(db, record, event, client)
     return Outcome("done", record.contact_id)
 
 

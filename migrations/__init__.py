@@ -3,6 +3,8 @@
 Append new steps at the end; never edit a step that has shipped.
 """
 
+import json
+
 from sqlite_utils import Database, Migrations
 
 migrations = Migrations("instantly-ghl-bridge")
@@ -85,3 +87,67 @@ def m004_settings_and_state(db: Database) -> None:
         pk="id",
     )
     db["state"].create({"name": str, "value": str, "updated_at": str}, pk="name")
+
+
+@migrations()
+def m010_interest_and_actions(db: Database) -> None:
+    """Interest-status tags in the contact map, the keyed record of GHL writes that are
+    not idempotent on GHL's side (notes, opportunities) or done once (workflow, DND),
+    and the new event settings for installs whose settings were stored before them."""
+    # The tags the current interest status added: removed when the status changes.
+    db["contacts"].add_column("interest_tags", str)
+    db["ghl_writes"].create(
+        {
+            "key": str,  # note:<event key> | workflow:<contact>:<workflow> | ...
+            "kind": str,  # note | workflow | opportunity | dnd
+            "contact_id": str,
+            "ghl_id": str,  # the note or opportunity id GHL answered
+            "state": str,  # intent (call may have happened) | done (GHL confirmed)
+            "detail": str,  # JSON: what was written (e.g. the opportunity's stage)
+            "at": str,
+        },
+        pk="key",
+        not_null={"kind", "state"},
+    )
+    # Written out here, not read from config/defaults.toml: a shipped step must not
+    # change when the defaults file does.
+    new_events = {
+        "lead_unsubscribed": {"enabled": True, "dnd": True, "tags": ["instantly-unsubscribed"]},
+        "email_bounced": {"enabled": False, "dnd": False, "tags": ["instantly-bounced"]},
+        "auto_reply_received": {"enabled": False, "tags": ["instantly-auto-reply"]},
+    }
+    for row in db.query("SELECT id, version, body FROM settings"):
+        body = json.loads(row["body"])
+        events = body.setdefault("events", {})
+        added = {name: rule for name, rule in new_events.items() if name not in events}
+        if added:
+            events.update(added)
+            db.execute(
+                "UPDATE settings SET body = ?, version = ? WHERE id = ?",
+                [json.dumps(body), row["version"] + 1, row["id"]],
+            )
+
+
+@migrations()
+def m020_reconcile_runs(db: Database) -> None:
+    """One row per reconciliation run: what it read, found and enqueued, and its errors."""
+    db["reconcile_runs"].create(
+        {
+            "id": int,
+            "trigger": str,  # schedule | request | cli
+            "status": str,  # running | ok | error | stopped
+            "started_at": str,
+            "finished_at": str,
+            "options": str,  # JSON: since, until, campaigns, lists, passes
+            "pages": int,
+            "instantly_calls": int,
+            "events_found": int,
+            "events_known": int,
+            "events_new": int,
+            "errors": str,  # JSON list of messages
+            "detail": str,  # JSON: the per-pass figures and watermarks
+        },
+        pk="id",
+        not_null={"trigger", "status", "started_at"},
+    )
+    db["reconcile_runs"].create_index(["started_at"])

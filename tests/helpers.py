@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 SAMPLES_DIR = (
     Path(__file__).resolve().parent.parent.parent
     / "shared"
@@ -66,3 +68,16 @@ def sample_payloads() -> list[tuple[str, dict]]:
         data = json.loads(path.read_text())
         out.append((path.name, data.get("body", data) if "headers" in data else data))
     return out
+
+
+def sample_params() -> list:
+    """Captured payloads as pytest params, or one skipped param saying what is missing."""
+    return sample_payloads() or [
+        pytest.param(
+            "",
+            {},
+            marks=pytest.mark.skip(
+                reason=f"{SAMPLES_DIR} not found: captured payload tests need it"
+            ),
+        )
+    ]

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from bridge import contacts, inbox, state
+from bridge import contacts, inbox, interest, state
 from bridge import settings as settings_mod
 from bridge.worker import Worker
-from tests.helpers import post_webhook, reply_payload, sample_payloads
+from tests.helpers import post_webhook, reply_payload, sample_params
 
 EMAIL = "jordan.lead@example.com"
 
@@ -309,19 +309,7 @@ def test_every_call_is_in_the_sync_log(client, db, worker, fake_ghl):
     ]
 
 
-@pytest.mark.parametrize(
-    ("name", "body"),
-    sample_payloads()
-    or [
-        pytest.param(
-            "",
-            {},
-            marks=pytest.mark.skip(
-                reason="../shared/specs/instantly/webhook-samples not found: captured payload tests need it"
-            ),
-        )
-    ],
-)
+@pytest.mark.parametrize(("name", "body"), sample_params())
 def test_each_captured_payload_shape_syncs(client, db, worker, fake_ghl, name, body):
     answer = post_webhook(client, body)
     drain(worker)
@@ -333,5 +321,22 @@ def test_each_captured_payload_shape_syncs(client, db, worker, fake_ghl, name, b
     contact = fake_ghl.contact_by_email(email)
     assert contact is not None, name
     assert fake_ghl.upserts_for(email) == 1
-    assert "instantly-replied" in contact["tags"]
+    status = interest.status_for_event(body["event_type"])
+    # Interest events sync too (their status's tag); tests/test_interest.py covers them.
+    expected = f"instantly-{status.replace('_', '-')}" if status else "instantly-replied"
+    assert expected in contact["tags"]
     assert inbox.counts(db)["done"] == 1
+
+
+def test_a_contact_deleted_in_ghl_is_written_again(client, db, worker, fake_ghl):
+    post_webhook(client, reply_payload())
+    drain(worker)
+    old_id = fake_ghl.contact_by_email(EMAIL)["id"]
+    fake_ghl.delete_contact(old_id)
+    post_webhook(client, reply_payload(email_id="r2", campaign_name="Follow-up"))
+    drain(worker)
+    contact = fake_ghl.contact_by_email(EMAIL)
+    assert contact["id"] != old_id
+    assert set(contact["tags"]) == {"instantly-replied", "instantly-campaign-follow-up"}
+    assert inbox.get(db, 2)["status"] == "done"
+    assert contacts.get(db, EMAIL).contact_id == contact["id"]

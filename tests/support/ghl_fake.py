@@ -249,6 +249,12 @@ class FakeGHL:
             contact_id = self._by_email.get(email.strip().lower())
             return copy.deepcopy(self.contacts[contact_id]) if contact_id else None
 
+    def delete_contact(self, contact_id: str) -> None:
+        """Remove a contact as a GHL user deleting it would."""
+        with self._lock:
+            contact = self.contacts.pop(contact_id)
+            self._by_email.pop(contact.get("emailLowerCase") or "", None)
+
     def upserts_for(self, email: str) -> int:
         """Upserts of this email that GHL answered 2xx (rejected attempts do not count)."""
         wanted = email.strip().lower()
@@ -476,6 +482,12 @@ class FakeGHL:
         self._apply(contact, req.body)
         return 200, {"succeded": True, "contact": copy.deepcopy(contact)}
 
+    def _delete_contact(self, req: _Request) -> _Handled:
+        contact = self._contact(req.params["contactId"])
+        self.contacts.pop(contact["id"])
+        self._by_email.pop(contact.get("emailLowerCase") or "", None)
+        return 200, {"succeded": True}
+
     def _add_tags(self, req: _Request) -> _Handled:
         contact = self._contact(req.params["contactId"])
         contact["tags"] = _normal_tags([*contact["tags"], *req.body.get("tags", [])])
@@ -551,6 +563,26 @@ class FakeGHL:
             opportunity["assignedTo"] = req.body["assignedTo"]
         self.opportunities[opportunity["id"]] = opportunity
         return 201, {"opportunity": copy.deepcopy(opportunity)}
+
+    def _search_opportunities(self, req: _Request) -> _Handled:
+        def first(name: str) -> str | None:
+            values = req.query.get(name) or []
+            return values[0] if values else None
+
+        self._check_location(first("location_id"))
+        filters = {
+            "contactId": first("contact_id"),
+            "pipelineId": first("pipeline_id"),
+            "pipelineStageId": first("pipeline_stage_id"),
+        }
+        status = first("status")
+        found = [
+            copy.deepcopy(item)
+            for item in self.opportunities.values()
+            if all(value is None or item.get(key) == value for key, value in filters.items())
+            and (status in (None, "all") or item["status"] == status)
+        ]
+        return 200, {"opportunities": found, "meta": {"total": len(found), "currentPage": 1}}
 
     def _update_opportunity(self, req: _Request) -> _Handled:
         opportunity = self.opportunities.get(req.params["id"])
@@ -688,6 +720,7 @@ def _routes(fake: FakeGHL) -> list[tuple[str, str, re.Pattern[str], Callable[...
         ("POST", "/contacts/upsert", fake._upsert_contact),
         ("GET", "/contacts/{contactId}", fake._get_contact),
         ("PUT", "/contacts/{contactId}", fake._update_contact),
+        ("DELETE", "/contacts/{contactId}", fake._delete_contact),
         ("POST", "/contacts/{contactId}/tags", fake._add_tags),
         ("DELETE", "/contacts/{contactId}/tags", fake._remove_tags),
         ("GET", "/contacts/{contactId}/notes", fake._list_notes),
@@ -695,6 +728,7 @@ def _routes(fake: FakeGHL) -> list[tuple[str, str, re.Pattern[str], Callable[...
         ("POST", "/contacts/{contactId}/workflow/{workflowId}", fake._add_to_workflow),
         ("POST", "/opportunities/", fake._create_opportunity),
         ("GET", "/opportunities/pipelines", fake._list_pipelines),
+        ("GET", "/opportunities/search", fake._search_opportunities),
         ("PUT", "/opportunities/{id}", fake._update_opportunity),
         ("GET", "/workflows/", fake._list_workflows),
         ("GET", "/locations/{locationId}", fake._get_location),

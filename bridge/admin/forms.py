@@ -1,0 +1,426 @@
+"""The settings form, built from SettingsSchema so new settings sections appear by themselves.
+
+Nested → fieldset, Boolean → checkbox, Integer/Float → number, String → text (a select
+when the schema names its choices), List[String] → one per line, List[Nested] and Dict
+with free keys → editable rows, Dict with named keys → one fieldset per key. Anything
+else is edited as JSON. Form fields are named by their dotted settings path
+(`sync.max_attempts`, `field_map.0.ghl`), the same paths SettingsError reports.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
+from werkzeug.datastructures import MultiDict
+
+from bridge.settings import TAG_PLACEHOLDERS
+
+REMOVE = "_remove"
+KEY = "_key"
+BLANKS = "_blanks"
+
+# Help for the settings that exist today; new ones bring `metadata={"description": ...}`.
+HELP = {
+    "sync": "How the worker writes to GHL and how long it keeps trying.",
+    "sync.source": "GHL contact source set on every upsert.",
+    "sync.max_attempts": "Tries before a failing event is dead-lettered.",
+    "sync.backoff_base_seconds": "First retry delay; it doubles each try (±50% jitter).",
+    "sync.backoff_max_seconds": "Longest wait between two tries.",
+    "events": "Which Instantly event types are synced, and the GHL tags each one adds.",
+    "events.*.enabled": "Sync this event type.",
+    "events.*.tags": (
+        "One tag template per line. Placeholders: "
+        + " ".join("{" + p + "}" for p in sorted(TAG_PLACEHOLDERS))
+        + ". A tag whose placeholders are all empty is skipped; GHL lowercases tags."
+    ),
+    "field_map": (
+        "Instantly lead field (the webhook's camelCase name, or a custom variable) → GHL "
+        "standard field, or custom field as contact.<field key>. Empty values are never "
+        "sent, so they never blank out GHL data. The email is always sent."
+    ),
+}
+
+LABELS = {
+    "field_map.*.instantly": "Instantly field or custom variable",
+    "field_map.*.ghl": "GHL field",
+}
+
+# Fields that get a list of choices fetched from GHL or Instantly (see lookups.py).
+# A schema field can ask for one itself with metadata={"picker": "<name>"}.
+PICKER_BY_PATTERN = {"field_map.*.ghl": "ghl_field", "field_map.*.instantly": "instantly_field"}
+PICKER_BY_NAME = {
+    "workflow_id": "ghl_workflow",
+    "pipeline_id": "ghl_pipeline",
+    "pipeline_stage_id": "ghl_stage",
+    "stage_id": "ghl_stage",
+    "campaigns": "instantly_campaign",
+    "campaign_ids": "instantly_campaign",
+    "lists": "instantly_list",
+    "lead_lists": "instantly_list",
+    "list_ids": "instantly_list",
+}
+
+
+@dataclass
+class Widget:
+    """One control (or group of controls) of the settings form."""
+
+    path: str
+    name: str
+    label: str
+    kind: str  # section | checkbox | number | text | select | lines | rows | json
+    help: str = ""
+    value: Any = None
+    errors: list[str] = field(default_factory=list)
+    children: list[Widget] = field(default_factory=list)
+    choices: list[str] = field(default_factory=list)
+    step: str = "1"
+    picker: str | None = None
+    optional: bool = False
+    columns: list[Widget] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    row_errors: list[list[str]] = field(default_factory=list)
+    keyed: bool = False
+    blanks: int = 1
+
+
+def pickers(widgets: list[Widget]) -> set[str]:
+    """Every picker the form uses, so only those lists are fetched."""
+    found: set[str] = set()
+    for w in widgets:
+        if w.picker:
+            found.add(w.picker)
+        found |= pickers(w.children) | pickers(w.columns)
+    return found
+
+
+# --- schema → widgets ------------------------------------------------------------------------
+
+
+def build(
+    schema: Schema,
+    values: dict[str, Any],
+    errors: dict[str, list[str]] | None = None,
+    blanks: dict[str, int] | None = None,
+) -> tuple[list[Widget], list[str]]:
+    """The form's widgets with values and errors; plus errors no widget took."""
+    pending = dict(errors or {})
+    widgets = _schema_widgets(schema, values or {}, "", "", pending, blanks or {})
+    leftover = [f"{path}: {msg}" for path, msgs in pending.items() for msg in msgs]
+    return widgets, leftover
+
+
+def _schema_widgets(
+    schema: Schema,
+    values: dict[str, Any],
+    prefix: str,
+    pattern: str,
+    errors: dict[str, list[str]],
+    blanks: dict[str, int],
+) -> list[Widget]:
+    out = []
+    for name, fld in schema.fields.items():
+        if fld.dump_only:
+            continue
+        path = _join(prefix, name)
+        pat = _join(pattern, name)
+        value = values.get(name) if isinstance(values, dict) else None
+        out.append(_widget(fld, name, path, pat, value, errors, blanks))
+    return out
+
+
+def _widget(
+    fld: fields.Field,
+    name: str,
+    path: str,
+    pattern: str,
+    value: Any,
+    errors: dict[str, list[str]],
+    blanks: dict[str, int],
+) -> Widget:
+    widget = Widget(
+        path=path,
+        name=name,
+        label=fld.metadata.get("label")
+        or LABELS.get(pattern)
+        or name.replace("_", " ").capitalize(),
+        kind="text",
+        help=fld.metadata.get("description") or HELP.get(pattern, ""),
+        optional=bool(fld.allow_none),
+        picker=fld.metadata.get("picker")
+        or PICKER_BY_PATTERN.get(pattern)
+        or PICKER_BY_NAME.get(name),
+    )
+    if isinstance(fld, fields.Nested) and not fld.many:
+        widget.kind = "section"
+        widget.errors = _take(errors, path)
+        widget.children = _schema_widgets(fld.schema, value or {}, path, pattern, errors, blanks)
+    elif isinstance(fld, fields.Dict) and _choices(fld.key_field):
+        widget.kind = "section"
+        widget.errors = _take(errors, path)
+        for key in _choices(fld.key_field):
+            entry = (value or {}).get(key)
+            if entry is None:
+                entry = _default_entry(fld.value_field)
+            child = _widget(
+                fld.value_field or fields.Raw(),
+                key,
+                _join(path, key),
+                _join(pattern, "*"),
+                entry,
+                errors,
+                blanks,
+            )
+            child.label = key
+            widget.children.append(child)
+    elif isinstance(fld, fields.Dict) or (
+        isinstance(fld, fields.List) and isinstance(fld.inner, fields.Nested)
+    ):
+        _rows(widget, fld, pattern, value, errors, blanks)
+    elif isinstance(fld, fields.List) and _is_text(fld.inner):
+        widget.kind = "lines"
+        widget.value = [str(v) for v in (value or [])]
+        widget.picker = widget.picker or fld.inner.metadata.get("picker")
+        widget.errors = _take(errors, path, nested=True)
+    else:
+        _scalar(widget, fld, value)
+        widget.errors = _take(errors, path, nested=True)
+    return widget
+
+
+def _scalar(widget: Widget, fld: fields.Field, value: Any) -> None:
+    if isinstance(fld, fields.Boolean):
+        widget.kind = "checkbox"
+        widget.value = bool(value)
+    elif isinstance(fld, fields.Number):
+        widget.kind = "number"
+        widget.step = "1" if isinstance(fld, fields.Integer) else "any"
+        widget.value = "" if value is None else value
+    elif _is_text(fld):
+        widget.kind = "select" if _choices(fld) else "text"
+        widget.choices = list(_choices(fld))
+        widget.value = "" if value is None else value
+    else:
+        widget.kind = "json"
+        widget.value = value if isinstance(value, str) else json.dumps(value, indent=2)
+
+
+def _rows(
+    widget: Widget,
+    fld: fields.Field,
+    pattern: str,
+    value: Any,
+    errors: dict[str, list[str]],
+    blanks: dict[str, int],
+) -> None:
+    """Editable rows: a list of nested records, or a dict with free keys (key column first)."""
+    widget.kind = "rows"
+    widget.errors = _take(errors, widget.path)
+    if isinstance(fld, fields.Dict):
+        widget.keyed = True
+        inner = fld.value_field or fields.Raw()
+        records = list((value or {}).items())
+    else:
+        inner = fld.inner
+        records = [(None, v) for v in (value or [])]
+    if isinstance(inner, fields.Nested):
+        columns = [
+            _widget(f, n, n, _join(_join(pattern, "*"), n), None, {}, {})
+            for n, f in inner.schema.fields.items()
+            if not f.dump_only
+        ]
+    else:
+        columns = [_widget(inner, "value", "value", _join(pattern, "*"), None, {}, {})]
+        columns[0].label = "Value"
+    widget.columns = columns
+    widget.blanks = blanks.get(widget.path, 1)
+    for index, (key, record) in enumerate(records):
+        row_path = _join(widget.path, str(index))
+        row = (
+            dict(record)
+            if isinstance(inner, fields.Nested) and isinstance(record, dict)
+            else {"value": record}
+        )
+        if widget.keyed:
+            row[KEY] = key
+        row_errors = []
+        for column in columns:
+            row_errors += [
+                f"{column.label}: {m}"
+                for m in _take(errors, _join(row_path, column.name), nested=True)
+            ]
+            if column.kind == "lines" and isinstance(row.get(column.name), list):
+                row[column.name] = "\n".join(str(v) for v in row[column.name])
+        row_errors += _take(errors, row_path, nested=True)
+        if widget.keyed and key is not None:
+            # Dict errors are reported under the key, not the row number.
+            row_errors += _take(errors, _join(widget.path, str(key)), nested=True)
+        widget.rows.append(row)
+        widget.row_errors.append(row_errors)
+
+
+def _default_entry(fld: fields.Field | None) -> Any:
+    """What an absent named key looks like: the nested defaults, but switched off,
+    since a key missing from the settings is not synced."""
+    if isinstance(fld, fields.Nested):
+        try:
+            entry = fld.schema.load({})
+        except ValidationError:
+            entry = {}
+        if "enabled" in entry:
+            entry["enabled"] = False
+        return entry
+    if isinstance(fld, fields.List):
+        return []
+    return None
+
+
+def _take(errors: dict[str, list[str]], path: str, nested: bool = False) -> list[str]:
+    """Remove and return the errors for `path` (and, when nested, below it)."""
+    taken = list(errors.pop(path, []))
+    if nested:
+        for key in [k for k in errors if k.startswith(path + ".")]:
+            taken += errors.pop(key)
+    return taken
+
+
+def _choices(fld: fields.Field | None) -> tuple[str, ...]:
+    for validator in getattr(fld, "validators", []) or []:
+        if isinstance(validator, validate.OneOf):
+            return tuple(str(c) for c in validator.choices)
+    return ()
+
+
+def _is_text(fld: fields.Field | None) -> bool:
+    return isinstance(fld, fields.String)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+# --- form → raw settings ---------------------------------------------------------------------
+
+
+def parse(schema: Schema, form: MultiDict) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Read the posted form into raw settings (for the schema to validate).
+
+    Returns the raw settings and errors found while reading (bad JSON), by path.
+    """
+    problems: dict[str, list[str]] = {}
+    return _parse_schema(schema, form, "", problems), problems
+
+
+def _parse_schema(
+    schema: Schema, form: MultiDict, prefix: str, problems: dict[str, list[str]]
+) -> dict[str, Any]:
+    out = {}
+    for name, fld in schema.fields.items():
+        if fld.dump_only:
+            continue
+        out[name] = _parse_field(fld, form, _join(prefix, name), problems)
+    return out
+
+
+def _parse_field(
+    fld: fields.Field, form: MultiDict, path: str, problems: dict[str, list[str]]
+) -> Any:
+    if isinstance(fld, fields.Nested) and not fld.many:
+        return _parse_schema(fld.schema, form, path, problems)
+    if isinstance(fld, fields.Dict) and _choices(fld.key_field):
+        return {
+            key: _parse_field(fld.value_field or fields.Raw(), form, _join(path, key), problems)
+            for key in _choices(fld.key_field)
+        }
+    if isinstance(fld, fields.Dict):
+        inner = fld.value_field or fields.Raw()
+        return {
+            str(row[KEY]).strip(): _row_value(inner, row)
+            for row in _posted_rows(form, path, inner, problems, keyed=True)
+        }
+    if isinstance(fld, fields.List) and isinstance(fld.inner, fields.Nested):
+        return [_row_value(fld.inner, row) for row in _posted_rows(form, path, fld.inner, problems)]
+    if isinstance(fld, fields.List) and _is_text(fld.inner):
+        return _lines(form.getlist(path))
+    return _parse_scalar(fld, form, path, problems)
+
+
+def _parse_scalar(
+    fld: fields.Field, form: MultiDict, path: str, problems: dict[str, list[str]]
+) -> Any:
+    if isinstance(fld, fields.Boolean):
+        return path in form
+    raw = form.get(path, "")
+    if isinstance(fld, fields.Number | fields.String):
+        text = raw.strip()
+        if text == "" and fld.allow_none:
+            return None
+        return text
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        problems.setdefault(path, []).append(f"not valid JSON: {exc}")
+        return raw
+
+
+def _posted_rows(
+    form: MultiDict,
+    path: str,
+    inner: fields.Field,
+    problems: dict[str, list[str]],
+    keyed: bool = False,
+) -> list[dict[str, Any]]:
+    """The rows posted for a rows widget, minus removed and blank ones, in order."""
+    pattern = re.compile(re.escape(path) + r"\.(\d+)\.")
+    indices = sorted({int(m.group(1)) for k in form for m in [pattern.match(k)] if m})
+    columns = dict(inner.schema.fields) if isinstance(inner, fields.Nested) else {"value": inner}
+    rows = []
+    for index in indices:
+        row_path = _join(path, str(index))
+        if _join(row_path, REMOVE) in form:
+            continue
+        row = {
+            name: _parse_field(column, form, _join(row_path, name), problems)
+            for name, column in columns.items()
+            if not column.dump_only
+        }
+        if keyed:
+            row[KEY] = form.get(_join(row_path, KEY), "")
+        if all(v in ("", None, [], False) for v in row.values()):
+            continue
+        rows.append(row)
+    return rows
+
+
+def _row_value(inner: fields.Field, row: dict[str, Any]) -> Any:
+    if isinstance(inner, fields.Nested):
+        return {k: v for k, v in row.items() if k != KEY}
+    return row["value"]
+
+
+def _lines(values: list[str]) -> list[str]:
+    out = []
+    for value in values:
+        out += [line.strip() for line in value.splitlines() if line.strip()]
+    return out
+
+
+def blank_rows(form: MultiDict) -> dict[str, int]:
+    """How many blank rows each rows widget shows; the 'add row' button asks for one more."""
+    counts = {}
+    for key in form:
+        if key.endswith("." + BLANKS):
+            try:
+                counts[key[: -len(BLANKS) - 1]] = max(1, min(20, int(form[key])))
+            except ValueError:
+                continue
+    added = form.get("add_row")
+    if added:
+        counts[added] = counts.get(added, 1) + 1
+    return counts

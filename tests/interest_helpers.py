@@ -1,0 +1,50 @@
+"""Helpers for the interest-status and optional-action tests: deliveries shaped like
+Instantly's interest, unsubscribe and bounce webhooks, and settings edits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge import settings as settings_mod
+from tests.helpers import reply_payload
+
+EMAIL = "jordan.lead@example.com"
+
+
+def interest_payload(event_type: str, timestamp: str, **overrides: Any) -> dict[str, Any]:
+    """An interest delivery in the shape of the captured lead_interested sample: lead
+    fields at the top level, no email_id."""
+    body = reply_payload(event_type=event_type, timestamp=timestamp)
+    for reply_only in ("email_id", "is_first", "email_account", "unibox_url"):
+        body.pop(reply_only)
+    body.update(overrides)
+    return body
+
+
+def lead_event_payload(event_type: str, timestamp: str, **overrides: Any) -> dict[str, Any]:
+    """lead_unsubscribed / email_bounced: the base fields and the lead's."""
+    body = {
+        "timestamp": timestamp,
+        "event_type": event_type,
+        "workspace": "086e295d-72ec-481b-8e54-260d8708afbf",
+        "campaign_id": "f1631d04-7c81-4444-84bb-73a3a0c3a44b",
+        "campaign_name": "Trust Attorneys Q4",
+        "lead_email": EMAIL,
+        "email": EMAIL,
+        "firstName": "Jordan",
+        "lastName": "Lead",
+        "companyName": "Lead & Co",
+    }
+    body.update(overrides)
+    return body
+
+
+def change_settings(db, path: str, **values: Any) -> dict:
+    """Set `values` in the stored settings under a dotted section path ("actions.workflow")."""
+    _, current = settings_mod.current(db)
+    target = current
+    for part in path.split("."):
+        target = target.setdefault(part, {})
+    target.update(values)
+    settings_mod.save(db, current)
+    return current

@@ -1,0 +1,345 @@
+"""`bridge webhook register`: the bridge's only write to Instantly, its own webhooks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import responses
+from click.testing import CliRunner
+
+from bridge import doctor, state, subscriptions
+from bridge import settings as settings_mod
+from bridge.cli import main
+from bridge.instantly_setup import InstantlyError, InstantlySetupClient
+from tests.helpers import WEBHOOK_SECRET
+from tests.web_helpers import (
+    BRIDGE_URL,
+    INSTANTLY,
+    INSTANTLY_KEY,
+    admin_env,
+    check_against_specs,
+    instantly_webhook,
+    login,
+    post,
+)
+
+HOOKS = f"{INSTANTLY}/api/v2/webhooks"
+
+
+@pytest.fixture
+def env(env):
+    return admin_env(env)
+
+
+@pytest.fixture
+def instantly():
+    return InstantlySetupClient(INSTANTLY, INSTANTLY_KEY)
+
+
+def created(request):
+    body = json.loads(request.body)
+    return instantly_webhook("new-1", body["event_type"], body["target_hook_url"], body["headers"])
+
+
+def writes(rsps):
+    return [c.request for c in rsps.calls if c.request.method != "GET"]
+
+
+def test_creates_a_webhook_for_each_enabled_event_type(instantly):
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, json={"items": []})
+        rsps.add_callback(
+            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
+        )
+        actions = subscriptions.register(instantly, BRIDGE_URL, WEBHOOK_SECRET, ["reply_received"])
+        sent = json.loads(writes(rsps)[0].body)
+    assert [a.what for a in actions] == ["created"]
+    assert actions[0].webhook_id == "new-1"
+    assert sent == {
+        "target_hook_url": BRIDGE_URL,
+        "event_type": "reply_received",
+        "name": "instantly-ghl-bridge reply_received",
+        "headers": {"X-Bridge-Secret": WEBHOOK_SECRET},
+    }
+
+
+def test_register_requests_match_the_instantly_spec(instantly):
+    with responses.RequestsMock() as rsps:
+        rsps.get(
+            HOOKS,
+            json={
+                "items": [
+                    instantly_webhook(
+                        "w1", "reply_received", headers={"Authorization": "Basic x"}, status=-1
+                    ),
+                ]
+            },
+        )
+        rsps.patch(
+            f"{HOOKS}/w1",
+            json=instantly_webhook(
+                "w1", "reply_received", headers={"X-Bridge-Secret": WEBHOOK_SECRET}, status=-1
+            ),
+        )
+        rsps.post(
+            f"{HOOKS}/w1/resume",
+            json=instantly_webhook(
+                "w1", "reply_received", headers={"X-Bridge-Secret": WEBHOOK_SECRET}
+            ),
+        )
+        rsps.add_callback(
+            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
+        )
+        subscriptions.register(
+            instantly, BRIDGE_URL, WEBHOOK_SECRET, ["reply_received", "link_clicked"], resume=True
+        )
+        calls = list(rsps.calls)
+    assert [(c.request.method, c.request.url.split("?")[0]) for c in calls] == [
+        ("GET", HOOKS),
+        ("PATCH", f"{HOOKS}/w1"),
+        ("POST", f"{HOOKS}/w1/resume"),
+        ("POST", HOOKS),
+    ]
+    assert calls[2].request.body is None  # resume declares no body
+    assert json.loads(calls[3].request.body)["event_type"] == "email_link_clicked"
+    check_against_specs(calls)
+
+
+def test_an_existing_webhook_gets_the_secret_and_keeps_its_other_headers(instantly):
+    hook = instantly_webhook(
+        "w1", "reply_received", headers={"Authorization": "Basic x", "x-bridge-secret": "old"}
+    )
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, json={"items": [hook]})
+        rsps.patch(f"{HOOKS}/w1", json=hook)
+        actions = subscriptions.register(instantly, BRIDGE_URL, WEBHOOK_SECRET, ["reply_received"])
+        body = json.loads(writes(rsps)[0].body)
+    assert [a.what for a in actions] == ["updated"]
+    assert body == {"headers": {"Authorization": "Basic x", "X-Bridge-Secret": WEBHOOK_SECRET}}
+
+
+def test_a_correct_webhook_is_left_unchanged(instantly):
+    hook = instantly_webhook("w1", "reply_received", headers={"X-Bridge-Secret": WEBHOOK_SECRET})
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, json={"items": [hook]})
+        actions = subscriptions.register(
+            instantly, BRIDGE_URL + "/", WEBHOOK_SECRET, ["reply_received"]
+        )
+        assert writes(rsps) == []
+    assert [(a.what, a.webhook_id) for a in actions] == [("unchanged", "w1")]
+
+
+def test_a_disabled_webhook_is_resumed_only_when_asked(instantly):
+    hook = instantly_webhook(
+        "w1", "reply_received", headers={"X-Bridge-Secret": WEBHOOK_SECRET}, status=-1
+    )
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, json={"items": [hook]})
+        actions = subscriptions.register(instantly, BRIDGE_URL, WEBHOOK_SECRET, ["reply_received"])
+        assert writes(rsps) == []
+    assert actions[0].what == "disabled" and "--resume" in actions[0].detail
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, json={"items": [hook]})
+        rsps.post(f"{HOOKS}/w1/resume", json={**hook, "status": 1})
+        actions = subscriptions.register(
+            instantly, BRIDGE_URL, WEBHOOK_SECRET, ["reply_received"], resume=True
+        )
+    assert actions[0].what == "resumed"
+
+
+def test_webhooks_elsewhere_or_for_other_events_are_never_touched(instantly):
+    hooks = [
+        instantly_webhook("other-url", "reply_received", url="https://zapier.example/hook"),
+        instantly_webhook("old-event", "email_opened", headers={"X-Bridge-Secret": WEBHOOK_SECRET}),
+    ]
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, json={"items": hooks})
+        rsps.add_callback(
+            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
+        )
+        actions = subscriptions.register(instantly, BRIDGE_URL, WEBHOOK_SECRET, ["reply_received"])
+        assert [(r.method, r.url) for r in writes(rsps)] == [("POST", HOOKS)]
+    assert [(a.what, a.event_type) for a in actions] == [
+        ("created", "reply_received"),
+        ("left alone", "email_opened"),
+    ]
+
+
+def test_events_without_a_webhook_are_reported_not_subscribed(instantly):
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, json={"items": []})
+        actions = subscriptions.register(
+            instantly, BRIDGE_URL, WEBHOOK_SECRET, ["lead_lost", "auto_reply_received"]
+        )
+    assert [a.what for a in actions] == ["not subscribable", "not subscribable"]
+
+
+def test_listing_follows_the_cursor_and_stops_on_an_empty_page(instantly):
+    with responses.RequestsMock() as rsps:
+        rsps.get(
+            HOOKS,
+            json={"items": [instantly_webhook("a", "email_sent")], "next_starting_after": "a"},
+        )
+        rsps.get(HOOKS, json={"items": [], "next_starting_after": "b"})
+        hooks = instantly.webhooks()
+        assert [c.request.params.get("starting_after") for c in rsps.calls] == [None, "a"]
+    assert [h["id"] for h in hooks] == ["a"]
+
+
+def test_a_403_is_an_error_never_an_empty_list(instantly):
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, body="error code: 1010", status=403)
+        with pytest.raises(InstantlyError) as raised:
+            instantly.webhooks()
+    assert "forbidden" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "url"),
+    [
+        ("https://bridge.example.com", BRIDGE_URL),
+        ("https://bridge.example.com/", BRIDGE_URL),
+        ("https://bridge.example.com/webhooks/instantly/", BRIDGE_URL),
+        ("http://127.0.0.1:8000/webhooks/instantly", "http://127.0.0.1:8000/webhooks/instantly"),
+    ],
+)
+def test_webhook_url_accepts_what_people_paste(raw, url):
+    assert subscriptions.webhook_url(raw) == url
+
+
+@pytest.mark.parametrize(
+    "raw", ["bridge.example.com", "ftp://x/webhooks/instantly", "https://x/hooks"]
+)
+def test_webhook_url_refuses_anything_else(raw):
+    with pytest.raises(ValueError):
+        subscriptions.webhook_url(raw)
+
+
+# --- the command and the dashboard button ---------------------------------------------------
+
+
+@pytest.fixture
+def replies_only(db):
+    """Sync replies alone: the command's output below is about one webhook."""
+    _, current = settings_mod.current(db)
+    current["interest"]["enabled"] = False
+    current["events"]["lead_unsubscribed"]["enabled"] = False
+    settings_mod.save(db, current)
+
+
+@pytest.fixture
+def cli_env(env, monkeypatch):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("INSTANTLY_BASE_URL", "GHL_BASE_URL", "INSTANTLY_API_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    return env
+
+
+def test_cli_prints_what_it_did_and_remembers_the_url(cli_env, db, replies_only):
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, json={"items": []})
+        rsps.add_callback(
+            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
+        )
+        result = CliRunner().invoke(
+            main, ["webhook", "register", "--url", "https://bridge.example.com"]
+        )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"webhooks delivering to {BRIDGE_URL}:",
+        "  created          reply_received (webhook new-1)",
+    ]
+    assert WEBHOOK_SECRET not in result.output
+    assert state.get(db, doctor.WEBHOOK_URL_STATE) == BRIDGE_URL
+
+
+def test_cli_disabled_without_resume_exits_non_zero(cli_env, db, replies_only):
+    hook = instantly_webhook(
+        "w1", "reply_received", headers={"X-Bridge-Secret": WEBHOOK_SECRET}, status=-1
+    )
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, json={"items": [hook]})
+        result = CliRunner().invoke(main, ["webhook", "register", "--url", BRIDGE_URL])
+    assert result.exit_code == 1
+    assert "run again with --resume" in result.output
+
+
+def test_cli_with_nothing_enabled_creates_nothing(cli_env, db, replies_only):
+    _, current = settings_mod.current(db)
+    current["events"]["reply_received"]["enabled"] = False
+    settings_mod.save(db, current)
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, json={"items": []})
+        result = CliRunner().invoke(main, ["webhook", "register", "--url", BRIDGE_URL])
+    assert result.exit_code == 0
+    assert "none needed" in result.output
+
+
+def test_cli_with_the_default_settings_subscribes_interest_and_unsubscribes(cli_env, db):
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, json={"items": []})
+        rsps.add_callback(
+            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
+        )
+        result = CliRunner().invoke(main, ["webhook", "register", "--url", BRIDGE_URL])
+        subscribed = sorted(json.loads(r.body)["event_type"] for r in writes(rsps))
+    assert result.exit_code == 0, result.output
+    assert subscribed == [
+        "lead_closed",
+        "lead_interested",
+        "lead_meeting_booked",
+        "lead_meeting_completed",
+        "lead_neutral",
+        "lead_no_show",
+        "lead_not_interested",
+        "lead_out_of_office",
+        "lead_unsubscribed",
+        "lead_wrong_person",
+        "reply_received",
+    ]
+    assert "not subscribable lead_lost" in result.output
+
+
+@pytest.mark.parametrize(
+    ("drop", "message"),
+    [
+        ("INSTANTLY_API_KEY", "INSTANTLY_API_KEY is not set"),
+        ("BRIDGE_WEBHOOK_SECRET", "BRIDGE_WEBHOOK_SECRET is not set"),
+    ],
+)
+def test_cli_refuses_without_key_or_secret(cli_env, db, monkeypatch, drop, message):
+    monkeypatch.delenv(drop)
+    with responses.RequestsMock():
+        result = CliRunner().invoke(main, ["webhook", "register", "--url", BRIDGE_URL])
+    assert result.exit_code == 1
+    assert message in result.output
+
+
+def test_cli_instantly_error_is_a_message_not_a_traceback(cli_env, db):
+    with responses.RequestsMock() as rsps:
+        rsps.get(
+            HOOKS,
+            json={"statusCode": 401, "error": "Unauthorized", "message": "Invalid API key"},
+            status=401,
+        )
+        result = CliRunner().invoke(main, ["webhook", "register", "--url", BRIDGE_URL])
+    assert result.exit_code == 1
+    assert "Error: Instantly 401: the API key was refused (Invalid API key)" in result.output
+
+
+def test_dashboard_button_registers_and_shows_each_action(client, db, replies_only):
+    login(client)
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, json={"items": []})
+        rsps.add_callback(
+            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
+        )
+        response = post(client, "/instantly-webhooks", {"url": "https://bridge.example.com"})
+    page = client.get(response.location).get_data(as_text=True)
+    assert "Webhook created          reply_received (webhook new-1)" in page
+    assert state.get(db, doctor.WEBHOOK_URL_STATE) == BRIDGE_URL
+    bad = post(client, "/instantly-webhooks", {"url": "not a url"})
+    assert bad.status_code == 400
+    assert "is not an http(s) URL" in bad.get_data(as_text=True)
