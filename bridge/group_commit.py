@@ -12,19 +12,24 @@ answers only after the commit that holds its row, and each sleeper is woken exac
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import sqlite_utils
 
 from bridge import db as store
 from bridge import inbox
 from bridge.events import Event
+from bridge.settings import SettingsCache
+
+Accept = Callable[[dict], bool]
 
 
 class _Slot:
-    __slots__ = ("event", "result", "error", "lead", "wake")
+    __slots__ = ("event", "accept", "result", "error", "lead", "wake")
 
-    def __init__(self, event: Event):
+    def __init__(self, event: Event, accept: Accept | None):
         self.event = event
+        self.accept = accept
         self.result: inbox.Enqueued | None = None
         self.error: BaseException | None = None
         self.lead = False  # woken to write the next batch rather than because it is stored
@@ -41,18 +46,21 @@ class GroupCommit:
         # time, and its page cache stays warm (each thread's own connection re-read the
         # b-tree pages every time another connection had written).
         self._db: sqlite_utils.Database | None = None
+        self._settings = SettingsCache()
         self._guard = threading.Lock()
         self._pending: list[_Slot] = []
         self._writing = False
         self.batches = 0  # transactions committed (for tests and curiosity)
 
-    def enqueue(self, event: Event) -> inbox.Enqueued:
+    def enqueue(self, event: Event, accept: Accept | None = None) -> inbox.Enqueued | None:
         """Store the event (unless its key is known) and return once it is committed.
 
+        `accept(settings)` is asked inside the transaction, with the settings in force
+        then; when it says no, nothing is stored and the answer is None.
         Raises what the transaction raised (sqlite3.Error) when the batch could not be
         stored: then none of its events is stored, and each caller answers 503.
         """
-        slot = _Slot(event)
+        slot = _Slot(event, accept)
         with self._guard:
             self._pending.append(slot)
             lead = not self._writing
@@ -64,7 +72,6 @@ class GroupCommit:
             self._write_pending(slot)
         if slot.error is not None:
             raise slot.error
-        assert slot.result is not None
         return slot.result
 
     def _write_pending(self, own: _Slot) -> None:
@@ -74,8 +81,17 @@ class GroupCommit:
             if self._db is None:
                 self._db = store.connect(self.path)
             db = self._db
-            with store.writer(self.path), store.immediate(db):
-                results = [inbox.enqueue(db, item.event) for item in batch]
+            with store.writer(self.path):
+                # Once per batch, just before its transaction (settings.save opens a
+                # transaction of its own when none is stored yet, so not inside ours).
+                settings = self._settings.get(db) if any(i.accept for i in batch) else {}
+                with store.immediate(db):
+                    results = [
+                        inbox.enqueue(db, item.event)
+                        if item.accept is None or item.accept(settings)
+                        else None
+                        for item in batch
+                    ]
         except BaseException as exc:  # handed to every caller in the batch, raised there
             for item in batch:
                 item.error = exc

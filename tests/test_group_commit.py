@@ -1,7 +1,9 @@
-"""Group commit: concurrent webhook writes share transactions, each answered after its commit."""
+"""Group commit: concurrent webhook writes share transactions, each answered after its commit,
+and each checked against the settings in force when it commits."""
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import os
 import sqlite3
@@ -11,8 +13,9 @@ import pytest
 
 from bridge import db as store
 from bridge import group_commit, inbox
+from bridge import settings as settings_mod
 from bridge.events import from_webhook
-from tests.helpers import reply_payload
+from tests.helpers import post_webhook, reply_payload
 
 
 def event(n: int, email_id: str | None = None):
@@ -91,3 +94,35 @@ def test_the_writer_lock_holds_other_processes_off(config, db):
         fcntl.flock(other, fcntl.LOCK_UN)
     finally:
         os.close(other)
+
+
+def _switch_replies(db, enabled: bool) -> None:
+    _, current = settings_mod.current(db)
+    current = copy.deepcopy(current)
+    current["events"]["reply_received"]["enabled"] = enabled
+    settings_mod.save(db, current)
+
+
+def test_a_type_switched_off_after_the_web_read_settings_is_ignored_at_commit(client, db):
+    assert post_webhook(client, reply_payload(email_id="before")).status_code == 202
+    _switch_replies(db, enabled=False)  # the web process still holds the old settings
+    answer = post_webhook(client, reply_payload(email_id="after"))
+    assert (answer.status_code, answer.json["status"]) == (200, "ignored")
+    assert [r[0] for r in db.execute("SELECT key FROM events")] == ["reply:before"]
+
+
+def test_a_type_switched_on_after_the_web_read_settings_is_stored_at_once(client, db):
+    _switch_replies(db, enabled=False)
+    assert post_webhook(client, reply_payload(email_id="off")).json["status"] == "ignored"
+    _switch_replies(db, enabled=True)
+    assert post_webhook(client, reply_payload(email_id="on")).status_code == 202
+    assert [r[0] for r in db.execute("SELECT key FROM events")] == ["reply:on"]
+
+
+def test_a_malformed_delivery_of_a_type_switched_off_meanwhile_is_ignored(client, db):
+    post_webhook(client, reply_payload(email_id="warm"))
+    _switch_replies(db, enabled=False)
+    body = reply_payload(email_id="no-lead")
+    del body["lead_email"], body["email"]
+    answer = post_webhook(client, body)
+    assert (answer.status_code, answer.json["status"]) == (200, "ignored")
