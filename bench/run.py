@@ -43,7 +43,7 @@ def benches(quick: bool) -> dict[str, Any]:
             "calls": lambda: calls_bench.run(out),
             "sync": lambda: sync_bench.run(out, seconds=20, events=150),
             "latency": lambda: latency_bench.run(out, seconds=8),
-            "reconcile": lambda: reconcile_bench.run(out, sizes=(1_000, 10_000)),
+            "reconcile": lambda: reconcile_bench.run(out, sizes=(1_000, 5_000)),
         }
     return {
         "webhook": lambda: webhook_bench.run(out),

@@ -2,7 +2,7 @@
 
 Each delivery must be on disk (synchronous=FULL) before it is answered, and SQLite takes
 one writer at a time. With one commit per request, every request waited its turn for a
-whole commit of its own; under load the line, not the work, was the cost (bench/RESULTS.md).
+whole commit of its own; under load the line, not the work, was the cost (bench/PROFILE.md).
 Here a request adds its event to a shared list. If no write is under way it writes the list
 (its own event and any that arrived meanwhile) in one transaction; otherwise it sleeps until
 the writer that took its event has committed, or hands it the next turn. Every request still

@@ -52,7 +52,7 @@ def receive_instantly():
         # Decide on the settings this process last read; the store is asked only when
         # they say no (a stale "no" must not turn an event away), and the write checks
         # a "yes" against the settings in force when it commits. One read of the
-        # settings per request was 8% of the webhook's CPU under load (bench/RESULTS.md).
+        # settings per request was 8% of the webhook's CPU under load (bench/PROFILE.md).
         settings = cache.cached()
         if settings is None or not _syncs(settings, event_type):
             settings = cache.get(store.cached(config.database))
@@ -80,7 +80,7 @@ def receive_instantly():
 
     # Debug, not info: gunicorn's access log already has a line per delivery, and the
     # worker logs each event it syncs. A line here was a seventh of the webhook's CPU
-    # under load (bench/RESULTS.md). Refusals and rejections above stay warnings.
+    # under load (bench/PROFILE.md). Refusals and rejections above stay warnings.
     if queued.created:
         log.debug(
             "webhook accepted: %s %s event %d", event.event_type, event.email, queued.event_id
