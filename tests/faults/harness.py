@@ -1,0 +1,367 @@
+"""Run the real bridge as processes for fault tests: gunicorn, `bridge worker`, the CLI.
+
+Everything listens on and talks to 127.0.0.1 only. The fake GHL runs in the test process
+(tests.support.ghl_server), so a test reads its recorded calls and their time-stamps directly.
+Child output goes through pipes to log files: a pipe is not a regular file, so limits put on
+a child's file writes (the disk-trouble test) never cut its logging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+import sqlite_utils
+
+from bridge import db as store
+from bridge import inbox
+from bridge import settings as settings_mod
+from tests.support.ghl_fake import FakeGHL
+from tests.support.ghl_server import FakeGHLServer
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+# The Procfile's web command; only the bind address is narrowed to loopback.
+WEB_ARGV = ["-m", "gunicorn", "-c", "python:bridge.gunicorn_conf", "bridge:create_app()"]
+FINAL = ("done", "ignored", "superseded", "dead")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Known secret values, distinctive enough that a leak is found by plain search."""
+
+    webhook_secret: str = "whsec-7Qm2Lx9VtR4pN8sK"
+    ghl_token: str = "pit-3f9c2e71-b84d-4a6e-9d15-c0ffee5ec2e7"
+    secret_key: str = "sk-session-Zp4Yw8Hq1Ue6Rt3Jm9Bn"
+    admin_password: str = "admin-pw-Kd5Xs2Vb7Nc4Lq8T"
+    instantly_api_key: str = "inst-key-Hj6Gf3Pa9Wz1Ck7Ey5Mr"
+
+    def values(self) -> dict[str, str]:
+        return dict(self.__dict__)
+
+
+LOCATION_ID = "loc_faults"
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (loopback)."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll `check` until it returns something truthy; bounded in time and in count."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / interval) + 2):
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Proc:
+    """One child process; its stdout and stderr are copied to `log_path` by a thread."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path):
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        # A session of its own, so gunicorn's workers can be signalled with their master.
+        self.popen = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._copier = threading.Thread(target=self._copy, name=f"log-{name}", daemon=True)
+        self._copier.start()
+
+    def _copy(self) -> None:
+        assert self.popen.stdout is not None
+        with self.popen.stdout as pipe, open(self.log_path, "ab") as log:
+            for line in pipe:
+                log.write(line)
+                log.flush()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill9(self) -> None:
+        """SIGKILL this process (by its own pid) and wait until it is gone."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM its process group (the ones it started), then SIGKILL whatever is left."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)  # workers a killed master left behind
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+        self._copier.join(timeout=5)
+
+    def children(self) -> list[int]:
+        """Pids whose parent is this process (gunicorn's workers)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # Fields after the parenthesised command: state, ppid, ...
+            if int(stat.rsplit(")", 1)[1].split()[1]) == self.pid:
+                found.append(int(entry.name))
+        return found
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class Exchange:
+    """One HTTP exchange with the bridge, kept for the checks on answers and leaks."""
+
+    method: str
+    path: str
+    status: int
+    headers: dict[str, str]
+    body: str
+
+
+@dataclass
+class Stack:
+    """A bridge on a fresh SQLite file in `workdir`, with a fake GHL on loopback."""
+
+    workdir: Path
+    secrets: Secrets = field(default_factory=Secrets)
+    rate_limit: tuple[int, float] | None = (100, 10.0)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.fake = FakeGHL(
+            location_id=LOCATION_ID,
+            token=self.secrets.ghl_token,
+            validate=True,
+            rate_limit=self.rate_limit,
+        )
+        self.ghl = FakeGHLServer(self.fake)
+        self.ghl.start()
+        self.port = free_port()
+        self.web: Proc | None = None
+        self.workers: list[Proc] = []
+        self.cli_runs: list[tuple[list[str], int, str]] = []
+        self.exchanges: list[Exchange] = []
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._db: sqlite_utils.Database | None = None
+        self._logs = 0
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    @property
+    def database(self) -> Path:
+        return self.workdir / "bridge.sqlite3"
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment every bridge process of this stack runs with."""
+        keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+        return {
+            **keep,
+            "PYTHONUNBUFFERED": "1",
+            "BRIDGE_INSTANCE_PATH": str(self.workdir / "instance"),
+            "BRIDGE_DATABASE": str(self.database),
+            "BRIDGE_WEBHOOK_SECRET": self.secrets.webhook_secret,
+            "BRIDGE_SECRET_KEY": self.secrets.secret_key,
+            "BRIDGE_ADMIN_PASSWORD": self.secrets.admin_password,
+            "INSTANTLY_API_KEY": self.secrets.instantly_api_key,
+            # Never the real Instantly: anything that tried would hit a closed loopback port.
+            "INSTANTLY_BASE_URL": f"http://{HOST}:9",
+            "GHL_TOKEN": self.secrets.ghl_token,
+            "GHL_LOCATION_ID": LOCATION_ID,
+            "GHL_BASE_URL": self.ghl.url,
+            "PORT": str(self.port),
+            **self.extra_env,
+            **extra,
+        }
+
+    def configure(self, **sync: Any) -> None:
+        """Migrate the database and store `sync.*` settings before any process starts."""
+        db = self.db()
+        store.migrate(db)
+        _, current = settings_mod.current(db)
+        current["sync"].update(sync)
+        settings_mod.save(db, current)
+
+    def db(self) -> sqlite_utils.Database:
+        """The test's own connection to the bridge's database (WAL: reads never block)."""
+        if self._db is None:
+            self._db = store.connect(self.database)
+        return self._db
+
+    def _log_path(self, name: str) -> Path:
+        self._logs += 1
+        return self.workdir / f"{self._logs:02d}-{name}.log"
+
+    # --- processes --------------------------------------------------------------------------
+
+    def start_web(self, workers: int = 2, threads: int = 4) -> Proc:
+        """gunicorn as the Procfile runs it, bound to loopback; returns once /healthz answers."""
+        argv = [sys.executable, *WEB_ARGV, "--bind", f"{HOST}:{self.port}"]
+        env = self.env(WEB_CONCURRENCY=str(workers), WEB_THREADS=str(threads))
+        self.web = Proc("web", argv, env, self._log_path("web"))
+        wait_until(self._web_answers, 30, "gunicorn to answer /healthz", interval=0.1)
+        return self.web
+
+    def _web_answers(self) -> bool:
+        assert self.web is not None
+        if not self.web.alive():
+            raise AssertionError(f"gunicorn exited early:\n{self.web.log()[-3000:]}")
+        try:
+            requests.get(self.url + "/healthz", timeout=2)
+        except requests.ConnectionError:
+            return False
+        return True
+
+    def start_worker(self, **env: str) -> Proc:
+        """`bridge worker` as the Procfile runs it."""
+        argv = [sys.executable, "-m", "bridge", "worker"]
+        proc = Proc("worker", argv, self.env(**env), self._log_path("worker"))
+        self.workers.append(proc)
+        return proc
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run one `bridge` command to completion; its output is kept for the leak checks."""
+        done = subprocess.run(
+            [sys.executable, "-m", "bridge", *args],
+            env=self.env(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        with self._lock:
+            self.cli_runs.append((list(args), done.returncode, done.stdout + done.stderr))
+        return done
+
+    def close(self) -> None:
+        """Stop every process this stack started, and the fake GHL; safe to call twice."""
+        for proc in [*self.workers, *([self.web] if self.web else [])]:
+            proc.stop()
+        self.ghl.stop()
+        for session in self._sessions:
+            session.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # --- HTTP to the bridge -----------------------------------------------------------------
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One request to the bridge (thread-safe); the answer is recorded."""
+        kwargs.setdefault("timeout", 30)
+        response = self._session().request(method, self.url + path, **kwargs)
+        with self._lock:
+            self.exchanges.append(
+                Exchange(method, path, response.status_code, dict(response.headers), response.text)
+            )
+        return response
+
+    def post_event(self, body: Any, secret: str | None = None, **kwargs: Any) -> requests.Response:
+        """POST /webhooks/instantly as Instantly does, with the shared-secret header."""
+        headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
+        if secret is None:
+            secret = self.secrets.webhook_secret
+        if secret:
+            headers["X-Bridge-Secret"] = secret
+        if isinstance(body, dict | list):
+            kwargs["json"] = body
+        else:
+            kwargs["data"] = body
+        return self.request("POST", "/webhooks/instantly", headers=headers, **kwargs)
+
+    # --- the bridge's state, read from its database -----------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        return inbox.counts(self.db())
+
+    def statuses(self) -> dict[int, str]:
+        return {row[0]: row[1] for row in self.db().execute("SELECT id, status FROM events")}
+
+    def wait_all_final(self, expected: int, timeout: float) -> dict[str, int]:
+        """Wait until `expected` events are stored and none is pending or processing."""
+
+        def settled() -> dict[str, int] | None:
+            counts = self.counts()
+            stored = sum(counts.values())
+            busy = counts["pending"] + counts["processing"]
+            return counts if stored >= expected and busy == 0 else None
+
+        try:
+            return wait_until(settled, timeout, f"{expected} events to reach a final status")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; queue is {self.counts()}\n{self.tails()}") from None
+
+    # --- logs -------------------------------------------------------------------------------
+
+    def logs(self) -> dict[str, str]:
+        """Every log this stack's processes wrote, by file name, and the CLI outputs."""
+        out = {path.name: path.read_text(errors="replace") for path in self._log_files()}
+        for i, (args, code, text) in enumerate(self.cli_runs):
+            out[f"cli-{i:03d} {shlex.join(args)} (exit {code})"] = text
+        return out
+
+    def _log_files(self) -> Iterator[Path]:
+        return iter(sorted(self.workdir.glob("*.log")))
+
+    def tails(self, lines: int = 30) -> str:
+        """The end of every process log, for failure messages."""
+        parts = []
+        for path in self._log_files():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {path.name} (last {len(tail)} lines)\n" + "\n".join(tail))
+        return "\n".join(parts)
