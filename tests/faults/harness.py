@@ -93,6 +93,7 @@ class Proc:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        self.ended_by_test = False  # set when the test kills or stops it on purpose
         self._copier = threading.Thread(target=self._copy, name=f"log-{name}", daemon=True)
         self._copier.start()
 
@@ -112,12 +113,14 @@ class Proc:
 
     def kill9(self) -> None:
         """SIGKILL this process (by its own pid) and wait until it is gone."""
+        self.ended_by_test = True
         if self.alive():
             os.kill(self.pid, signal.SIGKILL)
         self.popen.wait(timeout=10)
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM its process group (the ones it started), then SIGKILL whatever is left."""
+        self.ended_by_test = True
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGTERM)
@@ -336,6 +339,7 @@ class Stack:
         """Wait until `expected` events are stored and none is pending or processing."""
 
         def settled() -> dict[str, int] | None:
+            self.assert_running()
             counts = self.counts()
             stored = sum(counts.values())
             busy = counts["pending"] + counts["processing"]
@@ -345,6 +349,15 @@ class Stack:
             return wait_until(settled, timeout, f"{expected} events to reach a final status")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; queue is {self.counts()}\n{self.tails()}") from None
+
+    def assert_running(self) -> None:
+        """Fail at once, with its log, if a process died that the test did not end."""
+        for proc in [*([self.web] if self.web else []), *self.workers]:
+            if not proc.alive() and not proc.ended_by_test:
+                raise AssertionError(
+                    f"{proc.name} (pid {proc.pid}) exited with {proc.popen.returncode}:\n"
+                    + "\n".join(proc.log().splitlines()[-40:])
+                )
 
     # --- logs -------------------------------------------------------------------------------
 
