@@ -285,11 +285,11 @@ class Stack:
 
     def close(self) -> None:
         """Stop every process this stack started, and the fake GHL; safe to call twice."""
+        for session in self._sessions:
+            session.close()  # an open keep-alive connection makes gunicorn's shutdown wait
         for proc in [*self.workers, *([self.web] if self.web else [])]:
             proc.stop()
         self.ghl.stop()
-        for session in self._sessions:
-            session.close()
         if self._db is not None:
             self._db.close()
             self._db = None

@@ -42,3 +42,20 @@ def test_429_holds_every_call_until_retry_after(stack):
         f"429 at t=0 with Retry-After: {RETRY_AFTER}; next request at t={first_after:.3f} s; "
         f"{len(calls) - 1} requests after it, none earlier"
     )
+
+
+def test_the_worker_keeps_under_ghls_limit_without_being_told(stack):
+    # 120 calls, more than GHL allows in 10 s (the fake enforces 100 per 10 s per location).
+    sent = replies(60, emails=60, seed=43, prefix="w")
+    stack.configure()
+    stack.start_web()
+    assert [stack.post_event(r.body).status_code for r in sent] == [202] * len(sent)
+    stack.start_worker()
+    stack.wait_all_final(len(sent), timeout=60)
+    figures = assert_synced_once(stack, sent)
+
+    times = sorted(call.at for call in stack.fake.calls)
+    busiest = max(sum(1 for t in times[i:] if t < start + 10.0) for i, start in enumerate(times))
+    assert figures.calls == 2 * len(sent) and 429 not in figures.statuses, figures.statuses
+    assert busiest <= 100, busiest
+    print(f"{figures.calls} calls over {times[-1] - times[0]:.1f} s; busiest 10 s held {busiest}")
