@@ -26,7 +26,8 @@ from pathlib import Path
 
 import requests
 
-from tests.faults.harness import Proc, Stack, wait_until
+from tests.faults.harness import Stack
+from tests.faults.procs import Proc, wait_until
 from tests.faults.scenario import Reply, ghl_figures, replies
 
 LEASE_SECONDS = "10"

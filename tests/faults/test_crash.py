@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.faults.harness import wait_until
+from tests.faults.procs import wait_until
 from tests.faults.scenario import assert_synced_once, replies
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,8 @@ from collections import defaultdict
 
 import pytest
 
-from tests.faults.harness import Stack, wait_until
+from tests.faults.harness import Stack
+from tests.faults.procs import wait_until
 from tests.faults.scenario import assert_synced_once, replies
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from bridge import state
-from tests.faults.harness import wait_until
 from tests.faults.leaks import CHECKED_URLS, assert_no_secret_shown, find_leaks
+from tests.faults.procs import wait_until
 from tests.faults.scenario import replies
 
 pytestmark = pytest.mark.slow
