@@ -1,6 +1,6 @@
 """Soak test: the whole bridge under a steady stream of replies and random faults, for minutes.
 
-    .venv/bin/python -m scripts.soak --minutes 10 --rate 4
+    .venv/bin/python -m bench.soak --minutes 10 --rate 4
 
 Runs gunicorn (the Procfile's command on 127.0.0.1), `bridge worker` and the fake GHL
 (100 requests / 10 s per location, spec-checked), delivers replies at a steady rate with a
