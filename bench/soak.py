@@ -101,16 +101,17 @@ class Sender:
 
 
 class Faults:
-    """Random faults at random intervals; keeps one worker running throughout."""
+    """Random faults at random intervals; keeps the web app and one worker running."""
 
-    def __init__(self, stack: Stack, rng: random.Random):
+    def __init__(self, stack: Stack, rng: random.Random, web_workers: int):
         self.stack = stack
         self.rng = rng
         self.worker: Proc = stack.start_worker(BRIDGE_LEASE_SECONDS=LEASE_SECONDS)
         self.log: list[tuple[float, str]] = []  # (seconds into the run, what happened)
         self.started = time.monotonic()
         self.kills = 0
-        self.unexpected_exits = 0
+        self.unexpected_exits: Counter[str] = Counter()
+        self.web_workers = web_workers
         self.outage_seconds = 0.0
 
     def run(self, stop_at: float) -> None:
@@ -122,17 +123,25 @@ class Faults:
             self._inject(time.monotonic() - self.started)
 
     def _watch(self, seconds: float) -> None:
-        """Sleep, restarting the worker if it died on its own (a finding, counted)."""
+        """Sleep, restarting the web app or the worker if it ended without the soak ending it
+        (as a process manager would): a crash, or a signal from outside. Counted and shown."""
         end = time.monotonic() + seconds
         for _ in range(int(seconds / 0.5) + 1):
+            web = self.stack.web
+            if web is not None and not web.alive() and not web.ended_by_test:
+                self._note_exit(web)
+                self.stack.start_web(workers=self.web_workers, threads=4)
             if not self.worker.alive() and not self.worker.ended_by_test:
-                self.unexpected_exits += 1
-                note = f"worker {self.worker.pid} exited by itself"
-                self.log.append((time.monotonic() - self.started, note))
+                self._note_exit(self.worker)
                 self.worker = self.stack.start_worker(BRIDGE_LEASE_SECONDS=LEASE_SECONDS)
             if time.monotonic() >= end:
                 return
             time.sleep(min(0.5, max(0.0, end - time.monotonic())))
+
+    def _note_exit(self, proc: Proc) -> None:
+        self.unexpected_exits[proc.name] += 1
+        note = f"{proc.name} {proc.pid} ended without the soak (exit {proc.popen.returncode})"
+        self.log.append((time.monotonic() - self.started, note + "; started again"))
 
     def _inject(self, at: float) -> None:
         fake = self.stack.fake
@@ -213,10 +222,11 @@ def report(stack: Stack, sender: Sender, faults: Faults, replayed: int, args) ->
         print(f"  fault at {at:6.1f} s: {note}")
     print(
         f"faults: {len(faults.log)} ({faults.kills} worker kills, "
-        f"{faults.outage_seconds:.0f} s of GHL 503), worker exits not caused by the soak: "
-        f"{faults.unexpected_exits}"
+        f"{faults.outage_seconds:.0f} s of GHL 503); processes ended not by the soak: "
+        f"{dict(faults.unexpected_exits) or 'none'}"
     )
-    print(f"deliveries: {sum(sender.tally.answers.values())} answers {dict(sender.tally.answers)}")
+    answers = {("no answer" if k == 0 else k): n for k, n in sender.tally.answers.items()}
+    print(f"deliveries: {sum(sender.tally.answers.values())} answers {answers}")
     print(f"events sent:        {len(sender.sent)} (+{sender.tally.redeliveries} redeliveries)")
     print(
         f"accepted:           {len(acknowledged)} (never acknowledged: {len(sender.tally.refused)})"
@@ -260,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.configure(max_attempts=8, backoff_base_seconds=2.0, backoff_max_seconds=30.0)
         stack.start_web(workers=args.web_workers, threads=4)
         sender = Sender(stack, args, random.Random(args.seed + 1))
-        faults = Faults(stack, rng)
+        faults = Faults(stack, rng, args.web_workers)
         stop_at = faults.started + args.minutes * 60
         print(f"soak running for {args.minutes:g} min; logs in {workdir}", flush=True)
         chaos = threading.Thread(target=faults.run, args=(stop_at,), daemon=True)
