@@ -30,7 +30,6 @@ from bridge.sync import event_from_row, sync_event
 
 log = logging.getLogger("bridge.worker")
 
-LEASE_SECONDS = 300.0
 IDLE_SECONDS = 0.5
 # While GHL rejects the token, try one event this often to see if it was fixed.
 AUTH_PROBE_SECONDS = 60.0
@@ -100,7 +99,7 @@ class Worker:
             if wait > 0:
                 self.sleep(min(wait, 5.0))
                 continue
-            row = inbox.claim_next(self.db, LEASE_SECONDS)
+            row = inbox.claim_next(self.db, self.config.lease_seconds)
             if row is None:
                 if drain:
                     break
