@@ -1,4 +1,5 @@
 # Two commands: `make run` and `make test`. Everything else is set up on the way.
+# `make bench` measures the bridge against its limits (bench/RESULTS.md).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -24,8 +25,14 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check bridge migrations tests
-	$(BIN)/ruff format --check bridge migrations tests
+	$(BIN)/ruff check bridge migrations tests bench
+	$(BIN)/ruff format --check bridge migrations tests bench
+
+# Benchmarks (bench/): about 5 minutes on 2 cores; prints the table, writes bench/RESULTS.md.
+# Needs wrk (Debian: apt-get install wrk). Loopback and local fakes only.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || echo "bench: wrk not found (apt-get install wrk); the webhook throughput row will be skipped"
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from flask import Flask, jsonify
@@ -39,12 +40,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.close()
     app.extensions["bridge.settings"] = settings_mod.SettingsCache()
 
-    from bridge import admin, health, metrics, webhooks
+    from bridge import admin, bench_routes, health, metrics, webhooks
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     metrics.init_app(app)
     admin.init_app(app)
+    if os.environ.get(bench_routes.ENV_VAR) == "1":  # benchmarks only: bench/, never by default
+        app.register_blueprint(bench_routes.bp)
+        admin.csrf.exempt(bench_routes.bp)  # as the webhook is: no form, no session
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
     logging.getLogger("bridge").info("web app ready, database %s", config.database)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ MIGRATIONS_FILE = Path(__file__).resolve().parent.parent / "migrations" / "__ini
 BUSY_TIMEOUT_SECONDS = 30.0
 
 _local = threading.local()
+_writers: dict[str, WriterLock] = {}
+_writers_guard = threading.Lock()
 
 
 def connect(path: str | Path) -> sqlite_utils.Database:
@@ -55,6 +58,63 @@ def forget_cached() -> None:
     for db in getattr(_local, "dbs", {}).values():
         db.close()
     _local.dbs = {}
+
+
+class WriterLock:
+    """Lines up this machine's writers to one database so each starts the moment the
+    last one commits, instead of in SQLite's sleeps.
+
+    SQLite admits one writer at a time; the others get SQLITE_BUSY and its busy handler
+    sleeps 1, 2, 5, 10 ... up to 100 ms between tries, even when the lock frees after a
+    fraction of a millisecond. With gunicorn's threads all writing webhooks at once, most
+    of each request went in those sleeps (bench/PROFILE.md). Here a writer waits on a
+    mutex (threads of one process), then on flock(2) on a file beside the database (other
+    processes); both wake the next writer as soon as the lock is let go.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._mutex = threading.Lock()
+        self._fd = -1
+        self._pid = 0
+
+    def __enter__(self) -> WriterLock:
+        self._mutex.acquire()
+        try:
+            fd = self._file()
+            if fd >= 0:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._mutex.release()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if self._fd >= 0:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._mutex.release()
+
+    def _file(self) -> int:
+        """The lock file's descriptor, opened once per process (a forked child must not
+        share its parent's open file, or the two would hold the flock together)."""
+        if self.path == ":memory:":
+            return -1
+        if self._pid != os.getpid():
+            self._fd = os.open(self.path + ".write-lock", os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+
+def writer(path: str | Path) -> WriterLock:
+    """The process-wide writer lock for this database file (see WriterLock)."""
+    key = str(path)
+    with _writers_guard:
+        lock = _writers.get(key)
+        if lock is None:
+            lock = _writers[key] = WriterLock(key)
+        return lock
 
 
 @contextlib.contextmanager

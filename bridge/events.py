@@ -99,6 +99,8 @@ class WebhookSchema(Schema):
 
 
 _SCHEMA = WebhookSchema()
+# Only these are validated; the rest of a delivery is kept as it came (Event.payload).
+_DECLARED = tuple(_SCHEMA.fields)
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -171,12 +173,30 @@ def read_event_type(data: dict[str, Any]) -> str:
     return loaded["event_type"].strip()
 
 
-def from_webhook(data: dict[str, Any], received_at: datetime | None = None) -> Event:
-    """Build an Event from a webhook body; BadEvent when it lacks what syncing needs."""
+def load_webhook(data: dict[str, Any]) -> dict[str, Any]:
+    """Validate a delivery's declared fields (WebhookSchema); BadEvent saying what is wrong.
+
+    Only the declared keys are loaded: that checks exactly what loading the whole delivery
+    would (unknown keys are INCLUDEd unchecked) at a fraction of the cost.
+    """
     try:
-        loaded = _SCHEMA.load(data)
+        return _SCHEMA.load({name: data[name] for name in _DECLARED if name in data})
     except ValidationError as exc:
         raise BadEvent(_first_message(exc.messages)) from None
+
+
+def from_webhook(
+    data: dict[str, Any],
+    received_at: datetime | None = None,
+    loaded: dict[str, Any] | None = None,
+) -> Event:
+    """Build an Event from a webhook body; BadEvent when it lacks what syncing needs.
+
+    `loaded` is load_webhook(data) when the caller has it already (the webhook does), so
+    a delivery is validated once.
+    """
+    if loaded is None:
+        loaded = load_webhook(data)
     event_type = loaded["event_type"].strip()
     email = normalise_email(loaded.get("lead_email")) or normalise_email(loaded.get("email"))
     if not email:

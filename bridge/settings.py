@@ -455,6 +455,10 @@ class SettingsCache:
         self._version = -1
         self._settings: dict = {}
 
+    def cached(self) -> dict | None:
+        """The settings last read, without asking the store (None before the first read)."""
+        return self._settings if self._version > 0 else None
+
     def get(self, db: sqlite_utils.Database) -> dict:
         latest = version(db)
         if latest != self._version or latest == 0:

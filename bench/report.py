@@ -1,0 +1,187 @@
+"""Turn the benchmarks' results into the table `make bench` prints and bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from bench.stats import percentile
+
+HEADER = ("What", "Baseline (same run)", "Measured", "Ratio", "Target", "Met")
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    out += _webhook(results.get("webhook", {}))
+    out += _calls(results.get("calls", {}))
+    out += _sync(results.get("sync", {}))
+    out += _latency(results.get("latency", {}))
+    out += _reconcile(results.get("reconcile", {}))
+    return out
+
+
+def markdown(table: list[tuple[str, ...]]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in table]
+    return "\n".join(lines)
+
+
+def _met(ok: bool | None) -> str:
+    return "—" if ok is None else ("yes" if ok else "**no**")
+
+
+def _n(value: float, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def _skipped(what: str, data: dict[str, Any]) -> list[tuple[str, ...]]:
+    return [(what, "—", data.get("skipped") or data.get("error", "not run"), "—", "—", "—")]
+
+
+def _webhook(w: dict[str, Any]) -> list[tuple[str, ...]]:
+    if "webhook_open" not in w:
+        return _skipped("1 · Webhook ack", w)
+    bare_o, hook_o = w["bare_open"], w["webhook_open"]
+    p99_ok = hook_o["p99_ms"] <= 25 and hook_o["errors"] == 0
+    conns = w["connections"]
+    latency = (
+        f"1 · Webhook ack latency at {_n(hook_o['offered_rps'])} req/s offered, {conns} "
+        "connections (open loop, from scheduled send)",
+        f"bare p50 {_n(bare_o['p50_ms'], 1)} / p99 {_n(bare_o['p99_ms'], 1)} ms",
+        f"p50 {_n(hook_o['p50_ms'], 1)} / p99 {_n(hook_o['p99_ms'], 1)} ms"
+        + (f", {hook_o['errors']} errors" if hook_o["errors"] else ""),
+        f"p99 {_n(hook_o['p99_ms'] / bare_o['p99_ms'], 1)}× bare",
+        "p99 ≤ 25 ms",
+        _met(p99_ok),
+    )
+    if not w["rounds"]:
+        return [*_skipped("1 · Webhook ack throughput", {"skipped": w["wrk_missing"]}), latency]
+    cpu_bare = _median([r["bare"]["server_cpu_us_per_request"] for r in w["rounds"]])
+    cpu_hook = _median([r["webhook"]["server_cpu_us_per_request"] for r in w["rounds"]])
+    return [
+        (
+            f"1 · Webhook ack throughput, new events, {conns} connections (wrk, median of "
+            f"{len(w['rounds'])} alternating rounds)",
+            f"bare route {_n(w['bare_rps'])} req/s",
+            f"{_n(w['webhook_rps'])} req/s",
+            _n(w["ratio"], 2),
+            "≥ 0.50",
+            _met(w["ratio"] >= 0.5),
+        ),
+        latency,
+        (
+            "1 · (context) webhook server CPU per request, new events",
+            f"bare {_n(cpu_bare)} µs",
+            f"{_n(cpu_hook)} µs",
+            _n(cpu_bare / cpu_hook, 2),
+            "—",
+            "—",
+        ),
+        (
+            "1 · (context) webhook throughput, duplicate deliveries",
+            f"bare route {_n(w['bare_rps'])} req/s",
+            f"{_n(w['duplicates']['rps'])} req/s",
+            _n(w["duplicates"]["rps"] / w["bare_rps"], 2),
+            "—",
+            "—",
+        ),
+    ]
+
+
+def _calls(c: dict[str, Any]) -> list[tuple[str, ...]]:
+    if "rows" not in c:
+        return _skipped("2 · GHL calls per event", c)
+    out = []
+    for row in c["rows"]:
+        measured = row["answer"] if row["calls"] is None else str(row["calls"])
+        ok = None if row["calls"] is None else row["calls"] == row["floor"]
+        note = f" ({row['note']})" if row["note"] and row["calls"] is not None else ""
+        out.append(
+            (
+                f"2 · GHL calls per event: {row['case']}{note}",
+                f"floor {row['floor']}",
+                measured,
+                "—" if row["calls"] is None else f"{row['calls']} / {row['floor']}",
+                "= floor",
+                _met(ok),
+            )
+        )
+    if c.get("spec_errors"):
+        out.append(("2 · GHL spec errors", "0", str(len(c["spec_errors"])), "—", "0", _met(False)))
+    return out
+
+
+def _sync(s: dict[str, Any]) -> list[tuple[str, ...]]:
+    if "ratio" not in s:
+        return _skipped("3 · Sync throughput", s)
+    ok = s["ratio"] >= 0.9 and s["rate_limited_share"] <= 0.01
+    return [
+        (
+            f"3 · Sync throughput over {_n(s['seconds'])} s, fake GHL enforcing "
+            f"{s['ceiling_per_10s']} req / 10 s",
+            f"ceiling {s['ceiling_per_10s']} req / 10 s",
+            f"{_n(s['per_10s'], 1)} req / 10 s; {s['rate_limited']} of {s['answers']} "
+            f"answers 429 ({_n(100 * s['rate_limited_share'], 1)}%)",
+            _n(s["ratio"], 2),
+            "≥ 0.90, ≤ 1% 429",
+            _met(ok),
+        )
+    ]
+
+
+def _latency(lat: dict[str, Any]) -> list[tuple[str, ...]]:
+    if "p50_s" not in lat:
+        return _skipped("4 · Webhook → contact written", lat)
+    complete = lat["written"] == lat["sent"] and lat["send_errors"] == 0
+    return [
+        (
+            f"4 · Webhook received → contact written at the fake GHL "
+            f"({_n(lat['offered_rps'])} new contacts/s for {_n(lat['seconds'])} s)",
+            "—",
+            f"p50 {_n(lat['p50_s'], 2)} s / p99 {_n(lat['p99_s'], 2)} s "
+            f"({lat['written']} of {lat['sent']} written)",
+            "—",
+            "p50 ≤ 2 s, p99 reported",
+            _met(lat["p50_s"] <= 2 and complete),
+        )
+    ]
+
+
+def _reconcile(r: dict[str, Any]) -> list[tuple[str, ...]]:
+    if "shares" not in r:
+        return _skipped("5 · No-change reconciliation", r)
+    out = []
+    for share, run in r["shares"].items():
+        who = "every lead holds" if float(share) >= 1 else f"{float(share):.0%} of leads hold"
+        for size in run["sizes"].values():
+            ok = size["ghl_calls"] == 0 and size["over_floor"] <= 5 and not size["errors"]
+            out.append(
+                (
+                    f"5 · No-change reconciliation of {_n(size['leads'])} leads ({who} a status)",
+                    f"floor 0 GHL, {_n(size['instantly_floor'])} Instantly calls",
+                    f"{size['ghl_calls']} GHL, {_n(size['instantly_calls'])} Instantly calls, "
+                    f"peak RSS {_n(size['peak_rss_kb'] / 1024, 1)} MiB",
+                    f"{size['over_floor']:+d} calls",
+                    "0 GHL, ≤ +5 calls",
+                    _met(ok),
+                )
+            )
+        small, large = (_n(n) for n in (run["small"], run["large"]))
+        out.append(
+            (
+                f"5 · Peak RSS of the reconciling process, {large} vs {small} leads ({who} a "
+                "status)",
+                f"peak RSS at {small}",
+                f"peak RSS at {large}",
+                _n(run["rss_ratio"], 2),
+                "≤ 1.2",
+                _met(run["rss_ratio"] <= 1.2),
+            )
+        )
+    return out
+
+
+def _median(values: list[float]) -> float:
+    return percentile(values, 50)

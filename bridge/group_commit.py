@@ -1,0 +1,134 @@
+"""Group commit for the webhook: concurrent deliveries share one transaction and one fsync.
+
+Each delivery must be on disk (synchronous=FULL) before it is answered, and SQLite takes
+one writer at a time. With one commit per request, every request waited its turn for a
+whole commit of its own; under load the line, not the work, was the cost (bench/PROFILE.md).
+Here a request adds its event to a shared list. If no write is under way it writes the list
+(its own event and any that arrived meanwhile) in one transaction; otherwise it sleeps until
+the writer that took its event has committed, or hands it the next turn. Every request still
+answers only after the commit that holds its row, and each sleeper is woken exactly once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import sqlite_utils
+
+from bridge import db as store
+from bridge import inbox
+from bridge.events import Event
+from bridge.settings import SettingsCache
+
+Accept = Callable[[dict], bool]
+
+
+class _Slot:
+    __slots__ = ("event", "accept", "result", "error", "lead", "wake")
+
+    def __init__(self, event: Event, accept: Accept | None):
+        self.event = event
+        self.accept = accept
+        self.result: inbox.Enqueued | None = None
+        self.error: BaseException | None = None
+        self.lead = False  # woken to write the next batch rather than because it is stored
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+
+class GroupCommit:
+    """Batches one process's concurrent `enqueue` calls into shared transactions."""
+
+    def __init__(self, path: str):
+        self.path = path
+        # One connection for all of this process's writes: only one thread writes at a
+        # time, and its page cache stays warm (each thread's own connection re-read the
+        # b-tree pages every time another connection had written).
+        self._db: sqlite_utils.Database | None = None
+        self._settings = SettingsCache()
+        self._guard = threading.Lock()
+        self._pending: list[_Slot] = []
+        self._writing = False
+        self.batches = 0  # transactions committed (for tests and curiosity)
+
+    def enqueue(self, event: Event, accept: Accept | None = None) -> inbox.Enqueued | None:
+        """Store the event (unless its key is known) and return once it is committed.
+
+        `accept(settings)` is asked inside the transaction, with the settings in force
+        then; when it says no, nothing is stored and the answer is None.
+        Raises what the transaction raised (sqlite3.Error) when the batch could not be
+        stored: then none of its events is stored, and each caller answers 503.
+        """
+        slot = _Slot(event, accept)
+        with self._guard:
+            self._pending.append(slot)
+            lead = not self._writing
+            self._writing = True
+        if not lead:
+            slot.wake.acquire()  # until stored by another, or asked to write
+            lead = slot.lead
+        if lead:
+            self._write_pending(slot)
+        if slot.error is not None:
+            raise slot.error
+        return slot.result
+
+    def _write_pending(self, own: _Slot) -> None:
+        with self._guard:
+            batch, self._pending = self._pending, []
+        try:
+            if self._db is None:
+                self._db = store.connect(self.path)
+            db = self._db
+            with store.writer(self.path):
+                # Once per batch, just before its transaction (settings.save opens a
+                # transaction of its own when none is stored yet, so not inside ours).
+                settings = self._settings.get(db) if any(i.accept for i in batch) else {}
+                with store.immediate(db):
+                    results = [
+                        inbox.enqueue(db, item.event)
+                        if item.accept is None or item.accept(settings)
+                        else None
+                        for item in batch
+                    ]
+        except BaseException as exc:  # handed to every caller in the batch, raised there
+            for item in batch:
+                item.error = exc
+            self._forget_connection()
+        else:
+            self.batches += 1
+            for item, result in zip(batch, results, strict=True):
+                item.result = result
+        with self._guard:
+            successor = self._pending[0] if self._pending else None
+            if successor is not None:
+                successor.lead = True
+            else:
+                self._writing = False
+        for item in batch:
+            if item is not own:
+                item.wake.release()
+        if successor is not None:
+            successor.wake.release()
+
+    def _forget_connection(self) -> None:
+        """After an error the connection may be broken (a moved file, a full disk)."""
+        if self._db is not None:
+            try:
+                self._db.close()
+            finally:
+                self._db = None
+
+
+_groups: dict[str, GroupCommit] = {}
+_groups_guard = threading.Lock()
+
+
+def for_database(path: str) -> GroupCommit:
+    """The process's GroupCommit for this database file."""
+    with _groups_guard:
+        group = _groups.get(path)
+        if group is None:
+            group = _groups[path] = GroupCommit(path)
+        return group
