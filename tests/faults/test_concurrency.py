@@ -13,6 +13,8 @@ import pytest
 
 from tests.faults.harness import Stack
 from tests.faults.scenario import assert_synced_once, replies
+from tests.support.instantly_fake import FakeInstantly, populate
+from tests.support.instantly_server import serving
 
 pytestmark = pytest.mark.slow
 
@@ -21,6 +23,9 @@ pytestmark = pytest.mark.slow
 CONCURRENT_COMMANDS: list[list[str]] = [
     ["replay"],  # a writer: its UPDATE takes the write lock even when nothing is dead
     ["status", "--json"],  # a reader of every table the health report uses
+    # Polls the fake Instantly and enqueues what it finds into the same inbox, while the
+    # worker syncs it: the same keys, the same tables, another process.
+    ["reconcile", "--since", "2000-01-01T00:00:00Z", "--no-sync"],
 ]
 MAX_RUNS = 100  # per command; the loops also stop once the deliveries are in
 
@@ -33,6 +38,17 @@ def run_repeatedly(stack: Stack, command: list[str], stop: threading.Event) -> N
 
 
 def test_web_workers_worker_and_cli_share_one_database(stack):
+    instantly = FakeInstantly(api_key=stack.secrets.instantly_api_key)
+    populate(instantly, leads=300, interested_every=10, replies=20)
+    with serving(instantly) as instantly_url:
+        stack.extra_env["INSTANTLY_BASE_URL"] = instantly_url
+        check_shared_database(stack)
+    polled = list(stack.db().query("SELECT status FROM events WHERE source = 'poll'"))
+    assert len(polled) == 20 + 30, "each reply and each interested lead, once"
+    assert {row["status"] for row in polled} == {"done"}
+
+
+def check_shared_database(stack):
     stack.configure()
     stack.start_web(workers=3, threads=4)
     stack.start_worker()
