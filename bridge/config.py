@@ -13,6 +13,9 @@ from dotenv import load_dotenv
 DEFAULT_INSTANTLY_BASE_URL = "https://api.instantly.ai"
 DEFAULT_GHL_BASE_URL = "https://services.leadconnectorhq.com"
 DEFAULT_PORT = 8000
+# How long a worker holds a claimed event. A worker killed mid-event keeps its event this
+# long before another pass may take it; BRIDGE_LEASE_SECONDS shortens it (fault tests do).
+DEFAULT_LEASE_SECONDS = 300.0
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INSTANCE = PROJECT_ROOT / "instance"
 
@@ -35,6 +38,7 @@ class Config:
     admin_password: str = ""
     secret_key: str = ""
     port: int = DEFAULT_PORT
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
     instance_path: str = str(DEFAULT_INSTANCE)
     extra: dict = field(default_factory=dict)
 
@@ -81,6 +85,7 @@ def load_config(env: dict[str, str] | None = None, dotenv_path: str | None = Non
         admin_password=env.get("BRIDGE_ADMIN_PASSWORD", ""),
         secret_key=env.get("BRIDGE_SECRET_KEY", "").strip() or _instance_secret_key(instance),
         port=_port(env),
+        lease_seconds=_seconds(env, "BRIDGE_LEASE_SECONDS", DEFAULT_LEASE_SECONDS),
         instance_path=str(instance),
     )
 
@@ -122,6 +127,19 @@ def _port(env: dict[str, str]) -> int:
     if not 0 < port < 65536:
         raise ConfigError(f"PORT: {port} is out of range")
     return port
+
+
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
+    if not 0 < value < 86400:
+        raise ConfigError(f"{name}: {raw} is out of range (more than 0, less than 86400)")
+    return value
 
 
 def _instance_secret_key(instance: Path) -> str:

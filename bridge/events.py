@@ -121,7 +121,40 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise BadEvent(f"malformed JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadEvent(f"expected a JSON object, got {type(data).__name__}")
+    if _SURROGATE_ESCAPE.search(text):
+        _mend_lone_surrogates(data)
     return data
+
+
+# JSON may escape a lone UTF-16 surrogate ("\ud83d" without its pair): JavaScript's
+# JSON.stringify writes one when a text is cut inside an emoji, as a reply snippet can be.
+# It is not Unicode, so SQLite, hashing and GHL would all refuse the string; json.loads has
+# already joined proper pairs, so any surrogate left is a lone one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _mend_lone_surrogates(data: dict[str, Any]) -> None:
+    """Replace lone surrogates with U+FFFD in every key and string, in place.
+
+    Iterative, so a deeply nested delivery cannot exhaust the stack; each node is visited
+    once, so the loop is bounded by the size of the body.
+    """
+    pending: list[dict[str, Any] | list[Any]] = [data]
+    while pending:
+        node = pending.pop()
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        if isinstance(node, dict):
+            node.clear()
+        for key, value in items:
+            if isinstance(value, str):
+                value = _LONE_SURROGATE.sub("\ufffd", value)
+            elif isinstance(value, dict | list):
+                pending.append(value)
+            if isinstance(node, dict):
+                node[_LONE_SURROGATE.sub("\ufffd", key)] = value
+            else:
+                node[key] = value
 
 
 def _reject_constant(name: str) -> float:

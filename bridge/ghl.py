@@ -10,6 +10,7 @@ from typing import Any
 
 import requests
 
+from bridge.logs import MASK
 from bridge.ratelimit import SlidingWindowLimiter
 
 API_VERSION = "2021-07-28"
@@ -76,6 +77,7 @@ class GHLClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.location_id = location_id
+        self._token = token
         self.session = session or requests.Session()
         self.session.headers.update(
             {
@@ -199,10 +201,10 @@ class GHLClient:
                 method, self.base_url + path, timeout=self.timeout, **kwargs
             )
         except requests.RequestException as exc:
-            error = GHLTransient(0, f"{type(exc).__name__}: {_short(str(exc))}")
+            error = GHLTransient(0, f"{type(exc).__name__}: {_short(str(exc), self._token)}")
             self._record(method, path, 0, started, error.message)
             raise error from None
-        error = _error_for(response)
+        error = _error_for(response, self._token)
         if isinstance(error, GHLRateLimited):
             self.limiter.block_for(error.retry_after or RATE_WINDOW_SECONDS)
         self._record(method, path, response.status_code, started, error and error.message)
@@ -222,11 +224,13 @@ class GHLClient:
             self.recorder(Call(method, path, status, round(duration, 2), error))
 
 
-def _error_for(response: requests.Response) -> GHLError | None:
+def _error_for(response: requests.Response, token: str = "") -> GHLError | None:
     status = response.status_code
     if status < 400:
         return None
-    message = _message(response)
+    # The message goes to logs, /healthz and the dead-letter list. A gateway in front of GHL
+    # may echo the request back, Authorization header and all: mask the token first.
+    message = _short(_message(response), token)
     if status == 429:
         return GHLRateLimited(status, message, retry_after_seconds(response))
     if status in (401, 403):
@@ -241,14 +245,14 @@ def _message(response: requests.Response) -> str:
     try:
         data = response.json()
     except ValueError:
-        return _short(response.text) or response.reason or "no message"
+        return response.text.strip() or response.reason or "no message"
     if isinstance(data, dict):
         message = data.get("message") or data.get("error") or data.get("msg")
         if isinstance(message, list):
-            return _short("; ".join(str(m) for m in message))
+            return "; ".join(str(m) for m in message)
         if message:
-            return _short(str(message))
-    return _short(str(data))
+            return str(message)
+    return str(data)
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:
@@ -271,6 +275,9 @@ def retry_after_seconds(response: requests.Response) -> float | None:
         return None
 
 
-def _short(text: str, limit: int = 500) -> str:
+def _short(text: str, secret: str = "", limit: int = 500) -> str:
+    """One line, `secret` masked before it is cut (so no piece of it survives), at most `limit`."""
     text = " ".join(text.split())
+    if secret:
+        text = text.replace(secret, MASK)
     return text if len(text) <= limit else text[: limit - 1] + "…"

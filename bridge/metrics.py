@@ -12,6 +12,7 @@ gunicorn those counters use prometheus-client's multiprocess mode
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -35,6 +36,8 @@ WEBHOOK_ENDPOINT = "webhooks.receive_instantly"
 # GHL answers in tens to hundreds of milliseconds; a timeout takes 30 s.
 LATENCY_BUCKETS_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
+log = logging.getLogger("bridge.metrics")
+
 DELIVERIES = Counter(
     "bridge_webhook_deliveries",
     "Webhook deliveries answered, by outcome (accepted, duplicate, ignored, rejected, "
@@ -47,7 +50,12 @@ DELIVERIES = Counter(
 def count_delivery(response: Response) -> Response:
     """after_request: count the webhook's answer by outcome (no database write)."""
     if request.endpoint == WEBHOOK_ENDPOINT:
-        DELIVERIES.labels(outcome=_outcome(response)).inc()
+        try:
+            DELIVERIES.labels(outcome=_outcome(response)).inc()
+        except OSError as exc:
+            # Under gunicorn the counter lives in a file; a full disk must cost a metric,
+            # never the answer (a 503 that makes Instantly retry, or a stored event's 202).
+            log.warning("webhook delivery not counted in /metrics: %s", exc)
     return response
 
 

@@ -72,8 +72,9 @@ def receive_instantly():
     except BadEvent as exc:
         log.warning("webhook rejected: %s", exc)
         return _answer(400, error=str(exc))
-    except sqlite3.Error as exc:
-        # Not stored, so not acknowledged: Instantly will deliver it again.
+    except (sqlite3.Error, OSError) as exc:
+        # Not stored, so not acknowledged: Instantly will deliver it again. OSError: the
+        # writers' lock file beside the database cannot be opened (a full or gone disk).
         log.error("webhook not stored, answering 503: %s", exc)
         store.forget_cached()
         return _answer(503, error="the event could not be stored; retry later")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -30,8 +31,8 @@ from bridge.sync import event_from_row, sync_event
 
 log = logging.getLogger("bridge.worker")
 
-LEASE_SECONDS = 300.0
 IDLE_SECONDS = 0.5
+DB_RETRY_SECONDS = 5.0
 # While GHL rejects the token, try one event this often to see if it was fixed.
 AUTH_PROBE_SECONDS = 60.0
 
@@ -87,28 +88,44 @@ class Worker:
         if self.client is None:
             log.warning("GHL_TOKEN / GHL_LOCATION_ID not set: events stay queued until they are")
         while not self._stop.is_set():
-            if self.client is None:
+            try:
+                step = self._step(drain)
+            except sqlite3.Error as exc:
                 if drain:
-                    break
-                self.sleep(5.0)
+                    raise
+                # A full disk or a lock held too long: the event claimed, if any, comes
+                # back when its lease ends; the worker waits and carries on.
+                log.error("database error, retrying in %.0f s: %s", DB_RETRY_SECONDS, exc)
+                self.sleep(DB_RETRY_SECONDS)
                 continue
-            paused = self._paused_for()
-            if paused and drain:
-                log.warning("GHL writes are paused; leaving the queue for the running worker")
+            if step is None:
                 break
-            wait = paused or self.client.limiter.delay()
-            if wait > 0:
-                self.sleep(min(wait, 5.0))
-                continue
-            row = inbox.claim_next(self.db, LEASE_SECONDS)
-            if row is None:
-                if drain:
-                    break
-                self.sleep(IDLE_SECONDS)
-                continue
-            self.process(row)
-            handled += 1
+            handled += step
         return handled
+
+    def _step(self, drain: bool) -> int | None:
+        """One turn of the loop: events handled (0 or 1), or None when a drain is over."""
+        if self.client is None:
+            if drain:
+                return None
+            self.sleep(5.0)
+            return 0
+        paused = self._paused_for()
+        if paused and drain:
+            log.warning("GHL writes are paused; leaving the queue for the running worker")
+            return None
+        wait = paused or self.client.limiter.delay()
+        if wait > 0:
+            self.sleep(min(wait, 5.0))
+            return 0
+        row = inbox.claim_next(self.db, self.config.lease_seconds)
+        if row is None:
+            if drain:
+                return None
+            self.sleep(IDLE_SECONDS)
+            return 0
+        self.process(row)
+        return 1
 
     def _paused_for(self) -> float:
         pause = state.get(self.db, state.GHL_PAUSE)

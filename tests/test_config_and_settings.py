@@ -42,6 +42,9 @@ def test_env_key_wins_over_key_file(tmp_path):
         ({"PORT": "eighty"}, "PORT"),
         ({"PORT": "70000"}, "PORT"),
         ({"GHL_BASE_URL": "ftp://x"}, "GHL_BASE_URL"),
+        ({"BRIDGE_LEASE_SECONDS": "soon"}, "BRIDGE_LEASE_SECONDS"),
+        ({"BRIDGE_LEASE_SECONDS": "0"}, "BRIDGE_LEASE_SECONDS"),
+        ({"BRIDGE_LEASE_SECONDS": "nan"}, "BRIDGE_LEASE_SECONDS"),
     ],
 )
 def test_bad_environment_values_name_the_setting(tmp_path, env, name):

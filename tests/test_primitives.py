@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bridge import inbox
+from bridge.config import load_config
 from bridge.events import BadEvent, from_webhook, idempotency_key, normalise_email
 from bridge.ratelimit import SlidingWindowLimiter
-from bridge.worker import backoff_delay
+from bridge.worker import Worker, backoff_delay
 from tests.helpers import reply_payload
 
 
@@ -64,6 +67,19 @@ def test_expired_lease_gives_the_event_to_another_worker(db):
     assert inbox.claim_next(db, lease_seconds=60, now=150.0) is None
     retaken = inbox.claim_next(db, lease_seconds=60, now=161.0)
     assert (retaken["id"], retaken["attempts"]) == (queued.event_id, 2)
+
+
+def test_worker_leases_for_the_configured_time(env, db):
+    config = load_config({**env, "BRIDGE_LEASE_SECONDS": "42"})
+    assert config.lease_seconds == 42.0
+    assert load_config(env).lease_seconds == 300.0
+    inbox.enqueue(db, from_webhook(reply_payload()))
+    worker = Worker(config, db=db)
+    worker.process = lambda row: worker.stop()  # claim one event, sync nothing
+    before = time.time()
+    assert worker.run() == 1
+    (lease_until,) = db.execute("SELECT lease_until FROM events").fetchone()
+    assert before + 42 <= lease_until <= time.time() + 42
 
 
 def test_retry_later_waits_and_rate_limits_do_not_use_up_attempts(db):

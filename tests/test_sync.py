@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
 import pytest
@@ -340,3 +341,24 @@ def test_a_contact_deleted_in_ghl_is_written_again(client, db, worker, fake_ghl)
     assert set(contact["tags"]) == {"instantly-replied", "instantly-campaign-follow-up"}
     assert inbox.get(db, 2)["status"] == "done"
     assert contacts.get(db, EMAIL).contact_id == contact["id"]
+
+
+def test_a_database_error_does_not_end_the_worker(client, db, worker, fake_ghl, monkeypatch):
+    post_webhook(client, reply_payload())
+    real_claim = inbox.claim_next
+    failures = iter([sqlite3.OperationalError("disk I/O error")])
+
+    def flaky_claim(*args, **kwargs):
+        for exc in failures:
+            raise exc
+        row = real_claim(*args, **kwargs)
+        if row is None:
+            worker.stop()
+        return row
+
+    slept = []
+    monkeypatch.setattr(inbox, "claim_next", flaky_claim)
+    worker.sleep = slept.append
+    assert worker.run() == 1
+    assert slept[0] == 5.0
+    assert inbox.get(db, 1)["status"] == "done"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import WEBHOOK_SECRET, reply_payload
@@ -100,6 +100,77 @@ def test_huge_strings_and_non_json_numbers(client, text, constant):
         "/webhooks/instantly", data=odd, headers={"X-Bridge-Secret": WEBHOOK_SECRET}
     )
     assert response.status_code == 400 and constant.lstrip("-") in response.json["error"]
+
+
+# hypothesis' text() never contains lone UTF-16 surrogates (they are not Unicode), but JSON
+# carries them as \udXXX escapes, and JavaScript writes them for a string cut mid-emoji.
+surrogates = st.integers(min_value=0xD800, max_value=0xDFFF).map(chr)
+surrogate_text = st.lists(st.characters() | surrogates, min_size=1, max_size=20).map("".join)
+# Bytes that are never valid UTF-8 wherever they land: lone continuation and lead bytes,
+# an encoded surrogate, an overlong slash, a code point past U+10FFFF.
+invalid_utf8 = st.sampled_from(
+    [b"\xff", b"\xfe", b"\x80", b"\xbf", b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80"]
+)
+NUMBER = "__number__"
+
+
+def post(client, data: bytes, content_type: str = "application/json"):
+    return client.post(
+        "/webhooks/instantly",
+        data=data,
+        content_type=content_type,
+        headers={"X-Bridge-Secret": WEBHOOK_SECRET},
+    )
+
+
+@FUZZ
+@given(key=known_keys | st.text(max_size=10), text=surrogate_text, in_key=st.booleans())
+def test_lone_surrogates_in_any_key_or_value(client, key, text, in_key):
+    body = {**reply_payload(), text: "x"} if in_key else {**reply_payload(), key: text}
+    response = post(client, json.dumps(body).encode())  # ensure_ascii: \udXXX escapes
+    check(response)
+    assert response.status_code in (200, 202, 400), response.json
+
+
+@FUZZ
+@given(
+    body=mutated_reply, at=st.integers(min_value=0), bad=invalid_utf8, content_type=content_types
+)
+def test_invalid_utf8_inside_a_json_body(client, body, at, bad, content_type):
+    data = json.dumps(body, ensure_ascii=False).encode()
+    at %= len(data) + 1
+    response = post(client, data[:at] + bad + data[at:], content_type)
+    check(response)
+    assert response.status_code == 400 and "not valid UTF-8" in response.json["error"]
+
+
+@FUZZ
+@given(
+    key=known_keys | st.text(max_size=10),
+    constant=st.sampled_from(["NaN", "Infinity", "-Infinity"]),
+    shape=st.sampled_from(["{}", "[{}]", '{{"deep": [1, {}]}}']),
+)
+def test_non_json_numbers_at_any_key_and_depth(client, key, constant, shape):
+    assume(NUMBER not in key)
+    data = json.dumps({**reply_payload(), key: NUMBER}).replace(
+        f'"{NUMBER}"', shape.format(constant)
+    )
+    response = post(client, data.encode())
+    check(response)
+    assert (
+        response.status_code == 400
+        and f"{constant.lstrip('-')} is not allowed" in response.json["error"]
+    )
+
+
+@FUZZ
+@given(key=known_keys | st.text(max_size=10), digits=st.integers(min_value=4301, max_value=50_000))
+def test_numbers_too_long_to_read(client, key, digits):
+    assume(NUMBER not in key)
+    data = json.dumps({**reply_payload(), key: NUMBER}).replace(f'"{NUMBER}"', "9" * digits)
+    response = post(client, data.encode())
+    check(response)
+    assert response.status_code == 400, response.json
 
 
 @FUZZ

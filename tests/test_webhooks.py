@@ -132,6 +132,30 @@ def test_deeply_nested_json_is_a_400_not_a_crash(client, db):
     assert "nested too deeply" in response.json["error"]
 
 
+@pytest.mark.parametrize(
+    "field",
+    ["reply_text_snippet", "campaign_name", "campaign_id", "timestamp", "email_id", "firstName"],
+)
+def test_a_lone_surrogate_is_stored_as_a_replacement_character(client, db, field):
+    # What JSON.stringify writes for a text cut inside an emoji; it is not Unicode.
+    body = json.dumps(reply_payload(**{field: "Sounds good \ud83d"}))
+    assert "\\ud83d" in body
+    response = post_webhook(client, body.encode())
+    assert response.status_code == 202, response.json
+    assert json.loads(stored(db)[0]["payload"])[field] == "Sounds good \ufffd"
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_kept_and_keys_mended(client, db):
+    body = b'{"event_type": "reply_received", "lead_email": "a@b.co", "email_id": "e1",'
+    body += b' "reply_text": "ok \\ud83d\\ude00", "note": "C:\\\\ud800", "\\udc00k": 1}'
+    response = post_webhook(client, body)
+    assert response.status_code == 202, response.json
+    payload = json.loads(stored(db)[0]["payload"])
+    assert payload["reply_text"] == "ok \U0001f600"
+    assert payload["note"] == "C:\\ud800"
+    assert payload["\ufffdk"] == 1
+
+
 def test_oversized_body_gets_413(client, db):
     body = json.dumps(reply_payload(reply_text="x" * (1024 * 1024)))
     response = post_webhook(client, body.encode())

@@ -91,6 +91,11 @@ def _handler_for(fake: FakeGHL) -> type[BaseHTTPRequestHandler]:
             parts = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
+            if len(body) < length:
+                # The client went away mid-request (a worker killed with SIGKILL): GHL never
+                # acts on a request it did not receive whole, so the fake does not either.
+                self.close_connection = True
+                return
             if parts.path.startswith(CONTROL_PREFIX):
                 status, answer = _control(fake, self.command, parts.path, body)
                 headers: dict[str, str] = {}

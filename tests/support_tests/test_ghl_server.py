@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +72,22 @@ def test_faults_through_the_control_endpoint() -> None:
 
         bad = http.post(f"{server.url}/_fake/faults", json={"status": 503})
         assert bad.status_code == 400
+
+
+def test_a_request_cut_off_mid_body_is_not_acted_on() -> None:
+    with FakeGHLServer() as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(
+                b"POST /contacts/upsert HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer ghl-test-token\r\nVersion: 2021-07-28\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+                b'{"locationId": "loc_test", "email": "cut@example.com"'
+            )
+            sock.shutdown(socket.SHUT_WR)  # the client dies before the rest of the body
+            assert sock.recv(1024) == b""  # the fake hangs up without an answer
+        assert server.fake.calls == [] and server.fake.spec_errors == []
+        assert server.fake.contacts == {}
 
 
 def test_rate_limit_headers_over_http() -> None:
