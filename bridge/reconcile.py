@@ -21,6 +21,7 @@ from bridge.db import immediate
 from bridge.event_types import interest_status, is_synced
 from bridge.events import Event, idempotency_key, iso, normalise_email, parse_time
 from bridge.instantly import (
+    PAGE_LIMIT,
     InstantlyAuthError,
     InstantlyClient,
     InstantlyError,
@@ -344,22 +345,35 @@ class Reconciler:
         stats: PassStats,
         summary: Summary,
     ) -> None:
-        """Read the leads of a scope that hold a synced status.
+        """Read the leads of a scope that hold a synced status, in the fewer calls.
 
-        A plain lead (no status) never needs an event, so where every synced status has
-        a leads/list filter, only the filtered pages are read: their cost follows the
-        number of leads holding a status, not the size of the campaign. A synced status
-        without a filter (a neutral custom label) needs the whole scope read once.
+        A plain lead (no status) never needs an event, so the status filters usually cost
+        far less than the whole scope. But each filter costs at least a call, and more
+        than the whole read when most leads hold a status. So the first page is read
+        whole: a short first page (the scope ends) or one where most leads hold a synced
+        status is read whole to the end; otherwise the filters take over, skipping the
+        leads already compared. A synced status without a filter (a neutral custom label)
+        always needs the whole read.
         """
 
-        def read(cursor: str | None, name: str | None) -> Page:
+        def read(cursor: str | None, name: str | None = None) -> Page:
             if name is None:
                 return self.client.list_leads(cursor, **scope)
             return self.client.list_leads(cursor, **scope, filter=name)
 
-        for name in filters if filters is not None else [None]:
+        seen: set[str] = set()
+        for number, page in enumerate(self._pages(read, stats)):
+            self._status_page(page.items, wanted, options, stats, summary)
+            self._progress(STATUSES, stats, None)
+            if number == 0 and filters is not None and not _read_whole(page, wanted):
+                seen = {str(lead.get("id")) for lead in page.items}
+                break
+        else:
+            return
+        for name in filters:
             for page in self._pages(lambda cursor, name=name: read(cursor, name), stats):
-                self._status_page(page.items, wanted, options, stats, summary)
+                fresh = [lead for lead in page.items if str(lead.get("id")) not in seen]
+                self._status_page(fresh, wanted, options, stats, summary)
                 self._progress(STATUSES, stats, None)
 
     def _status_page(
@@ -525,6 +539,17 @@ class Reconciler:
     def _progress(self, name: str, stats: PassStats, fraction: float | None) -> None:
         if self.on_progress:
             self.on_progress(Progress(name, stats, fraction))
+
+
+def _read_whole(first: Page, wanted: dict[int, _Wanted]) -> bool:
+    """Whether reading the rest of a scope whole beats the status filters, judged by its
+    first page: the scope ends there, or most of its leads hold a synced status."""
+    if len(first.items) < PAGE_LIMIT or first.next_starting_after is None:
+        return True
+    holders = sum(
+        1 for lead in first.items if _status_code(lead.get("lt_interest_status")) in wanted
+    )
+    return holders * 2 >= len(first.items)
 
 
 def _status_code(value: Any) -> int | None:

@@ -325,8 +325,8 @@ def test_a_changed_status_becomes_an_interest_event(db, fake_instantly, reconcil
     assert payload["campaign_name"] == "Q1" and payload["firstName"] == "Ada"
     assert payload["icebreaker"] == "hi"
     bodies = [c.json for c in fake_instantly.calls_to("POST", "/api/v2/leads/list")]
-    assert {"limit": 100, "in_campaign": True, "filter": "FILTER_LEAD_INTERESTED"} in bodies
-    assert all("filter" in b for b in bodies), "plain leads are never read"
+    assert bodies[0] == {"limit": 100, "in_campaign": True}
+    assert all("filter" not in b for b in bodies), "a scope that ends on its first page"
     again = reconcile(Options(replies=False), settings=interest)
     assert (again.statuses.found, again.statuses.known, again.statuses.new) == (1, 1, 0)
 
@@ -355,14 +355,14 @@ def test_status_is_compared_with_the_one_last_applied(
     assert summary.statuses.new == expected
 
 
-def test_leads_with_no_status_are_never_read_nor_queried(db, fake_instantly, reconcile, interest):
+def test_a_page_of_plain_leads_needs_no_event_and_no_query(db, fake_instantly, reconcile, interest):
     for i in range(30):
         fake_instantly.add_lead(f"p{i}@example.com", campaign="c1")
     queries = []
     db.conn.set_trace_callback(queries.append)
     summary = reconcile(Options(replies=False), settings=interest)
     db.conn.set_trace_callback(None)
-    assert (summary.statuses.read, summary.statuses.found) == (0, 0)
+    assert (summary.statuses.read, summary.statuses.found) == (30, 0)
     assert not [q for q in queries if "FROM contacts" in q or "INTO events" in q]
 
 
@@ -412,22 +412,32 @@ def test_settings_choose_campaigns_and_lists(db, fake_instantly, reconcile, inte
     summary = reconcile(Options(replies=False), settings=chosen)
     assert sorted(e["email"] for e in events(db)) == ["b@example.com", "c@example.com"]
     bodies = [c.json for c in fake_instantly.calls_to("POST", "/api/v2/leads/list")]
-    assert {"campaign": "c2", "filter": "FILTER_LEAD_INTERESTED", "limit": 100} in bodies
-    assert {"list_id": "l1", "filter": "FILTER_LEAD_INTERESTED", "limit": 100} in bodies
+    assert {"campaign": "c2", "limit": 100} in bodies and {"list_id": "l1", "limit": 100} in bodies
     assert not [b for b in bodies if b.get("campaign") == "c1"]
     assert summary.statuses.new == 2
 
 
-def test_status_filters_keep_the_cost_to_the_leads_holding_a_status(
+def test_a_large_scope_with_few_statuses_switches_to_the_status_filters(
     db, fake_instantly, reconcile, interest
 ):
     populate(fake_instantly, leads=3000, interested_every=600)
     summary = reconcile(Options(replies=False), settings=interest)
     bodies = [c.json for c in fake_instantly.calls_to("POST", "/api/v2/leads/list")]
-    assert all("filter" in b for b in bodies)
-    assert sorted({b["filter"] for b in bodies}) == sorted(FILTER_BY_STATUS.values())
+    assert "filter" not in bodies[0] and all("filter" in b for b in bodies[1:])
+    assert sorted({b["filter"] for b in bodies[1:]}) == sorted(FILTER_BY_STATUS.values())
     assert summary.statuses.new == 5 and len(events(db)) == 5
-    assert summary.statuses.calls <= len(FILTER_BY_STATUS) + 5  # not one per 100 leads
+    assert summary.statuses.calls <= 1 + len(FILTER_BY_STATUS) + 5  # not one per 100 leads
+
+
+def test_a_scope_where_most_leads_hold_a_status_is_read_whole(
+    db, fake_instantly, reconcile, interest
+):
+    populate(fake_instantly, leads=1000, interested_every=1)
+    summary = reconcile(Options(replies=False), settings=interest)
+    bodies = [c.json for c in fake_instantly.calls_to("POST", "/api/v2/leads/list")]
+    assert all("filter" not in b for b in bodies)
+    assert len(bodies) <= 1000 // 100 + 1
+    assert summary.statuses.new == 1000
 
 
 def test_a_synced_label_without_a_filter_reads_the_whole_scope(
@@ -487,6 +497,7 @@ def test_the_run_reports_pages_calls_and_counts(db, fake_instantly, reconcile, i
     summary = reconcile(Options(), settings=interest)
     facts = summary.as_dict()
     assert facts["status"] == "ok" and facts["errors"] == []
-    assert facts["replies"]["pages"] == 1 and facts["statuses"]["pages"] == 1
+    # statuses: the first page read whole, then the interested filter's one page
+    assert facts["replies"]["pages"] == 1 and facts["statuses"]["pages"] == 2
     assert facts["totals"]["calls"] == len(fake_instantly.calls)
     assert facts["totals"]["new"] == 5
