@@ -235,37 +235,20 @@ def webhook_register(raw_url: str, resume: bool) -> None:
 
     The only change the bridge ever makes in Instantly: its own webhook subscriptions.
     """
-    from bridge import doctor as doctor_mod
-    from bridge import state, subscriptions
-    from bridge.instantly_setup import InstantlyError, InstantlySetupClient
+    from bridge import subscriptions
+    from bridge.instantly_setup import InstantlyError
 
     config = _config()
     try:
         url = subscriptions.webhook_url(raw_url)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--url") from None
-    if not config.instantly_api_key:
-        raise click.ClickException("INSTANTLY_API_KEY is not set")
-    if not config.webhook_secret:
-        raise click.ClickException(
-            "BRIDGE_WEBHOOK_SECRET is not set: run `bridge init-env` or set it"
-        )
     if url.startswith("http://"):
         click.echo("warning: http:// sends the X-Bridge-Secret header unencrypted; use https://")
-    db = _database(config)
-    _, current = settings_mod.current(db)
-    client = InstantlySetupClient(config.instantly_base_url, config.instantly_api_key)
     try:
-        actions = subscriptions.register(
-            client,
-            url,
-            config.webhook_secret,
-            subscriptions.enabled_event_types(current),
-            resume=resume,
-        )
-    except InstantlyError as exc:
+        actions = subscriptions.register_for_bridge(_database(config), config, url, resume)
+    except (subscriptions.SetupMissing, InstantlyError) as exc:
         raise click.ClickException(str(exc)) from None
-    state.put(db, doctor_mod.WEBHOOK_URL_STATE, url)
     click.echo(f"webhooks delivering to {url}:")
     for action in actions:
         click.echo("  " + action.line())

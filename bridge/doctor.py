@@ -24,7 +24,6 @@ from bridge.logs import MASK
 from bridge.settings import CUSTOM_FIELD_PREFIX
 
 LAST_RESULT_STATE = "doctor_last"
-WEBHOOK_URL_STATE = "instantly_webhook_url"
 # Doctor answers while someone waits: fail fast rather than hang on a dead API.
 TIMEOUT = (5.0, 10.0)
 PLACEHOLDER_URL = "https://<your bridge>/webhooks/instantly"
@@ -79,7 +78,7 @@ def run_checks(
     key_check = _instantly_key(config, instantly)
     checks.append(key_check)
     if webhook_url is None and settings is not None:
-        webhook_url = state.get(db, WEBHOOK_URL_STATE)
+        webhook_url = state.get(db, subscriptions.WEBHOOK_URL_STATE)
     checks.append(_webhooks(config, instantly if key_check.ok else None, settings, webhook_url))
     if db is not None:
         db.close()

@@ -11,9 +11,43 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import sqlite_utils
+
+from bridge import settings as settings_mod
+from bridge import state
+from bridge.config import Config
 from bridge.event_types import synced_event_types
 from bridge.instantly_setup import InstantlySetupClient
 from bridge.webhooks import SECRET_HEADER
+
+# The URL last registered, so doctor knows which webhooks are this bridge's.
+WEBHOOK_URL_STATE = "instantly_webhook_url"
+
+
+class SetupMissing(ValueError):
+    """A setting registering needs is not set; the message names it."""
+
+
+def register_for_bridge(
+    db: sqlite_utils.Database, config: Config, url: str, resume: bool = False
+) -> list[Action]:
+    """Register this bridge's webhooks for the event types settings sync, and remember
+    the URL for doctor: the one path the page and `bridge webhook register` share.
+
+    Raises SetupMissing for a missing setting, InstantlyError when Instantly refuses.
+    """
+    if not config.instantly_api_key:
+        raise SetupMissing("INSTANTLY_API_KEY is not set: the bridge cannot reach Instantly")
+    if not config.webhook_secret:
+        raise SetupMissing("BRIDGE_WEBHOOK_SECRET is not set: run `bridge init-env` or set it")
+    _, current = settings_mod.current(db)
+    client = InstantlySetupClient(config.instantly_base_url, config.instantly_api_key)
+    actions = register(
+        client, url, config.webhook_secret, enabled_event_types(current), resume=resume
+    )
+    state.put(db, WEBHOOK_URL_STATE, url)
+    return actions
+
 
 WEBHOOK_PATH = "/webhooks/instantly"
 ALL_EVENTS = "all_events"

@@ -6,7 +6,7 @@ import pytest
 import responses
 from click.testing import CliRunner
 
-from bridge import doctor, state
+from bridge import doctor, state, subscriptions
 from bridge import settings as settings_mod
 from bridge.cli import main
 from bridge.config import load_config
@@ -49,7 +49,7 @@ def custom_field_map(db, replies_only):
     _, current = settings_mod.current(db)
     current["field_map"].append({"instantly": "icebreaker", "ghl": "contact.icebreaker"})
     settings_mod.save(db, current)
-    state.put(db, doctor.WEBHOOK_URL_STATE, BRIDGE_URL)
+    state.put(db, subscriptions.WEBHOOK_URL_STATE, BRIDGE_URL)
 
 
 def healthy(rsps, hooks=None, fields=None):
@@ -296,7 +296,7 @@ def test_without_a_saved_url_any_bridge_path_counts(config, db, replies_only):
 
 
 def test_default_settings_need_the_interest_and_unsubscribe_webhooks(config, db):
-    state.put(db, doctor.WEBHOOK_URL_STATE, BRIDGE_URL)
+    state.put(db, subscriptions.WEBHOOK_URL_STATE, BRIDGE_URL)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         healthy(rsps, hooks=[instantly_webhook("w1", "reply_received", headers=SECRET_HEADERS)])
         check = by_name(doctor.run_checks(config))["Instantly webhooks"]

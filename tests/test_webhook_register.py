@@ -8,8 +8,8 @@ import pytest
 import responses
 from click.testing import CliRunner
 
-from bridge import doctor, state, subscriptions
 from bridge import settings as settings_mod
+from bridge import state, subscriptions
 from bridge.cli import main
 from bridge.instantly_setup import InstantlyError, InstantlySetupClient
 from tests.helpers import WEBHOOK_SECRET
@@ -252,7 +252,7 @@ def test_cli_prints_what_it_did_and_remembers_the_url(cli_env, db, replies_only)
         "  created          reply_received (webhook new-1)",
     ]
     assert WEBHOOK_SECRET not in result.output
-    assert state.get(db, doctor.WEBHOOK_URL_STATE) == BRIDGE_URL
+    assert state.get(db, subscriptions.WEBHOOK_URL_STATE) == BRIDGE_URL
 
 
 def test_cli_disabled_without_resume_exits_non_zero(cli_env, db, replies_only):
@@ -339,7 +339,7 @@ def test_dashboard_button_registers_and_shows_each_action(client, db, replies_on
         response = post(client, "/instantly-webhooks", {"url": "https://bridge.example.com"})
     page = client.get(response.location).get_data(as_text=True)
     assert "Webhook created          reply_received (webhook new-1)" in page
-    assert state.get(db, doctor.WEBHOOK_URL_STATE) == BRIDGE_URL
+    assert state.get(db, subscriptions.WEBHOOK_URL_STATE) == BRIDGE_URL
     bad = post(client, "/instantly-webhooks", {"url": "not a url"})
     assert bad.status_code == 400
     assert "is not an http(s) URL" in bad.get_data(as_text=True)

@@ -10,9 +10,8 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from bridge import doctor, health, inbox, runs, state, subscriptions
-from bridge import settings as settings_mod
 from bridge.admin import bp, config, database
-from bridge.instantly_setup import InstantlyError, InstantlySetupClient
+from bridge.instantly_setup import InstantlyError
 
 PAGE_SIZE = 50
 LATEST = 15
@@ -48,7 +47,7 @@ def dashboard() -> ResponseReturnValue:
         run=runs.latest(db),
         run_requested=runs.requested(db),
         checks=last_checks,
-        webhook_url=state.get(db, doctor.WEBHOOK_URL_STATE) or _guess_webhook_url(),
+        webhook_url=state.get(db, subscriptions.WEBHOOK_URL_STATE) or _guess_webhook_url(),
     )
 
 
@@ -145,7 +144,7 @@ def reconcile_now() -> ResponseReturnValue:
 @bp.post("/doctor")
 def run_doctor() -> ResponseReturnValue:
     db = database()
-    checks = doctor.run_checks(config(), webhook_url=state.get(db, doctor.WEBHOOK_URL_STATE))
+    checks = doctor.run_checks(config(), webhook_url=state.get(db, subscriptions.WEBHOOK_URL_STATE))
     doctor.save_result(db, checks)
     bad = sum(1 for c in checks if c.ok is False)
     if bad:
@@ -162,24 +161,14 @@ def register_webhooks() -> ResponseReturnValue:
         url = subscriptions.webhook_url(request.form.get("url", ""))
     except ValueError as exc:
         abort(400, str(exc))
-    if not cfg.instantly_api_key:
-        abort(409, "INSTANTLY_API_KEY is not set: the bridge cannot reach Instantly")
-    if not cfg.webhook_secret:
-        abort(409, "BRIDGE_WEBHOOK_SECRET is not set: run `bridge init-env` or set it")
-    db = database()
-    _, current = settings_mod.current(db)
-    client = InstantlySetupClient(cfg.instantly_base_url, cfg.instantly_api_key)
     try:
-        actions = subscriptions.register(
-            client,
-            url,
-            cfg.webhook_secret,
-            subscriptions.enabled_event_types(current),
-            resume="resume" in request.form,
+        actions = subscriptions.register_for_bridge(
+            database(), cfg, url, resume="resume" in request.form
         )
+    except subscriptions.SetupMissing as exc:
+        abort(409, str(exc))
     except InstantlyError as exc:
         abort(502, f"Instantly refused: {exc}")
-    state.put(db, doctor.WEBHOOK_URL_STATE, url)
     for action in actions or []:
         flash(f"Webhook {action.line()}", "ok")
     if not actions:
