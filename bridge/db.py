@@ -136,6 +136,19 @@ def immediate(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
         db.conn.execute("COMMIT")
 
 
+def sync_file(path: str | Path) -> None:
+    """Flush a file's written data to disk (what SQLite's FULL does at each commit)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _datasync(fd)
+    finally:
+        os.close(fd)
+
+
+# macOS has no fdatasync; fsync does the same and a little more.
+_datasync = getattr(os, "fdatasync", os.fsync)
+
+
 def load_migrations() -> sqlite_utils.Migrations:
     """Import the migration steps from the top-level migrations/ folder."""
     spec = importlib.util.spec_from_file_location("bridge_migrations", MIGRATIONS_FILE)

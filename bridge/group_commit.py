@@ -1,12 +1,23 @@
 """Group commit for the webhook: concurrent deliveries share one transaction and one fsync.
 
-Each delivery must be on disk (synchronous=FULL) before it is answered, and SQLite takes
-one writer at a time. With one commit per request, every request waited its turn for a
-whole commit of its own; under load the line, not the work, was the cost (bench/PROFILE.md).
-Here a request adds its event to a shared list. If no write is under way it writes the list
-(its own event and any that arrived meanwhile) in one transaction; otherwise it sleeps until
-the writer that took its event has committed, or hands it the next turn. Every request still
-answers only after the commit that holds its row, and each sleeper is woken exactly once.
+Each delivery must be on disk before it is answered, and SQLite takes one writer at a time.
+With one commit per request, every request waited its turn for a whole commit of its own;
+under load the line, not the work, was the cost (bench/PROFILE.md). Here a request adds its
+event to a shared list. If no write is under way it writes the list (its own event and any
+that arrived meanwhile) in one statement; otherwise it sleeps until the writer that took
+its event has committed, or hands it the next turn. Every request still answers only after
+the commit that holds its row is on disk, and each sleeper is woken exactly once.
+
+The fsync happens after the writers' lock is let go. In WAL mode a commit is an append to
+the -wal file, and synchronous=FULL would fsync that file inside the commit, holding the
+lock (and so every other process's writers) through the disk's wait. This connection
+commits with synchronous=NORMAL instead, which writes the same frames without the fsync,
+and the writer then fsyncs the -wal file itself, outside the lock, before it wakes anyone.
+The file cannot be swapped meanwhile: SQLite deletes it only when the last connection
+closes, and this one stays open. Frames written but not yet synced are what NORMAL risks on
+power loss; no caller is answered until its frames are synced, so none is acknowledged
+without being on disk, as with FULL. A failed fsync fails the whole batch (503: Instantly
+delivers again, and the copy already stored answers "duplicate").
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ class _Slot:
     def __init__(self, event: Event, accept: Accept | None):
         self.event = event
         self.accept = accept
-        self.result: inbox.Enqueued | None = None
+        self.result: inbox.Enqueued | None = None  # None: not accepted, nothing stored
         self.error: BaseException | None = None
         self.lead = False  # woken to write the next batch rather than because it is stored
         self.wake = threading.Lock()
@@ -46,6 +57,7 @@ class GroupCommit:
         # time, and its page cache stays warm (each thread's own connection re-read the
         # b-tree pages every time another connection had written).
         self._db: sqlite_utils.Database | None = None
+        self._wal: str | None = None  # the -wal file this process syncs after each commit
         self._settings = SettingsCache()
         self._guard = threading.Lock()
         self._pending: list[_Slot] = []
@@ -79,26 +91,23 @@ class GroupCommit:
             batch, self._pending = self._pending, []
         try:
             if self._db is None:
-                self._db = store.connect(self.path)
+                self._db = self._connect()
             db = self._db
             with store.writer(self.path):
-                # Once per batch, just before its transaction (settings.save opens a
+                # Once per batch, just before its statement (settings.save opens a
                 # transaction of its own when none is stored yet, so not inside ours).
                 settings = self._settings.get(db) if any(i.accept for i in batch) else {}
-                with store.immediate(db):
-                    results = [
-                        inbox.enqueue(db, item.event)
-                        if item.accept is None or item.accept(settings)
-                        else None
-                        for item in batch
-                    ]
+                taken = [i for i in batch if i.accept is None or i.accept(settings)]
+                stored = inbox.enqueue_many(db, [item.event for item in taken])
+            if self._wal is not None:
+                store.sync_file(self._wal)
         except BaseException as exc:  # handed to every caller in the batch, raised there
             for item in batch:
                 item.error = exc
             self._forget_connection()
         else:
             self.batches += 1
-            for item, result in zip(batch, results, strict=True):
+            for item, result in zip(taken, stored, strict=True):
                 item.result = result
         with self._guard:
             successor = self._pending[0] if self._pending else None
@@ -111,6 +120,17 @@ class GroupCommit:
                 item.wake.release()
         if successor is not None:
             successor.wake.release()
+
+    def _connect(self) -> sqlite_utils.Database:
+        db = store.connect(self.path)
+        # NORMAL only where the module docstring holds: in WAL mode, where a commit is a
+        # write to the -wal file that _write_pending syncs. Any other mode keeps FULL.
+        if db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            db.conn.execute("PRAGMA synchronous = NORMAL")
+            self._wal = self.path + "-wal"
+        else:
+            self._wal = None
+        return db
 
     def _forget_connection(self) -> None:
         """After an error the connection may be broken (a moved file, a full disk)."""

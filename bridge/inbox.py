@@ -36,17 +36,40 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+_INSERT = (
+    "INSERT INTO events (key, source, event_type, email, campaign_id, campaign_name,"
+    " occurred_at, payload, status, attempts, next_attempt_at, received_at, updated_at) VALUES "
+)
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)"
+# SQLite's default limit is 32,766 parameters per statement; 11 per row.
+MAX_BATCH = 1000
+
+
 def enqueue(db: sqlite_utils.Database, event: Event, now: float | None = None) -> Enqueued:
     """Store an event unless its key is already known; atomic through the unique key."""
+    return enqueue_many(db, [event], now)[0]
+
+
+def enqueue_many(
+    db: sqlite_utils.Database, events: list[Event], now: float | None = None
+) -> list[Enqueued]:
+    """Store each event whose key is not yet known, in one statement; one answer per event.
+
+    One INSERT for the lot: the webhook's group commit writes its batch with this, and each
+    statement it saves is a hand-over of the GIL and the writers' lock (bench/PROFILE.md).
+    Without a transaction around it, the statement is its own and commits at once.
+    A key repeated within `events` is created by its first occurrence only.
+    """
+    if not events:
+        return []
+    if len(events) > MAX_BATCH:
+        head = enqueue_many(db, events[:MAX_BATCH], now)
+        return head + enqueue_many(db, events[MAX_BATCH:], now)
     stamp = now_iso()
-    cursor = db.execute(
-        """
-        INSERT INTO events (key, source, event_type, email, campaign_id, campaign_name,
-            occurred_at, payload, status, attempts, next_attempt_at, received_at, updated_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)
-        ON CONFLICT(key) DO NOTHING
-        """,
-        [
+    moment = time.time() if now is None else now
+    params: list[Any] = []
+    for event in events:
+        params += [
             event.key,
             event.source,
             event.event_type,
@@ -55,15 +78,36 @@ def enqueue(db: sqlite_utils.Database, event: Event, now: float | None = None) -
             event.campaign_name,
             event.occurred_at,
             json.dumps(event.payload, separators=(",", ":")),
-            time.time() if now is None else now,
+            moment,
             stamp,
             stamp,
-        ],
-    )
-    if cursor.rowcount == 1:
-        return Enqueued(cursor.lastrowid, True)
-    row = db.execute("SELECT id FROM events WHERE key = ?", [event.key]).fetchone()
-    return Enqueued(row[0], False)
+        ]
+    rows = ", ".join([_ROW] * len(events))
+    cursor = db.conn.execute(f"{_INSERT}{rows} ON CONFLICT(key) DO NOTHING", params)
+    created = cursor.rowcount
+    if created == len(events):
+        # Every row is new. SQLite gives a new row the largest rowid so far plus one, and
+        # inserts the VALUES rows in order, so the statement's rows are consecutive ids
+        # ending at lastrowid.
+        first = cursor.lastrowid - created + 1
+        return [Enqueued(first + i, True) for i in range(created)]
+    return _resolve(db, events, cursor.lastrowid - created if created else None)
+
+
+def _resolve(db: sqlite_utils.Database, events: list[Event], floor: int | None) -> list[Enqueued]:
+    """Ids for a batch where some keys were known: rows above `floor` (the largest id
+    before the statement; None when it created none) are the ones it created."""
+    keys = list(dict.fromkeys(event.key for event in events))
+    marks = ",".join("?" * len(keys))
+    ids = dict(db.execute(f"SELECT key, id FROM events WHERE key IN ({marks})", keys).fetchall())
+    answers, seen = [], set()
+    for event in events:
+        event_id = ids[event.key]
+        answers.append(
+            Enqueued(event_id, floor is not None and event_id > floor and event.key not in seen)
+        )
+        seen.add(event.key)
+    return answers
 
 
 def known_keys(db: sqlite_utils.Database, keys: list[str]) -> set[str]:

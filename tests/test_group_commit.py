@@ -69,14 +69,14 @@ def test_the_same_delivery_at_once_is_created_by_exactly_one_caller(db, config):
 
 def test_a_failed_transaction_is_raised_to_its_caller_and_stores_nothing(db, config, monkeypatch):
     group = group_commit.GroupCommit(config.database)
-    real = inbox.enqueue
+    real = inbox.enqueue_many
 
-    def failing(database, ev, now=None):
-        if ev.key == "reply:bad":
+    def failing(database, events, now=None):
+        if any(ev.key == "reply:bad" for ev in events):
             raise sqlite3.OperationalError("disk I/O error")
-        return real(database, ev, now)
+        return real(database, events, now)
 
-    monkeypatch.setattr(inbox, "enqueue", failing)
+    monkeypatch.setattr(inbox, "enqueue_many", failing)
     with pytest.raises(sqlite3.OperationalError):
         group.enqueue(event(1, email_id="bad"))
     assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
@@ -126,3 +126,77 @@ def test_a_malformed_delivery_of_a_type_switched_off_meanwhile_is_ignored(client
     del body["lead_email"], body["email"]
     answer = post_webhook(client, body)
     assert (answer.status_code, answer.json["status"]) == (200, "ignored")
+
+
+def test_many_events_in_one_statement_get_their_own_ids_in_order(db):
+    first = inbox.enqueue_many(db, [event(n) for n in range(5)])
+    assert [a.created for a in first] == [True] * 5
+    rows = dict(db.execute("SELECT key, id FROM events").fetchall())
+    assert [a.event_id for a in first] == [rows[f"reply:id-{n}"] for n in range(5)]
+
+    # Known keys, a key twice in one batch and new keys, mixed.
+    again = inbox.enqueue_many(db, [event(7), event(2), event(8), event(7), event(4)])
+    rows = dict(db.execute("SELECT key, id FROM events").fetchall())
+    assert [(a.event_id, a.created) for a in again] == [
+        (rows["reply:id-7"], True),
+        (rows["reply:id-2"], False),
+        (rows["reply:id-8"], True),
+        (rows["reply:id-7"], False),
+        (rows["reply:id-4"], False),
+    ]
+    none_new = inbox.enqueue_many(db, [event(1), event(8)])
+    assert [(a.event_id, a.created) for a in none_new] == [
+        (rows["reply:id-1"], False),
+        (rows["reply:id-8"], False),
+    ]
+    assert inbox.enqueue_many(db, []) == []
+    assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 7
+
+
+def test_a_batch_larger_than_one_statement_takes_is_split(db, monkeypatch):
+    monkeypatch.setattr(inbox, "MAX_BATCH", 3)
+    answers = inbox.enqueue_many(db, [event(n) for n in range(8)] + [event(0)])
+    rows = dict(db.execute("SELECT key, id FROM events").fetchall())
+    assert [(a.event_id, a.created) for a in answers] == [
+        (rows[f"reply:id-{n}"], True) for n in range(8)
+    ] + [(rows["reply:id-0"], False)]
+
+
+def test_the_wal_is_synced_after_the_commit_outside_the_writers_lock(config, db, monkeypatch):
+    group = group_commit.GroupCommit(config.database)
+    seen: list[dict] = []
+    real = store._datasync
+
+    def spy(fd: int) -> None:
+        other = os.open(config.database + ".write-lock", os.O_RDWR)
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if still held
+            fcntl.flock(other, fcntl.LOCK_UN)
+        finally:
+            os.close(other)
+        with sqlite3.connect(config.database) as reader:
+            keys = [r[0] for r in reader.execute("SELECT key FROM events")]
+        seen.append({"file": os.readlink(f"/proc/self/fd/{fd}"), "committed": keys})
+        real(fd)
+
+    monkeypatch.setattr(store, "_datasync", spy)
+    answer = group.enqueue(event(1))
+    assert answer.created
+    assert seen == [
+        {"file": os.path.realpath(config.database) + "-wal", "committed": ["reply:id-1"]}
+    ]
+    assert group._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: no fsync inside
+    assert store.connect(config.database).execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_a_failed_sync_answers_503_and_the_redelivery_is_a_duplicate(client, db, monkeypatch):
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    real = store._datasync
+    monkeypatch.setattr(store, "_datasync", failing)
+    first = post_webhook(client, reply_payload(email_id="unsynced"))
+    assert first.status_code == 503 and "could not be stored" in first.json["error"]
+    monkeypatch.setattr(store, "_datasync", real)
+    again = post_webhook(client, reply_payload(email_id="unsynced"))
+    assert (again.status_code, again.json["status"]) == (200, "duplicate")
