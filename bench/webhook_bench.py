@@ -1,5 +1,5 @@
 """Row 1: webhook acknowledgement throughput and latency, against a bare route on the
-same app and server (gunicorn with the Procfile's settings, 2 workers x 4 threads)."""
+same app and server (gunicorn with the Procfile's settings, 2 workers x 8 threads)."""
 
 from __future__ import annotations
 
