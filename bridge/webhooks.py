@@ -12,6 +12,7 @@ from flask import Blueprint, current_app, request
 
 from bridge import db as store
 from bridge import event_types, group_commit
+from bridge.config import Config
 from bridge.events import BadEvent, from_webhook, load_webhook, parse_json
 
 bp = Blueprint("webhooks", __name__)
@@ -39,8 +40,15 @@ def receive_instantly():
         log.warning("webhook refused: %s %s header", what, SECRET_HEADER)
         return _answer(401, error=f"{what} {SECRET_HEADER} header")
 
+    body = request.get_data(cache=False)
+    # Announced before it is parsed, so a write about to start can wait for it (group_commit).
+    with group_commit.for_database(config.database).arrival() as arrival:
+        return _store(config, body, arrival)
+
+
+def _store(config: Config, body: bytes, arrival: group_commit.Arrival):
     try:
-        data = parse_json(request.get_data(cache=False))
+        data = parse_json(body)
         loaded = load_webhook(data)
         event_type = loaded["event_type"].strip()
     except BadEvent as exc:
@@ -64,17 +72,16 @@ def receive_instantly():
             if not _syncs(cache.get(store.cached(config.database)), event_type):
                 return _ignored(event_type)  # switched off meanwhile: ignored, as before
             raise
-        queued = group_commit.for_database(config.database).enqueue(
-            event, accept=lambda current: _syncs(current, event_type)
-        )
+        queued = arrival.enqueue(event, accept=lambda current: _syncs(current, event_type))
         if queued is None:
             return _ignored(event_type)
     except BadEvent as exc:
         log.warning("webhook rejected: %s", exc)
         return _answer(400, error=str(exc))
     except (sqlite3.Error, OSError) as exc:
-        # Not stored, so not acknowledged: Instantly will deliver it again. OSError: the
-        # writers' lock file beside the database cannot be opened (a full or gone disk).
+        # Not stored, or not on disk, so not acknowledged: Instantly will deliver it again.
+        # OSError: the writers' lock file cannot be opened, or the fsync after the commit
+        # failed (a full or gone disk).
         log.error("webhook not stored, answering 503: %s", exc)
         store.forget_cached()
         return _answer(503, error="the event could not be stored; retry later")

@@ -200,3 +200,64 @@ def test_a_failed_sync_answers_503_and_the_redelivery_is_a_duplicate(client, db,
     monkeypatch.setattr(store, "_datasync", real)
     again = post_webhook(client, reply_payload(email_id="unsynced"))
     assert (again.status_code, again.json["status"]) == (200, "duplicate")
+
+
+def _enqueue_in_thread(group, ev):
+    answers: list = []
+    thread = threading.Thread(target=lambda: answers.append(group.enqueue(ev)))
+    thread.start()
+    return thread, answers
+
+
+def test_a_writer_waits_for_an_announced_delivery_and_commits_both_at_once(config, db, monkeypatch):
+    monkeypatch.setattr(group_commit, "COMMIT_DELAY_SECONDS", 60.0)  # the arrival ends the wait
+    group = group_commit.GroupCommit(config.database)
+    with group.arrival() as arrival:
+        thread, answers = _enqueue_in_thread(group, event(1))  # the writer: waits for ours
+        thread.join(timeout=0.2)
+        assert thread.is_alive() and db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
+        ours = arrival.enqueue(event(2))
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert answers[0].created and ours.created
+    assert group.batches == 1  # one statement, one fsync for both
+
+
+def test_a_withdrawn_delivery_releases_the_waiting_writer(config, db, monkeypatch):
+    monkeypatch.setattr(group_commit, "COMMIT_DELAY_SECONDS", 60.0)
+    group = group_commit.GroupCommit(config.database)
+    with group.arrival():
+        thread, answers = _enqueue_in_thread(group, event(1))
+        thread.join(timeout=0.2)
+        assert thread.is_alive()
+    # Leaving the block without enqueueing (a 400, an ignored type) withdraws it.
+    thread.join(timeout=30)
+    assert not thread.is_alive() and answers[0].created and group.batches == 1
+
+
+def test_a_writer_waits_no_longer_than_the_delay_for_a_late_delivery(config, db, monkeypatch):
+    monkeypatch.setattr(group_commit, "COMMIT_DELAY_SECONDS", 0.01)
+    group = group_commit.GroupCommit(config.database)
+    with group.arrival() as late:
+        assert group.enqueue(event(1)).created  # committed after the delay, without ours
+        assert late.enqueue(event(2)).created
+    assert group.batches == 2
+    with group.arrival() as twice:
+        assert twice.enqueue(event(3)).created
+        assert not twice.enqueue(event(3)).created  # counted once however often it is used
+    assert group._announced == 0
+
+
+def test_a_writer_alone_does_not_wait(config, db, monkeypatch):
+    monkeypatch.setattr(group_commit, "COMMIT_DELAY_SECONDS", 60.0)
+    group = group_commit.GroupCommit(config.database)
+    answers: list = []
+
+    def deliver() -> None:
+        with group.arrival() as only:
+            answers.append(only.enqueue(event(1)))
+
+    thread = threading.Thread(target=deliver)
+    thread.start()
+    thread.join(timeout=30)  # with the 60 s delay, a wait would still be under way
+    assert not thread.is_alive() and answers[0].created
