@@ -66,7 +66,7 @@ def _webhook(w: dict[str, Any]) -> list[tuple[str, ...]]:
             f"{len(w['rounds'])} alternating rounds)",
             f"bare route {_n(w['bare_rps'])} req/s",
             f"{_n(w['webhook_rps'])} req/s",
-            _n(w["ratio"], 2),
+            _n(w["ratio"], 2) + _quartiles(w),
             "≥ 0.50",
             _met(w["ratio"] >= 0.5),
         ),
@@ -88,6 +88,14 @@ def _webhook(w: dict[str, Any]) -> list[tuple[str, ...]]:
             "—",
         ),
     ]
+
+
+def _quartiles(w: dict[str, Any]) -> str:
+    """The middle half of the rounds' ratios: how far a noisy machine moved them."""
+    if "ratio_quartiles" not in w:
+        return ""
+    low, high = w["ratio_quartiles"]
+    return f" (rounds {_n(low, 2)}–{_n(high, 2)})"
 
 
 def _calls(c: dict[str, Any]) -> list[tuple[str, ...]]:
