@@ -195,3 +195,43 @@ def test_any_secret_value_is_handled(client, secret):
         assert response.status_code in (200, 202)
     else:
         assert response.status_code == 401
+
+
+def _through_schema(data: dict):
+    from bridge import events
+
+    try:
+        return events._SCHEMA.load({k: data[k] for k in events._DECLARED if k in data})
+    except events.ValidationError:
+        return "error"
+
+
+def _through_load_webhook(data: dict):
+    from bridge import events
+
+    try:
+        return events.load_webhook(data)
+    except events.BadEvent:
+        return "error"
+
+
+event_types = st.none() | st.integers() | st.text(max_size=210) | st.sampled_from(["", " ", "x"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(base=event_like, event_type=event_types | st.just("absent"))
+def test_the_fast_path_loads_exactly_what_the_schema_loads(base, event_type):
+    data = dict(base)
+    data.pop("event_type", None)
+    if event_type != "absent":
+        data["event_type"] = event_type
+    assert _through_load_webhook(data) == _through_schema(data)
+
+
+def test_the_fast_path_is_on_for_the_shipped_schema_and_bounded_by_it():
+    from bridge import events
+
+    assert events._FAST_PATH == (1, 200)
+    ok = {"event_type": "x" * 200, "lead_email": "a@b.c", "step": [1]}
+    assert events.load_webhook(ok) == _through_schema(ok)
+    assert _through_load_webhook({"event_type": "x" * 201}) == "error"
