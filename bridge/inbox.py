@@ -77,7 +77,7 @@ def enqueue_many(
             event.campaign_id,
             event.campaign_name,
             event.occurred_at,
-            json.dumps(event.payload, separators=(",", ":")),
+            event.payload_json or json.dumps(event.payload, separators=(",", ":")),
             moment,
             stamp,
             stamp,

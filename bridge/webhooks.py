@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, request
 from bridge import db as store
 from bridge import event_types, group_commit
 from bridge.config import Config
-from bridge.events import BadEvent, from_webhook, load_webhook, parse_json
+from bridge.events import BadEvent, from_webhook, load_webhook, parse_delivery
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger("bridge.webhooks")
@@ -48,7 +48,7 @@ def receive_instantly():
 
 def _store(config: Config, body: bytes, arrival: group_commit.Arrival):
     try:
-        data = parse_json(body)
+        data, text = parse_delivery(body)
         loaded = load_webhook(data)
         event_type = loaded["event_type"].strip()
     except BadEvent as exc:
@@ -67,7 +67,7 @@ def _store(config: Config, body: bytes, arrival: group_commit.Arrival):
             if not _syncs(settings, event_type):
                 return _ignored(event_type)
         try:
-            event = from_webhook(data, loaded=loaded)
+            event = from_webhook(data, loaded=loaded, text=text)
         except BadEvent:
             if not _syncs(cache.get(store.cached(config.database)), event_type):
                 return _ignored(event_type)  # switched off meanwhile: ignored, as before

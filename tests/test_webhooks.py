@@ -29,6 +29,15 @@ def test_new_reply_is_stored_before_the_answer(client, db):
     assert json.loads(row["payload"])["firstName"] == "Jordan"
 
 
+def test_the_delivery_is_stored_as_sent_and_reads_back_as_the_same_object(client, db):
+    body = {**reply_payload(), "firstName": "Zoë", "note": "naïve ☕", "n": [1.5, 10**30]}
+    text = json.dumps(body, indent=3, ensure_ascii=False)
+    assert post_webhook(client, text.encode()).status_code == 202
+    payload = stored(db)[0]["payload"]
+    assert payload == text  # not serialised a second time
+    assert json.loads(payload) == body
+
+
 def test_same_delivery_three_times_is_stored_once(client, db):
     answers = [post_webhook(client, reply_payload()) for _ in range(3)]
     assert [a.status_code for a in answers] == [202, 200, 200]
