@@ -151,3 +151,11 @@ def m020_reconcile_runs(db: Database) -> None:
         not_null={"trigger", "status", "started_at"},
     )
     db["reconcile_runs"].create_index(["started_at"])
+
+
+@migrations()
+def m030_events_without_email_index(db: Database) -> None:
+    """Drop the events' email index: every webhook wrote a page of it, and the one query by
+    email (reconciliation: is this lead's event still waiting?) also asks for pending or
+    processing events, which the status index finds (bench/PROFILE.md)."""
+    db.execute("DROP INDEX IF EXISTS idx_events_email")

@@ -261,3 +261,14 @@ def test_a_writer_alone_does_not_wait(config, db, monkeypatch):
     thread.start()
     thread.join(timeout=30)  # with the 60 s delay, a wait would still be under way
     assert not thread.is_alive() and answers[0].created
+
+
+def test_the_reconcilers_query_by_email_is_served_by_the_status_index(db):
+    plan = db.execute(
+        "EXPLAIN QUERY PLAN SELECT email, event_type FROM events"
+        " WHERE status IN ('pending', 'processing') AND email IN (?, ?)",
+        ["a@example.com", "b@example.com"],
+    ).fetchall()
+    assert "idx_events_status_next_attempt_at" in " ".join(str(step[-1]) for step in plan)
+    indexes = {row[1] for row in db.execute("PRAGMA index_list(events)")}
+    assert indexes == {"idx_events_key", "idx_events_status_next_attempt_at"}
