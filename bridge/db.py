@@ -136,13 +136,9 @@ def immediate(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
         db.conn.execute("COMMIT")
 
 
-def sync_file(path: str | Path) -> None:
-    """Flush a file's written data to disk (what SQLite's FULL does at each commit)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        _datasync(fd)
-    finally:
-        os.close(fd)
+def sync_fd(fd: int) -> None:
+    """Flush an open file's written data to disk (what SQLite's FULL does at each commit)."""
+    _datasync(fd)
 
 
 # macOS has no fdatasync; fsync does the same and a little more.

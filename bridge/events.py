@@ -63,9 +63,7 @@ def parse_time(value: Any) -> datetime | None:
 
 def iso(moment: datetime) -> str:
     """UTC ISO 8601 with milliseconds and a Z, Instantly's own format."""
-    return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    )
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def idempotency_key(
@@ -139,7 +137,7 @@ def parse_delivery(body: bytes) -> tuple[dict[str, Any], str | None]:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadEvent(f"body is not valid UTF-8 (byte {exc.start})") from None
-    if not text.strip():
+    if not text or text.isspace():  # not strip(): that copies the whole body
         raise BadEvent("body is empty; expected a JSON object")
     try:
         data = json.loads(text, parse_constant=_reject_constant)

@@ -27,6 +27,7 @@ delivers again, and the copy already stored answers "duplicate").
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 
@@ -67,7 +68,7 @@ class GroupCommit:
         # time, and its page cache stays warm (each thread's own connection re-read the
         # b-tree pages every time another connection had written).
         self._db: sqlite_utils.Database | None = None
-        self._wal: str | None = None  # the -wal file this process syncs after each commit
+        self._wal_fd: int | None = None  # the -wal file, synced after each commit
         self._settings = SettingsCache()
         self._guard = threading.Lock()
         self._all_arrived = threading.Condition(self._guard)
@@ -138,8 +139,8 @@ class GroupCommit:
                 settings = self._settings.get(db) if any(i.accept for i in batch) else {}
                 taken = [i for i in batch if i.accept is None or i.accept(settings)]
                 stored = inbox.enqueue_many(db, [item.event for item in taken])
-            if self._wal is not None:
-                store.sync_file(self._wal)
+            if self._wal_fd is not None:
+                store.sync_fd(self._wal_fd)
         except BaseException as exc:  # handed to every caller in the batch, raised there
             for item in batch:
                 item.error = exc
@@ -166,13 +167,15 @@ class GroupCommit:
         # write to the -wal file that _write_pending syncs. Any other mode keeps FULL.
         if db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
             db.conn.execute("PRAGMA synchronous = NORMAL")
-            self._wal = self.path + "-wal"
-        else:
-            self._wal = None
+            db.conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()  # the -wal file exists
+            self._wal_fd = os.open(self.path + "-wal", os.O_RDONLY)
         return db
 
     def _forget_connection(self) -> None:
         """After an error the connection may be broken (a moved file, a full disk)."""
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
         if self._db is not None:
             try:
                 self._db.close()

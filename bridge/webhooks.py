@@ -20,10 +20,14 @@ log = logging.getLogger("bridge.webhooks")
 SECRET_HEADER = "X-Bridge-Secret"
 
 
+# What jsonify writes (compact, sorted), made once: json.dumps with options builds an encoder
+# on every call.
+_encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+
+
 def _answer(code: int, **body: Any):
-    # What jsonify writes (compact, sorted, newline), without its per-call set-up.
-    text = json.dumps(body, separators=(",", ":"), sort_keys=True) + "\n"
-    return current_app.response_class(text, status=code, mimetype="application/json")
+    text = _encode(body) + "\n"
+    return current_app.response_class(text, status=code, content_type="application/json")
 
 
 @bp.post("/webhooks/instantly")
