@@ -22,7 +22,10 @@ The file cannot be swapped meanwhile: SQLite deletes it only when the last conne
 closes, and this one stays open. Frames written but not yet synced are what NORMAL risks on
 power loss; no caller is answered until its frames are synced, so none is acknowledged
 without being on disk, as with FULL. A failed fsync fails the whole batch (503: Instantly
-delivers again, and the copy already stored answers "duplicate").
+delivers again, and the copy already stored answers "duplicate"). The worker may read a
+row in the moment before its fsync; if the machine then lost power the row would be gone
+but unacknowledged, and Instantly's redelivery would upsert the same contact again, which
+GHL's upsert by email and the tag adds make harmless.
 """
 
 from __future__ import annotations
@@ -167,7 +170,7 @@ class GroupCommit:
         # write to the -wal file that _write_pending syncs. Any other mode keeps FULL.
         if db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
             db.conn.execute("PRAGMA synchronous = NORMAL")
-            db.conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()  # the -wal file exists
+            db.conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()  # a read opens the -wal
             self._wal_fd = os.open(self.path + "-wal", os.O_RDONLY)
         return db
 
