@@ -10,25 +10,15 @@ from typing import Any
 
 import requests
 
-# Instantly sits behind Cloudflare, which has answered requests without a browser-like
-# User-Agent with 403 (error 1010), sometimes passed on as an empty result.
-BROWSER_USER_AGENT = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/126.0 Safari/537.36 instantly-ghl-bridge/0.1"
-)
+# The reconciler's client's error and browser User-Agent (Cloudflare), so that one
+# `except InstantlyError` catches a failure from either client.
+from bridge.instantly import PAGE_LIMIT, USER_AGENT, InstantlyError
+
+__all__ = ["InstantlyError", "InstantlySetupClient"]
+
 TIMEOUT = (5.0, 15.0)
-PAGE_LIMIT = 100
 # A cursor that never ends must not loop for ever: 50 pages is 5,000 items.
 MAX_PAGES = 50
-
-
-class InstantlyError(Exception):
-    """An Instantly call failed; `status` is the HTTP status, 0 for a network error."""
-
-    def __init__(self, status: int, message: str):
-        self.status = status
-        self.message = message
-        super().__init__(f"Instantly {status or 'network error'}: {message}")
 
 
 class InstantlySetupClient:
@@ -42,13 +32,14 @@ class InstantlySetupClient:
         timeout: tuple[float, float] = TIMEOUT,
     ):
         self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
         self.timeout = timeout
         self.session = session or requests.Session()
         self.session.headers.update(
             {
                 "Authorization": f"Bearer {api_key}",
                 "Accept": "application/json",
-                "User-Agent": BROWSER_USER_AGENT,
+                "User-Agent": USER_AGENT,
             }
         )
 
@@ -127,18 +118,25 @@ class InstantlySetupClient:
                 method, self.base_url + path, timeout=self.timeout, **kwargs
             )
         except requests.RequestException as exc:
-            raise InstantlyError(0, f"{type(exc).__name__}: {_short(str(exc))}") from None
+            raise self._error(0, f"{type(exc).__name__}: {_short(str(exc))}") from None
         if response.status_code >= 400:
-            raise InstantlyError(response.status_code, _explain(response))
+            raise self._error(response.status_code, _explain(response))
         try:
             data = response.json()
         except ValueError:
-            raise InstantlyError(
+            raise self._error(
                 response.status_code, f"answer is not JSON: {_short(response.text)}"
             ) from None
         if not isinstance(data, dict):
-            raise InstantlyError(response.status_code, "answer is not a JSON object")
+            raise self._error(response.status_code, "answer is not a JSON object")
         return data
+
+    def _error(self, status: int, message: str) -> InstantlyError:
+        # Shown on the settings page and by doctor: never with the key, whatever a
+        # server or library echoes back (the reconciler's client does the same).
+        if self._api_key:
+            message = message.replace(self._api_key, "[redacted]")
+        return InstantlyError(status, message)
 
 
 def _items(data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -195,6 +195,17 @@ def test_a_403_is_an_error_never_an_empty_list(instantly):
     assert "forbidden" in str(raised.value)
 
 
+def test_an_error_never_carries_the_key_and_is_the_reconcilers_error_too(instantly):
+    from bridge import instantly as reconciler_client
+
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, json={"message": f"bad key {INSTANTLY_KEY}"}, status=401)
+        with pytest.raises(reconciler_client.InstantlyError) as raised:
+            instantly.webhooks()
+    assert INSTANTLY_KEY not in str(raised.value) and "[redacted]" in str(raised.value)
+    assert instantly.session.headers["User-Agent"] == reconciler_client.USER_AGENT
+
+
 @pytest.mark.parametrize(
     ("raw", "url"),
     [
