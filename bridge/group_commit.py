@@ -91,12 +91,14 @@ class GroupCommit:
     def enqueue(
         self, event: Event, accept: Accept | None = None, arrival: Arrival | None = None
     ) -> inbox.Enqueued | None:
-        """Store the event (unless its key is known) and return once it is committed.
+        """Store the event (unless its key is known) and return once it is on disk.
 
-        `accept(settings)` is asked inside the transaction, with the settings in force
-        then; when it says no, nothing is stored and the answer is None.
-        Raises what the transaction raised (sqlite3.Error) when the batch could not be
-        stored: then none of its events is stored, and each caller answers 503.
+        `accept(settings)` is asked under the writers' lock, with the settings in force
+        just before the batch's statement; when it says no, nothing is stored and the
+        answer is None. Raises what the write raised, for every event of the batch, each
+        caller answering 503: sqlite3.Error when nothing was stored, OSError when the
+        lock file could not be opened or the fsync failed (then the rows may be stored
+        but are not acknowledged, and a redelivery answers "duplicate").
         """
         slot = _Slot(event, accept)
         with self._guard:
