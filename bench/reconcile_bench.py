@@ -10,7 +10,6 @@ with the leads). Runs only where bridge.reconcile exists; elsewhere it says so.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
@@ -24,14 +23,9 @@ from typing import Any
 from bench import procs
 from bench.fake_instantly import CHANGED_AT, email_of, status_code
 
-NOT_YET = "reconciliation benchmark: bridge.reconcile not available yet"
 STATUS_NAMES = {1: "interested", 2: "meeting_booked", 3: "meeting_completed", 4: "closed",
                 0: "out_of_office", -1: "not_interested", -2: "wrong_person", -3: "lost",
                 -4: "no_show"}  # fmt: skip
-
-
-def available() -> bool:
-    return all(importlib.util.find_spec(m) for m in ("bridge.reconcile", "bridge.instantly"))
 
 
 def run(
@@ -39,8 +33,6 @@ def run(
 ) -> dict:
     """Each size at each share of leads holding a status: 1.0 is the heaviest no-change
     run (every lead read and compared), 0.2 a more usual workspace."""
-    if not available():
-        return {"skipped": NOT_YET}
     return {"shares": {str(share): one_share(out, sizes, share) for share in shares}}
 
 
@@ -118,9 +110,9 @@ def seed_contact_map(database: str, leads: int, share: float) -> int:
 
 def drain_to_fake_ghl(workdir: Path, env: dict[str, str]) -> tuple[int, int]:
     """Sync whatever the run enqueued against a fake GHL: (GHL calls, events enqueued)."""
-    from bridge import db as store
     from bridge.config import load_config
-    from bridge.worker import Worker
+    from bridge.store import db as store
+    from bridge.sync.worker import Worker
     from tests.support.ghl_fake import FakeGHL
     from tests.support.ghl_server import FakeGHLServer
 

@@ -21,10 +21,10 @@ API_KEY = "bench-instantly-key"
 
 def reconcile_once(database: str, instantly_url: str) -> dict[str, Any]:
     """Run every pass once with the stored settings; the summary as a dict."""
-    from bridge import db as store
     from bridge import settings as settings_mod
-    from bridge.instantly import InstantlyClient
-    from bridge.reconcile import Options, Reconciler
+    from bridge.clients.instantly import InstantlyClient
+    from bridge.reconcile.reconciler import Options, Reconciler
+    from bridge.store import db as store
 
     db = store.connect(database)
     settings, enabled_here = with_interest_synced(settings_mod.current(db)[1])
@@ -45,7 +45,7 @@ def with_interest_synced(settings: dict) -> tuple[dict, bool]:
     recon branch's tests/support/measure_reconcile.py does.
     """
     from bridge import settings as settings_mod
-    from bridge.interest import EVENT_BY_STATUS
+    from bridge.events.interest import EVENT_BY_STATUS
 
     syncs = getattr(settings_mod, "syncs_event", None)
     if syncs is not None and any(syncs(settings, e) for e in EVENT_BY_STATUS.values()):

@@ -9,10 +9,10 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from bridge import db as store
 from bridge import settings as settings_mod
 from bridge.config import Config, load_config
 from bridge.logs import configure_logging
+from bridge.store import db as store
 
 __all__ = ["create_app"]
 
@@ -40,7 +40,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.close()
     app.extensions["bridge.settings"] = settings_mod.SettingsCache()
 
-    from bridge import admin, bench_routes, health, metrics, webhooks
+    from bridge import bench_routes
+    from bridge.web import admin, health, metrics, webhooks
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)

@@ -14,8 +14,8 @@ import sqlite_utils
 import tomli_w
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from bridge.db import immediate
-from bridge.interest import STATUS_BY_EVENT
+from bridge.events.interest import STATUS_BY_EVENT
+from bridge.store.db import immediate
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "defaults.toml"
 
@@ -303,7 +303,7 @@ class FieldMapRowSchema(Schema):
 
 
 class ReconcileSchema(Schema):
-    """Polling Instantly for what webhooks missed (bridge/reconcile.py)."""
+    """Polling Instantly for what webhooks missed (bridge/reconcile/reconciler.py)."""
 
     enabled = fields.Boolean(load_default=True)
     interval_minutes = fields.Integer(load_default=15, validate=validate.Range(min=1, max=1440))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from bridge import create_app
-from bridge import db as store
 from bridge import settings as settings_mod
 from bridge.config import load_config
+from bridge.store import db as store
 from tests.helpers import GHL_TOKEN, LOCATION_ID, WEBHOOK_SECRET
 
 pytest_plugins = ["tests.support.fixtures"]

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from bridge import ghl_writes, inbox
-from bridge.events import Event, from_webhook
-from bridge.ghl import GHLTransient
-from bridge.reply_note import marker
-from bridge.worker import Worker
+from bridge.clients.ghl import GHLTransient
+from bridge.events.event import Event, from_webhook
+from bridge.store import ghl_writes, inbox
+from bridge.sync.reply_note import marker
+from bridge.sync.worker import Worker
 from tests.helpers import post_webhook, reply_payload
 from tests.interest_helpers import (
     EMAIL,

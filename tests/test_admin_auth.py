@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from bridge import create_app, inbox
-from bridge.admin import auth
+from bridge import create_app
 from bridge.config import load_config
-from bridge.events import from_webhook
+from bridge.events.event import from_webhook
+from bridge.store import inbox
+from bridge.web.admin import auth
 from tests.helpers import reply_payload
 from tests.web_helpers import ADMIN_PASSWORD, admin_env, csrf_token, login, post
 

@@ -6,8 +6,9 @@ import html
 
 import pytest
 
-from bridge import inbox, runs, state
-from bridge.events import from_webhook
+from bridge.events.event import from_webhook
+from bridge.reconcile import page_runs as runs
+from bridge.store import inbox, state
 from tests.helpers import LOCATION_ID, reply_payload
 from tests.web_helpers import admin_env, all_secrets, login, post
 
@@ -193,7 +194,7 @@ def test_dead_letters_replay_one_or_all(logged_in, db):
 
 
 def test_reconcile_now_asks_the_worker_and_the_dashboard_shows_the_last_run(logged_in, db):
-    # The reconciliation worker's side of the seam (bridge/runs.py): its run table.
+    # The reconciliation worker's side of the seam (bridge/reconcile/runs.py): its run table.
     db[runs.RUNS_TABLE].insert(
         {
             "id": 1,

@@ -14,8 +14,8 @@ from marshmallow import Schema, fields, validate
 from werkzeug.datastructures import MultiDict
 
 from bridge import settings as settings_mod
-from bridge.admin import forms, lookups
 from bridge.settings import SettingsCache
+from bridge.web.admin import forms, lookups
 from tests.helpers import LOCATION_ID
 from tests.web_helpers import (
     GHL,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge import create_app
-from bridge import db as store
+from bridge.store import db as store
 
 
 def test_bare_route_is_absent_by_default(client):

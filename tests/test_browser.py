@@ -17,10 +17,11 @@ import pytest
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
-from bridge import db as store
-from bridge import inbox, subscriptions
 from bridge import settings as settings_mod
-from bridge.events import from_webhook
+from bridge.events.event import from_webhook
+from bridge.setup import subscriptions
+from bridge.store import db as store
+from bridge.store import inbox
 from tests.helpers import reply_payload
 from tests.support.ghl_fake import FakeGHL
 from tests.support.ghl_server import FakeGHLServer

@@ -6,10 +6,11 @@ import pytest
 import responses
 from click.testing import CliRunner
 
-from bridge import doctor, state, subscriptions
 from bridge import settings as settings_mod
 from bridge.cli import main
 from bridge.config import load_config
+from bridge.setup import doctor, subscriptions
+from bridge.store import state
 from tests.helpers import LOCATION_ID, WEBHOOK_SECRET
 from tests.web_helpers import (
     BRIDGE_URL,

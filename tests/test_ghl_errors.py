@@ -6,9 +6,9 @@ import pytest
 import requests
 import responses
 
-from bridge.ghl import GHLClient, GHLRejected, GHLTransient
+from bridge.clients.ghl import GHLClient, GHLRejected, GHLTransient
 from bridge.logs import MASK
-from bridge.worker import Worker
+from bridge.sync.worker import Worker
 from tests.helpers import GHL_TOKEN, LOCATION_ID, post_webhook, reply_payload
 from tests.support.ghl_responses import GHL_BASE_URL
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from bridge import contacts, inbox, interest
-from bridge.events import Event
-from bridge.worker import Worker
+from bridge.events import interest
+from bridge.events.event import Event
+from bridge.store import contacts, inbox
+from bridge.sync.worker import Worker
 from tests.helpers import post_webhook, reply_payload, sample_payloads
 from tests.interest_helpers import EMAIL, change_settings, interest_payload
 

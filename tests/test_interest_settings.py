@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from bridge import db as store
-from bridge import event_types, interest
 from bridge import settings as settings_mod
+from bridge.events import interest
+from bridge.events import types as event_types
+from bridge.store import db as store
 from tests.helpers import post_webhook, reply_payload
 from tests.interest_helpers import change_settings, interest_payload, lead_event_payload
 

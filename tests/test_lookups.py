@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import responses
 
-from bridge.admin import lookups
+from bridge.web.admin import lookups
 from tests.web_helpers import INSTANTLY, admin_env
 
 ALL_PICKERS = set(lookups.PICKERS)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge import inbox, metrics, runs, state
-from bridge.events import from_webhook
+from bridge.events.event import from_webhook
+from bridge.reconcile import page_runs as runs
+from bridge.store import inbox, state
+from bridge.web import metrics
 from tests.helpers import post_webhook, reply_payload
 from tests.web_helpers import admin_env, all_secrets
 

@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from bridge import inbox
+from bridge.clients.ratelimit import SlidingWindowLimiter
 from bridge.config import load_config
-from bridge.events import BadEvent, from_webhook, idempotency_key, normalise_email
-from bridge.ratelimit import SlidingWindowLimiter
-from bridge.worker import Worker, backoff_delay
+from bridge.events.event import BadEvent, from_webhook, idempotency_key, normalise_email
+from bridge.store import inbox
+from bridge.sync.worker import Worker, backoff_delay
 from tests.helpers import reply_payload
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.events import from_webhook
-from bridge.reply_note import MAX_TEXT_CHARS, marker, note_body
-from bridge.reply_text import cut_quoted, html_to_text, reply_text
+from bridge.events.event import from_webhook
+from bridge.sync.reply_note import MAX_TEXT_CHARS, marker, note_body
+from bridge.sync.reply_text import cut_quoted, html_to_text, reply_text
 from tests.helpers import reply_payload, sample_payloads
 
 SAMPLES = dict(sample_payloads())

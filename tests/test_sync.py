@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from bridge import contacts, inbox, interest, state
 from bridge import settings as settings_mod
-from bridge.worker import Worker
+from bridge.events import interest
+from bridge.store import contacts, inbox, state
+from bridge.sync.worker import Worker
 from tests.helpers import post_webhook, reply_payload, sample_params
 
 EMAIL = "jordan.lead@example.com"

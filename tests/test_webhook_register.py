@@ -9,9 +9,10 @@ import responses
 from click.testing import CliRunner
 
 from bridge import settings as settings_mod
-from bridge import state, subscriptions
 from bridge.cli import main
-from bridge.instantly_setup import InstantlyError, InstantlySetupClient
+from bridge.clients.instantly_setup import InstantlyError, InstantlySetupClient
+from bridge.setup import subscriptions
+from bridge.store import state
 from tests.helpers import WEBHOOK_SECRET
 from tests.web_helpers import (
     BRIDGE_URL,
@@ -196,7 +197,7 @@ def test_a_403_is_an_error_never_an_empty_list(instantly):
 
 
 def test_an_error_never_carries_the_key_and_is_the_reconcilers_error_too(instantly):
-    from bridge import instantly as reconciler_client
+    from bridge.clients import instantly as reconciler_client
 
     with responses.RequestsMock() as rsps:
         rsps.get(HOOKS, json={"message": f"bad key {INSTANTLY_KEY}"}, status=401)

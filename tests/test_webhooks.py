@@ -83,7 +83,7 @@ def test_missing_or_wrong_secret_is_refused_and_nothing_stored(client, db, secre
 def test_secret_is_compared_in_constant_time(client, monkeypatch):
     import hmac
 
-    from bridge import webhooks
+    from bridge.web import webhooks
 
     seen = []
     real = hmac.compare_digest

@@ -19,9 +19,9 @@ from typing import Any
 import requests
 import sqlite_utils
 
-from bridge import db as store
-from bridge import inbox
 from bridge import settings as settings_mod
+from bridge.store import db as store
+from bridge.store import inbox
 from tests.faults.procs import HOST, ROOT, Proc, free_port, wait_until
 from tests.support.ghl_fake import FakeGHL
 from tests.support.ghl_server import FakeGHLServer

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bridge import state
+from bridge.store import state
 from tests.faults.leaks import CHECKED_URLS, assert_no_secret_shown, find_leaks
 from tests.faults.procs import wait_until
 from tests.faults.scenario import replies

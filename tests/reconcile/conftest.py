@@ -6,16 +6,16 @@ import copy
 
 import pytest
 
-from bridge.event_types import is_custom_label
-from bridge.instantly import (
+from bridge.clients.instantly import (
     EMAILS_RATE_LIMIT,
     EMAILS_RATE_WINDOW_SECONDS,
     RATE_LIMIT,
     RATE_WINDOW_SECONDS,
     InstantlyClient,
 )
-from bridge.interest import STATUS_BY_EVENT
-from bridge.ratelimit import SlidingWindowLimiter
+from bridge.clients.ratelimit import SlidingWindowLimiter
+from bridge.events.interest import STATUS_BY_EVENT
+from bridge.events.types import is_custom_label
 from tests.support.instantly_fake import API_KEY, BASE_URL, FakeInstantly
 from tests.support.instantly_responses import install
 

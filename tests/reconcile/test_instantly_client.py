@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from bridge.instantly import (
+from bridge.clients.instantly import (
     EMAILS_PATH,
     EMAILS_RATE_LIMIT,
     MAX_TRIES,
@@ -16,7 +16,7 @@ from bridge.instantly import (
     InstantlyTransient,
     pages,
 )
-from bridge.ratelimit import SlidingWindowLimiter
+from bridge.clients.ratelimit import SlidingWindowLimiter
 from tests.support.instantly_fake import API_KEY, BASE_URL, EPOCH, TOO_MANY
 
 

@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge import contacts, inbox, state
 from bridge import settings as settings_mod
-from bridge.events import Event
-from bridge.reconcile import (
+from bridge.events.event import Event
+from bridge.reconcile.reconciler import (
     FILTER_BY_STATUS,
     REPLIES,
     WATERMARK_PREFIX,
@@ -18,7 +17,8 @@ from bridge.reconcile import (
     Reconciler,
     watermark,
 )
-from bridge.worker import Worker
+from bridge.store import contacts, inbox, state
+from bridge.sync.worker import Worker
 from tests.helpers import post_webhook, reply_payload, sample_payloads
 from tests.reconcile.conftest import with_events, without_interest
 from tests.support.instantly_fake import EPOCH, populate, stamp

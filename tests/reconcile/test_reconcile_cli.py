@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from bridge.cli import main
-from bridge.reconcile import PassStats, Progress
-from bridge.reconcile_cli import ProgressLine
-from bridge.reconcile_runs import acquire_lock, last_run
+from bridge.cli.reconcile import ProgressLine
+from bridge.reconcile.reconciler import PassStats, Progress
+from bridge.reconcile.runs import acquire_lock, last_run
 from tests.support.instantly_fake import API_KEY, BASE_URL
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge import event_types
 from bridge import settings as settings_mod
+from bridge.events import types as event_types
 
 
 def test_defaults_file_documents_and_sets_the_reconcile_section():

@@ -14,11 +14,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from bridge import db as store
 from bridge import settings as settings_mod
-from bridge import state
-from bridge.instantly import Stopped
-from bridge.reconcile_runs import (
+from bridge.clients.instantly import Stopped
+from bridge.reconcile.runs import (
     LOCK,
     SCHEDULE,
     Busy,
@@ -28,7 +26,9 @@ from bridge.reconcile_runs import (
     request_run,
     requested,
 )
-from bridge.scheduler import CHECK_JOB, RUN_JOB, ReconcileScheduler
+from bridge.reconcile.scheduler import CHECK_JOB, RUN_JOB, ReconcileScheduler
+from bridge.store import db as store
+from bridge.store import state
 from tests.support.instantly_fake import API_KEY, BASE_URL, FakeInstantly, populate
 from tests.support.instantly_server import serving
 
@@ -151,7 +151,7 @@ class _StopAfterFirstCall:
         self.scheduler, self.pages, self.calls = scheduler, pages, 0
 
     def list_emails(self, cursor=None, **filters):
-        from bridge.instantly import Page
+        from bridge.clients.instantly import Page
 
         self.calls += 1
         self.pages.append(cursor)

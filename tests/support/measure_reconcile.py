@@ -19,13 +19,13 @@ import tempfile
 import tracemalloc
 from pathlib import Path
 
-from bridge import db as store
 from bridge import settings as settings_mod
+from bridge.clients.instantly import InstantlyClient
 from bridge.config import load_config
-from bridge.instantly import InstantlyClient
-from bridge.reconcile import Options
-from bridge.reconcile_runs import run_recorded
-from bridge.worker import Worker
+from bridge.reconcile.reconciler import Options
+from bridge.reconcile.runs import run_recorded
+from bridge.store import db as store
+from bridge.sync.worker import Worker
 from tests.support.ghl_server import FakeGHLServer
 from tests.support.instantly_fake import API_KEY
 
@@ -112,7 +112,7 @@ def _measure(args: argparse.Namespace, instantly_url: str, ghl: FakeGHLServer, t
 
 def _apply_statuses(db) -> None:
     """What the interest issue's worker records once it has applied a status."""
-    from bridge import contacts
+    from bridge.store import contacts
 
     for row in list(
         db.query("SELECT email, occurred_at FROM events WHERE event_type = ?", ["lead_interested"])

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from bridge.ghl import GHLClient, GHLRejected
+from bridge.clients.ghl import GHLClient, GHLRejected
 from tests.support import ghl_fake
 from tests.support.ghl_fake import FakeGHL
 from tests.support.specs import SPECS_DIR, ghl_spec, specs_available

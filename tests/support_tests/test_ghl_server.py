@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from bridge.ghl import GHLClient
+from bridge.clients.ghl import GHLClient
 from tests.support.ghl_fake import FakeGHL
 from tests.support.ghl_server import FakeGHLServer
 

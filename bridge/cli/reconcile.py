@@ -1,0 +1,241 @@
+"""`bridge reconcile`: one reconciliation run by hand, with a progress bar and a summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import click
+import sqlite_utils
+
+from bridge import settings as settings_mod
+from bridge.clients.instantly import InstantlyClient
+from bridge.config import Config
+from bridge.reconcile.reconciler import REPLIES, STATUSES, Options, Progress, Summary
+from bridge.reconcile.runs import Busy, run_recorded
+from bridge.store import inbox
+from bridge.sync.preview import ghl_changes
+
+# A dry run lists this many planned events as text; --json lists them all.
+SHOWN_PLANNED = 50
+
+
+class Moment(click.ParamType):
+    """A date or date-time (ISO 8601); one without a zone is UTC."""
+
+    name = "datetime"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip().replace("Z", "+00:00")
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a date or date-time like 2026-01-01 or 2026-01-01T09:30")
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+
+
+@click.command()
+@click.option("--since", type=Moment(), help="Read replies from this time (default: watermark).")
+@click.option("--until", type=Moment(), help="Read replies up to this time (default: now).")
+@click.option("--campaign", "campaigns", multiple=True, metavar="ID", help="Only this campaign.")
+@click.option("--list", "lists", multiple=True, metavar="ID", help="Only this lead list.")
+@click.option("--replies-only", is_flag=True, help="Skip interest statuses.")
+@click.option("--statuses-only", is_flag=True, help="Skip replies.")
+@click.option("--dry-run", is_flag=True, help="Fetch and compare; write nothing.")
+@click.option("--no-sync", is_flag=True, help="Only enqueue; leave syncing to the worker.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
+def reconcile(
+    since: datetime | None,
+    until: datetime | None,
+    campaigns: tuple[str, ...],
+    lists: tuple[str, ...],
+    replies_only: bool,
+    statuses_only: bool,
+    dry_run: bool,
+    no_sync: bool,
+    as_json: bool,
+) -> None:
+    """Find what webhooks missed: poll Instantly (read only) and enqueue it, then sync."""
+    from bridge.cli import _config, _database
+
+    if replies_only and statuses_only:
+        raise click.UsageError("--replies-only and --statuses-only exclude each other")
+    if since and until and since >= until:
+        raise click.UsageError("--since must be before --until")
+    config = _config()
+    db = _database(config)
+    if not config.instantly_api_key:
+        raise click.ClickException(
+            "INSTANTLY_API_KEY (or INSTANTLY_API_KEY_FILE) is not set: reconciliation reads"
+            " from Instantly"
+        )
+    _, settings = settings_mod.current(db)
+    options = Options(
+        since=since,
+        until=until,
+        campaigns=campaigns,
+        lists=lists,
+        replies=not statuses_only,
+        statuses=not replies_only,
+        dry_run=dry_run,
+    )
+    client = InstantlyClient(config.instantly_base_url, config.instantly_api_key)
+    bar = ProgressLine(sys.stderr) if not as_json and sys.stderr.isatty() else None
+    try:
+        summary = run_recorded(db, client, settings, options, "cli", on_progress=bar)
+    except Busy as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        if bar:
+            bar.close()
+    sync = None
+    if not dry_run and not no_sync:
+        sync = sync_new_events(config, db, summary.new_event_ids)
+    planned = [
+        {
+            "key": e.key,
+            "event_type": e.event_type,
+            "email": e.email,
+            "campaign_name": e.campaign_name,
+            "occurred_at": e.occurred_at,
+            "ghl_changes": ghl_changes(db, e, settings),
+        }
+        for e in summary.planned
+    ]
+    if as_json:
+        body = {**summary.as_dict(), "would_enqueue": planned if dry_run else None, "sync": sync}
+        click.echo(json.dumps(body, indent=2))
+    else:
+        click.echo(render_text(summary, planned, sync))
+    if summary.errors or (sync and sync.get("dead")):
+        sys.exit(1)
+
+
+def sync_new_events(
+    config: Config, db: sqlite_utils.Database, event_ids: list[int]
+) -> dict[str, Any]:
+    """Process the queue now (as `bridge worker --drain` would) and report on this run's
+    events."""
+    if not event_ids:
+        return {"processed": 0}
+    if not config.ghl_configured:
+        return {"skipped": "GHL_TOKEN / GHL_LOCATION_ID not set: events stay queued"}
+    from bridge.sync.worker import Worker
+
+    handled = Worker(config, db=db).run(drain=True)
+    outcome = dict.fromkeys(inbox.STATUSES, 0)
+    for start in range(0, len(event_ids), 500):
+        chunk = event_ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for status, count in db.execute(
+            f"SELECT status, COUNT(*) FROM events WHERE id IN ({marks}) GROUP BY status", chunk
+        ):
+            outcome[status] += count
+    return {"processed": handled, **{k: v for k, v in outcome.items() if v}}
+
+
+def render_text(summary: Summary, planned: list[dict[str, Any]], sync: dict | None) -> str:
+    """The human summary: planned events (dry run), then the table."""
+    lines = []
+    if summary.dry_run:
+        lines.append(f"Dry run: nothing was written. Would enqueue {len(planned)} events.")
+        for item in planned[:SHOWN_PLANNED]:
+            campaign = f' "{item["campaign_name"]}"' if item["campaign_name"] else ""
+            lines.append(
+                f"  {item['event_type']} {item['email']}{campaign} at {item['occurred_at']}"
+                f" [{item['key']}]"
+            )
+            lines.append(f"      GHL: {'; '.join(item['ghl_changes'])}")
+        if len(planned) > SHOWN_PLANNED:
+            lines.append(f"  ... and {len(planned) - SHOWN_PLANNED} more (--json lists all)")
+        lines.append("")
+    if summary.since:
+        mark = summary.watermark_before or "none yet"
+        lines.append(
+            f"Replies from {summary.since} to {summary.until or 'now'} (watermark {mark}"
+            + (
+                f", now {summary.watermark_after})"
+                if summary.watermark_after != summary.watermark_before
+                else ")"
+            )
+        )
+    lines.append(_table(summary))
+    for name in (REPLIES, STATUSES):
+        stats = getattr(summary, name)
+        if stats.skipped:
+            lines.append(f"{name}: skipped ({stats.skipped})")
+        for error in stats.errors:
+            lines.append(f"{name}: error: {error}")
+    if sync is not None:
+        if "skipped" in sync:
+            lines.append(f"sync: {sync['skipped']}")
+        elif set(sync) == {"processed"} and not sync["processed"]:
+            lines.append("sync: nothing new to sync")
+        else:
+            detail = ", ".join(f"{k} {v}" for k, v in sync.items() if k != "processed")
+            lines.append(
+                f"sync: {sync['processed']} events processed" + (f" ({detail})" if detail else "")
+            )
+    lines.append(f"status: {summary.status}")
+    return "\n".join(lines)
+
+
+def _table(summary: Summary) -> str:
+    rows = [
+        ("pages fetched", "pages"),
+        ("Instantly calls", "calls"),
+        ("emails / leads read", "read"),
+        ("events found", "found"),
+        ("already known", "known"),
+        ("would be new" if summary.dry_run else "new (enqueued)", "new"),
+    ]
+    totals = summary.totals()
+    out = [f"{'':<22}{'replies':>10}{'statuses':>10}{'total':>10}"]
+    for label, name in rows:
+        values = (getattr(summary.replies, name), getattr(summary.statuses, name), totals[name])
+        out.append(f"{label:<22}" + "".join(f"{v:>10,}" for v in values))
+    errors = (len(summary.replies.errors), len(summary.statuses.errors), len(summary.errors))
+    out.append(f"{'errors':<22}" + "".join(f"{v:>10,}" for v in errors))
+    return "\n".join(out)
+
+
+class ProgressLine:
+    """A one-line progress bar on a terminal: the replies pass knows its end (time),
+    the statuses pass does not (leads/list gives no total), so it counts instead."""
+
+    WIDTH = 24
+
+    def __init__(self, stream: TextIO, interval: float = 0.1):
+        self.stream = stream
+        self.interval = interval
+        self._last = 0.0
+        self._shown = False
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        stats = progress.stats
+        counts = f"pages {stats.pages:,}  read {stats.read:,}  new {stats.new:,}"
+        if progress.fraction is None:
+            line = f"{progress.name:<9}{counts}"
+        else:
+            filled = int(progress.fraction * self.WIDTH)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            line = f"{progress.name:<9}[{bar}] {progress.fraction:4.0%}  {counts}"
+        self.stream.write("\r\x1b[K" + line)
+        self.stream.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        if self._shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()

@@ -1,0 +1,391 @@
+"""Setup checks as data: what works, what does not, and the one-line fix.
+
+`bridge doctor` prints them and the dashboard shows them; both call `run_checks`.
+Every call made here reads, so running the checks is always safe.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlite_utils
+
+from bridge import settings as settings_mod
+from bridge.clients.ghl import GHLClient, GHLError
+from bridge.clients.instantly_setup import InstantlyError, InstantlySetupClient
+from bridge.config import Config
+from bridge.logs import MASK
+from bridge.settings import CUSTOM_FIELD_PREFIX
+from bridge.setup import subscriptions
+from bridge.store import db as store
+from bridge.store import state
+from bridge.store.inbox import now_iso
+
+LAST_RESULT_STATE = "doctor_last"
+# Doctor answers while someone waits: fail fast rather than hang on a dead API.
+TIMEOUT = (5.0, 10.0)
+PLACEHOLDER_URL = "https://<your bridge>/webhooks/instantly"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check: ok is True, False, or None when it could not run (another check failed)."""
+
+    name: str
+    ok: bool | None
+    detail: str
+    fix: str = ""
+
+    @property
+    def mark(self) -> str:
+        return {True: "✓", False: "✗", None: "–"}[self.ok]
+
+
+def failed(checks: Iterable[Check]) -> bool:
+    return any(c.ok is False for c in checks)
+
+
+def run_checks(
+    config: Config,
+    webhook_url: str | None = None,
+    ghl: GHLClient | None = None,
+    instantly: InstantlySetupClient | None = None,
+) -> list[Check]:
+    """Run every check in order; a check that cannot run says which one to fix first."""
+    checks: list[Check] = []
+    db, settings, database_check = _database(config)
+    checks.append(database_check)
+    checks.append(_secret_check(config))
+    checks.append(_admin_check(config))
+
+    if ghl is None and config.ghl_configured:
+        ghl = GHLClient(
+            config.ghl_base_url, config.ghl_token, config.ghl_location_id, timeout=TIMEOUT
+        )
+    location_check = _ghl_location(config, ghl)
+    checks.append(location_check)
+    custom_fields, scope_check = _ghl_scopes(ghl if location_check.ok else None, settings)
+    checks.append(scope_check)
+    checks.append(_ghl_writes(db if settings is not None else None))
+    checks.append(_field_map(settings, custom_fields, ghl is not None and location_check.ok))
+
+    if instantly is None and config.instantly_api_key:
+        instantly = InstantlySetupClient(
+            config.instantly_base_url, config.instantly_api_key, timeout=TIMEOUT
+        )
+    key_check = _instantly_key(config, instantly)
+    checks.append(key_check)
+    if webhook_url is None and settings is not None:
+        webhook_url = state.get(db, subscriptions.WEBHOOK_URL_STATE)
+    checks.append(_webhooks(config, instantly if key_check.ok else None, settings, webhook_url))
+    if db is not None:
+        db.close()
+    return [_redacted(c, config.secret_values()) for c in checks]
+
+
+def save_result(db: sqlite_utils.Database, checks: list[Check]) -> None:
+    """Keep the latest results, so the dashboard shows them without calling the APIs."""
+    state.put(db, LAST_RESULT_STATE, {"at": now_iso(), "checks": [asdict(c) for c in checks]})
+
+
+def last_result(db: sqlite_utils.Database) -> tuple[str, list[Check]] | None:
+    saved = state.get(db, LAST_RESULT_STATE)
+    if not saved:
+        return None
+    return saved["at"], [Check(**c) for c in saved["checks"]]
+
+
+def format_text(checks: list[Check]) -> str:
+    """The checks as lines for a terminal: mark, name, detail, and the fix under a failure."""
+    lines = []
+    for check in checks:
+        lines.append(f"{check.mark} {check.name}: {check.detail}")
+        if check.ok is False and check.fix:
+            lines.append(f"    fix: {check.fix}")
+    bad = sum(1 for c in checks if c.ok is False)
+    lines.append(f"{bad} of {len(checks)} checks failed" if bad else "all checks passed")
+    return "\n".join(lines)
+
+
+# --- the checks --------------------------------------------------------------------------
+
+
+def _database(config: Config) -> tuple[sqlite_utils.Database | None, dict | None, Check]:
+    name = "Database"
+    try:
+        db = store.connect(config.database)
+        pending = store.pending_migrations(db)
+    except (sqlite3.Error, OSError) as exc:
+        return (
+            None,
+            None,
+            Check(
+                name,
+                False,
+                f"cannot open {config.database}: {exc}",
+                "check BRIDGE_DATABASE and that its folder is writable",
+            ),
+        )
+    if pending:
+        return (
+            db,
+            None,
+            Check(name, False, f"{len(pending)} migration steps pending", "run `bridge migrate`"),
+        )
+    try:
+        version, settings = settings_mod.current(db)
+    except settings_mod.SettingsError as exc:
+        return (
+            db,
+            None,
+            Check(
+                name, False, str(exc), "fix the setting named on the settings page, or import TOML"
+            ),
+        )
+    return db, settings, Check(name, True, f"migrated; settings valid (version {version})")
+
+
+def _secret_check(config: Config) -> Check:
+    if config.webhook_secret:
+        return Check("Webhook secret", True, "BRIDGE_WEBHOOK_SECRET is set")
+    return Check(
+        "Webhook secret",
+        False,
+        "BRIDGE_WEBHOOK_SECRET is not set, so every webhook is refused",
+        "run `bridge init-env` on a new install, or set BRIDGE_WEBHOOK_SECRET and restart",
+    )
+
+
+def _admin_check(config: Config) -> Check:
+    if config.admin_password:
+        return Check("Config page password", True, "BRIDGE_ADMIN_PASSWORD is set")
+    return Check(
+        "Config page password",
+        False,
+        "BRIDGE_ADMIN_PASSWORD is not set, so the config page is closed",
+        "set BRIDGE_ADMIN_PASSWORD in .env and restart the web app",
+    )
+
+
+def _ghl_location(config: Config, ghl: GHLClient | None) -> Check:
+    name = "GHL token and location"
+    if ghl is None:
+        missing = [n for n in ("GHL_TOKEN", "GHL_LOCATION_ID") if n in config.missing()]
+        return Check(
+            name,
+            False,
+            f"{' and '.join(missing)} not set: events are queued but not synced",
+            "set GHL_TOKEN (a Private Integration token of the sub-account) and "
+            "GHL_LOCATION_ID in .env, then restart",
+        )
+    try:
+        data = ghl.get_location()
+    except GHLError as exc:
+        return Check(
+            name, False, f"GET /locations/{{id}}: {exc}", _ghl_fix(exc, "locations.readonly")
+        )
+    location = data.get("location") or {}
+    label = location.get("name") or "(no name)"
+    return Check(name, True, f"token works for location {label!r} ({ghl.location_id})")
+
+
+def _ghl_fix(exc: GHLError, scope: str) -> str:
+    if exc.status == 401:
+        return (
+            f"the token is invalid or lacks the {scope} scope: create a Private Integration "
+            "token in the GHL sub-account with the scopes in the README and set GHL_TOKEN"
+        )
+    if exc.status == 403:
+        return f"the token has no access to this location or lacks {scope}: check GHL_LOCATION_ID"
+    if exc.status in (400, 404, 422):
+        return (
+            "GHL_LOCATION_ID looks wrong: copy it from the sub-account's "
+            "Settings → Business Profile"
+        )
+    return "GHL did not answer normally; try again later, or check GHL_BASE_URL"
+
+
+def _ghl_scopes(
+    ghl: GHLClient | None, settings: dict | None
+) -> tuple[list[dict[str, Any]] | None, Check]:
+    """Probe the read scopes the bridge needs; write scopes show on the first sync."""
+    name = "GHL scopes"
+    if ghl is None:
+        return None, Check(name, None, "not checked: fix the GHL token and location first")
+    probes: list[tuple[str, Any]] = [("locations/customFields.readonly", ghl.custom_fields)]
+    wants = _setting_values(settings or {})
+    if wants.get("workflow_id"):
+        probes.append(("workflows.readonly", ghl.workflows))
+    if wants.get("pipeline_id"):
+        probes.append(("opportunities.readonly", ghl.pipelines))
+    good, bad = ["locations.readonly"], []
+    custom_fields = None
+    for scope, call in probes:
+        try:
+            result = call()
+        except GHLError as exc:
+            bad.append(f"{scope} ({exc.status or 'network error'}: {exc.message})")
+            continue
+        good.append(scope)
+        if scope == "locations/customFields.readonly":
+            custom_fields = result
+    detail = f"readable: {', '.join(good)}"
+    if bad:
+        return custom_fields, Check(
+            name,
+            False,
+            f"{detail}; failing: {'; '.join(bad)}",
+            "edit the Private Integration in GHL (Settings → Private Integrations) to add the "
+            "failing scopes, then update GHL_TOKEN if GHL issued a new one",
+        )
+    return custom_fields, Check(
+        name, True, detail + " (write scopes show on the first sync: see GHL writes)"
+    )
+
+
+def _ghl_writes(db: sqlite_utils.Database | None) -> Check:
+    name = "GHL writes"
+    if db is None:
+        return Check(name, None, "not checked: fix the database first")
+    pause = state.get(db, state.GHL_PAUSE)
+    if pause:
+        return Check(
+            name,
+            False,
+            f"paused since {pause.get('since', '?')}: {pause.get('reason', '')}",
+            "give the token contacts.write and locations/tags.write; the worker resumes "
+            "by itself within a minute of the fix",
+        )
+    return Check(name, True, "not paused")
+
+
+def _field_map(
+    settings: dict | None, custom_fields: list[dict[str, Any]] | None, ghl_ok: bool
+) -> Check:
+    name = "Field map custom fields"
+    if settings is None:
+        return Check(name, None, "not checked: fix the database first")
+    wanted = sorted(
+        {
+            row["ghl"]
+            for row in settings.get("field_map", [])
+            if row["ghl"].startswith(CUSTOM_FIELD_PREFIX)
+        }
+    )
+    if not wanted:
+        return Check(name, True, "the field map uses standard fields only")
+    if custom_fields is None:
+        why = "fix GHL scopes first" if ghl_ok else "fix the GHL token and location first"
+        return Check(name, None, f"not checked: {why}")
+    have = {f.get("fieldKey") for f in custom_fields}
+    missing = [key for key in wanted if key not in have]
+    if missing:
+        return Check(
+            name,
+            False,
+            f"not in the GHL location: {', '.join(missing)}",
+            "create them in GHL (Settings → Custom Fields) or change the field map on the "
+            "settings page",
+        )
+    return Check(name, True, f"all {len(wanted)} exist: {', '.join(wanted)}")
+
+
+def _instantly_key(config: Config, instantly: InstantlySetupClient | None) -> Check:
+    name = "Instantly API key"
+    if instantly is None:
+        return Check(
+            name,
+            False,
+            "INSTANTLY_API_KEY is not set",
+            "create an API key in Instantly (Settings → Integrations → API keys) and set "
+            "INSTANTLY_API_KEY",
+        )
+    try:
+        instantly.check_key()
+    except InstantlyError as exc:
+        fix = "create a new API key in Instantly and set INSTANTLY_API_KEY"
+        if exc.status == 403:
+            fix = (
+                "give the key the scopes campaigns:read and webhooks:all "
+                "(or all:read plus webhooks:all)"
+            )
+        elif exc.status == 0:
+            fix = "check the network and INSTANTLY_BASE_URL"
+        return Check(name, False, f"GET /api/v2/campaigns: {exc}", fix)
+    return Check(name, True, "the key is accepted (GET /api/v2/campaigns)")
+
+
+def _webhooks(
+    config: Config,
+    instantly: InstantlySetupClient | None,
+    settings: dict | None,
+    url: str | None,
+) -> Check:
+    name = "Instantly webhooks"
+    if instantly is None or settings is None:
+        return Check(name, None, "not checked: fix the Instantly key and database first")
+    try:
+        hooks = instantly.webhooks()
+    except InstantlyError as exc:
+        return Check(
+            name,
+            False,
+            f"GET /api/v2/webhooks: {exc}",
+            "give the key the scope webhooks:read (or webhooks:all)",
+        )
+    event_types = subscriptions.enabled_event_types(settings)
+    if not event_types:
+        return Check(name, True, "no event type is enabled in settings, so none is needed")
+    found = subscriptions.coverage(hooks, url, config.webhook_secret, event_types)
+    where = url or f"any URL ending in {subscriptions.WEBHOOK_PATH}"
+    parts = []
+    if found.covered:
+        parts.append(f"delivering: {', '.join(found.covered)}")
+    if found.missing:
+        parts.append(f"no webhook to {where} for: {', '.join(found.missing)}")
+    if found.disabled:
+        parts.append(f"disabled by Instantly after failed deliveries: {', '.join(found.disabled)}")
+    if found.without_secret:
+        parts.append(f"not sending our X-Bridge-Secret: {', '.join(found.without_secret)}")
+    if found.unsubscribable:
+        parts.append(
+            f"no webhook exists for {', '.join(found.unsubscribable)} (reconciliation finds them)"
+        )
+    detail = "; ".join(parts)
+    if found.ok:
+        return Check(name, True, detail)
+    command = f"bridge webhook register --url {url or PLACEHOLDER_URL}"
+    if found.disabled:
+        command += " --resume"
+    return Check(name, False, detail, f"run `{command}`")
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _setting_values(value: Any, out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every non-empty value in the settings by its key's name, to see which actions are on."""
+    out = {} if out is None else out
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if isinstance(inner, dict | list):
+                _setting_values(inner, out)
+            elif inner not in (None, "", False):
+                out.setdefault(str(key), inner)
+    elif isinstance(value, list):
+        for inner in value:
+            _setting_values(inner, out)
+    return out
+
+
+def _redacted(check: Check, secrets: list[str]) -> Check:
+    """APIs sometimes echo what they were sent; no secret leaves through a check."""
+    detail, fix = check.detail, check.fix
+    for secret in secrets:
+        if len(secret) >= 4:
+            detail = detail.replace(secret, MASK)
+            fix = fix.replace(secret, MASK)
+    return Check(check.name, check.ok, detail, fix)

@@ -1,0 +1,276 @@
+"""Instantly webhook subscriptions for this bridge: which are needed, which exist, fixing them.
+
+Instantly names some events differently when subscribing and when delivering (subscribe
+`email_link_clicked`, receive `link_clicked`); settings use the delivered names.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import sqlite_utils
+
+from bridge import settings as settings_mod
+from bridge.clients.instantly_setup import InstantlySetupClient
+from bridge.config import Config
+from bridge.events.types import synced_event_types
+from bridge.store import state
+from bridge.web.webhooks import SECRET_HEADER
+
+# The URL last registered, so doctor knows which webhooks are this bridge's.
+WEBHOOK_URL_STATE = "instantly_webhook_url"
+
+
+class SetupMissing(ValueError):
+    """A setting registering needs is not set; the message names it."""
+
+
+def register_for_bridge(
+    db: sqlite_utils.Database, config: Config, url: str, resume: bool = False
+) -> list[Action]:
+    """Register this bridge's webhooks for the event types settings sync, and remember
+    the URL for doctor: the one path the page and `bridge webhook register` share.
+
+    Raises SetupMissing for a missing setting, InstantlyError when Instantly refuses.
+    """
+    if not config.instantly_api_key:
+        raise SetupMissing("INSTANTLY_API_KEY is not set: the bridge cannot reach Instantly")
+    if not config.webhook_secret:
+        raise SetupMissing("BRIDGE_WEBHOOK_SECRET is not set: run `bridge init-env` or set it")
+    _, current = settings_mod.current(db)
+    client = InstantlySetupClient(config.instantly_base_url, config.instantly_api_key)
+    actions = register(
+        client, url, config.webhook_secret, enabled_event_types(current), resume=resume
+    )
+    state.put(db, WEBHOOK_URL_STATE, url)
+    return actions
+
+
+WEBHOOK_PATH = "/webhooks/instantly"
+ALL_EVENTS = "all_events"
+DISABLED = -1
+# The `event_type` values POST /api/v2/webhooks accepts (Instantly's OpenAPI enum).
+SUBSCRIBABLE = frozenset(
+    {
+        ALL_EVENTS,
+        "email_sent",
+        "email_opened",
+        "email_link_clicked",
+        "reply_received",
+        "email_bounced",
+        "lead_unsubscribed",
+        "campaign_completed",
+        "account_error",
+        "lead_neutral",
+        "lead_interested",
+        "lead_not_interested",
+        "lead_meeting_booked",
+        "lead_meeting_completed",
+        "lead_closed",
+        "lead_out_of_office",
+        "lead_wrong_person",
+        "lead_no_show",
+        "supersearch_enrichment_completed",
+    }
+)
+# Delivered event_type -> the name to subscribe with, where the two differ.
+SUBSCRIBE_AS = {"link_clicked": "email_link_clicked"}
+WEBHOOK_NAME = "instantly-ghl-bridge {event}"
+
+
+def subscription_for(event_type: str) -> str | None:
+    """The event_type to subscribe with for a delivered event type; None when none exists.
+
+    None for `auto_reply_received` (it cannot be subscribed to on its own), for
+    `lead_lost` (no webhook sends it) and for custom labels: reconciliation finds those.
+    """
+    name = SUBSCRIBE_AS.get(event_type, event_type)
+    return name if name in SUBSCRIBABLE and name != ALL_EVENTS else None
+
+
+def enabled_event_types(settings: dict) -> list[str]:
+    """Delivered event types the settings sync (interest statuses too), in a stable order."""
+    return synced_event_types(settings)
+
+
+def normalise_url(url: str) -> str:
+    """Compare URLs by scheme, host and path, ignoring case of the host and a trailing /."""
+    parts = urlsplit(url.strip())
+    return urlunsplit(
+        (parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query, "")
+    )
+
+
+def webhook_url(raw: str) -> str:
+    """The bridge's webhook URL from what an operator typed; ValueError saying what is wrong.
+
+    A bare site address gets the webhook path added, since that is what people paste.
+    """
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{raw!r} is not an http(s) URL, e.g. https://bridge.example.com")
+    path = parts.path.rstrip("/")
+    if path in ("", "/"):
+        path = WEBHOOK_PATH
+    if not path.endswith(WEBHOOK_PATH):
+        raise ValueError(f"the webhook URL must end with {WEBHOOK_PATH}, got {raw!r}")
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def ours(hook: dict[str, Any], url: str | None) -> bool:
+    """Does this webhook deliver to this bridge (to `url`, or to any bridge's path)?"""
+    target = normalise_url(str(hook.get("target_hook_url") or ""))
+    if url:
+        return target == normalise_url(url)
+    return urlsplit(target).path.endswith(WEBHOOK_PATH)
+
+
+def has_secret(hook: dict[str, Any], secret: str) -> bool:
+    """Does this webhook send our secret in the X-Bridge-Secret header?"""
+    headers = hook.get("headers") or {}
+    if not isinstance(headers, dict) or not secret:
+        return False
+    for name, value in headers.items():
+        if str(name).lower() == SECRET_HEADER.lower() and isinstance(value, str):
+            return hmac.compare_digest(value.encode(), secret.encode())
+    return False
+
+
+@dataclass
+class Coverage:
+    """How the existing webhooks serve the enabled event types."""
+
+    covered: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unsubscribable: list[str] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
+    without_secret: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.disabled or self.without_secret)
+
+
+def coverage(
+    hooks: list[dict[str, Any]], url: str | None, secret: str, event_types: list[str]
+) -> Coverage:
+    """Check that a live webhook with our secret delivers each enabled event type here."""
+    mine = [h for h in hooks if ours(h, url)]
+    result = Coverage()
+    for event_type in event_types:
+        wanted = subscription_for(event_type)
+        if wanted is None:
+            result.unsubscribable.append(event_type)
+            continue
+        serving = [h for h in mine if h.get("event_type") in (wanted, ALL_EVENTS)]
+        if not serving:
+            result.missing.append(event_type)
+            continue
+        healthy = [h for h in serving if h.get("status") != DISABLED]
+        if not healthy:
+            result.disabled.append(event_type)
+        elif not any(has_secret(h, secret) for h in healthy):
+            result.without_secret.append(event_type)
+        else:
+            result.covered.append(event_type)
+    return result
+
+
+@dataclass(frozen=True)
+class Action:
+    """What `register` did (or found) for one subscription."""
+
+    event_type: str
+    what: str  # created | updated | resumed | unchanged | disabled | not subscribable | left alone
+    webhook_id: str = ""
+    detail: str = ""
+
+    def line(self) -> str:
+        hook = f" (webhook {self.webhook_id})" if self.webhook_id else ""
+        tail = f": {self.detail}" if self.detail else ""
+        return f"{self.what:<16} {self.event_type}{hook}{tail}"
+
+
+def register(
+    client: InstantlySetupClient,
+    url: str,
+    secret: str,
+    event_types: list[str],
+    resume: bool = False,
+) -> list[Action]:
+    """Create or fix the webhooks delivering `event_types` to `url`. Never deletes one.
+
+    An existing webhook for the same URL and event is reused: its headers are set to
+    carry the secret (other headers kept), and with `resume` a disabled one is resumed.
+    """
+    if not secret:
+        raise ValueError("BRIDGE_WEBHOOK_SECRET is not set: run `bridge init-env` or set it")
+    hooks = [h for h in client.webhooks() if ours(h, url)]
+    actions: list[Action] = []
+    wanted_names: set[str] = set()
+    for event_type in event_types:
+        wanted = subscription_for(event_type)
+        if wanted is None:
+            actions.append(
+                Action(
+                    event_type,
+                    "not subscribable",
+                    detail="Instantly has no webhook for it; reconciliation finds these",
+                )
+            )
+            continue
+        wanted_names.add(wanted)
+        existing = [h for h in hooks if h.get("event_type") == wanted]
+        if not existing:
+            created = client.create_webhook(
+                url, wanted, WEBHOOK_NAME.format(event=wanted), {SECRET_HEADER: secret}
+            )
+            actions.append(Action(wanted, "created", str(created.get("id", ""))))
+            continue
+        for hook in existing:
+            actions.append(_fix(client, hook, wanted, secret, resume))
+    for hook in hooks:
+        name = str(hook.get("event_type"))
+        if name not in wanted_names:
+            actions.append(
+                Action(
+                    name,
+                    "left alone",
+                    str(hook.get("id", "")),
+                    "not enabled in settings; delete it in Instantly if you do not want it",
+                )
+            )
+    return actions
+
+
+def _fix(
+    client: InstantlySetupClient, hook: dict[str, Any], event: str, secret: str, resume: bool
+) -> Action:
+    hook_id = str(hook.get("id", ""))
+    done: list[str] = []
+    if not has_secret(hook, secret):
+        headers = {
+            str(k): str(v)
+            for k, v in (hook.get("headers") or {}).items()
+            if str(k).lower() != SECRET_HEADER.lower()
+        }
+        headers[SECRET_HEADER] = secret
+        client.update_webhook_headers(hook_id, headers)
+        done.append("updated")
+    if hook.get("status") == DISABLED:
+        if not resume:
+            return Action(
+                event,
+                "disabled",
+                hook_id,
+                ("headers updated; " if done else "")
+                + "Instantly switched it off after failed deliveries: run again with --resume",
+            )
+        client.resume_webhook(hook_id)
+        done.append("resumed")
+    if not done:
+        return Action(event, "unchanged", hook_id, "already delivers here with the secret")
+    return Action(event, " and ".join(done), hook_id)

@@ -1,0 +1,114 @@
+"""The contact map: per email, the GHL contact id and what the bridge already wrote."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlite_utils
+
+from bridge.store.inbox import now_iso
+
+
+@dataclass
+class ContactRecord:
+    email: str
+    contact_id: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    interest_status: str | None = None
+    interest_at: str | None = None
+    # The tags the current interest status added, removed when the status changes.
+    interest_tags: list[str] = field(default_factory=list)
+
+    def has_written(self, fields: dict[str, Any]) -> bool:
+        """True when every one of `fields` was already written with the same value."""
+        return all(self.fields.get(name) == value for name, value in fields.items())
+
+    def missing_tags(self, tags: list[str]) -> list[str]:
+        have = set(self.tags)
+        return [t for t in tags if t not in have]
+
+
+def fields_hash(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def get(db: sqlite_utils.Database, email: str) -> ContactRecord | None:
+    rows = list(db["contacts"].rows_where("email = ?", [email]))
+    if not rows or not rows[0]["contact_id"]:
+        return None
+    row = rows[0]
+    return ContactRecord(
+        email=row["email"],
+        contact_id=row["contact_id"],
+        fields=json.loads(row["fields"] or "{}"),
+        tags=json.loads(row["tags"] or "[]"),
+        interest_status=row["interest_status"],
+        interest_at=row["interest_at"],
+        interest_tags=json.loads(row["interest_tags"] or "[]"),
+    )
+
+
+def record_upsert(
+    db: sqlite_utils.Database, email: str, contact_id: str, fields: dict[str, Any]
+) -> ContactRecord:
+    """Remember the contact id and merge in the fields just written."""
+    record = get(db, email)
+    if record is None or record.contact_id != contact_id:
+        record = ContactRecord(email=email, contact_id=contact_id)
+    record.fields.update(fields)
+    db["contacts"].upsert(
+        {
+            "email": email,
+            "contact_id": contact_id,
+            "fields": json.dumps(record.fields, sort_keys=True),
+            "fields_hash": fields_hash(record.fields),
+            "tags": json.dumps(record.tags),
+            "updated_at": now_iso(),
+        },
+        pk="email",
+    )
+    return record
+
+
+def record_tags(db: sqlite_utils.Database, record: ContactRecord, added: list[str]) -> None:
+    """Remember tags the bridge has added to this contact."""
+    record.tags = sorted(set(record.tags) | set(added))
+    _save_tags(db, record)
+
+
+def forget_tags(db: sqlite_utils.Database, record: ContactRecord, removed: list[str]) -> None:
+    """Remember tags the bridge has removed from this contact."""
+    record.tags = sorted(set(record.tags) - set(removed))
+    _save_tags(db, record)
+
+
+def record_interest(
+    db: sqlite_utils.Database,
+    record: ContactRecord,
+    status: str,
+    at: str,
+    tags: list[str],
+) -> None:
+    """Remember the interest status applied (only once GHL has confirmed its tags)."""
+    record.interest_status, record.interest_at, record.interest_tags = status, at, sorted(tags)
+    db.execute(
+        "UPDATE contacts SET interest_status = ?, interest_at = ?, interest_tags = ?,"
+        " updated_at = ? WHERE email = ?",
+        [status, at, json.dumps(record.interest_tags), now_iso(), record.email],
+    )
+
+
+def _save_tags(db: sqlite_utils.Database, record: ContactRecord) -> None:
+    db.execute(
+        "UPDATE contacts SET tags = ?, updated_at = ? WHERE email = ?",
+        [json.dumps(record.tags), now_iso(), record.email],
+    )
+
+
+def forget(db: sqlite_utils.Database, email: str) -> None:
+    """Drop a mapping whose GHL contact no longer exists."""
+    db.execute("DELETE FROM contacts WHERE email = ?", [email])

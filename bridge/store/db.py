@@ -1,0 +1,194 @@
+"""The SQLite store: one file shared by web workers, the worker and the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlite_utils
+
+MIGRATIONS_FILE = Path(__file__).resolve().parents[2] / "migrations" / "__init__.py"
+
+# Writers wait this long for the lock instead of failing with "database is locked".
+BUSY_TIMEOUT_SECONDS = 30.0
+
+_local = threading.local()
+_writers: dict[str, WriterLock] = {}
+_writers_guard = threading.Lock()
+
+
+def connect(path: str | Path) -> sqlite_utils.Database:
+    """Open the database in WAL mode with a busy timeout, in autocommit mode.
+
+    Autocommit (isolation_level=None) means no statement silently holds a write
+    lock; multi-statement writes use `immediate()` explicitly.
+    """
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        str(path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+    )
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    # FULL: a commit is on disk before we answer 2xx to a webhook.
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return sqlite_utils.Database(conn, execute_plugins=False)
+
+
+def cached(path: str | Path) -> sqlite_utils.Database:
+    """One connection per thread and path, reused across requests."""
+    dbs = getattr(_local, "dbs", None)
+    if dbs is None:
+        dbs = _local.dbs = {}
+    key = str(path)
+    if key not in dbs:
+        dbs[key] = connect(path)
+    return dbs[key]
+
+
+def forget_cached() -> None:
+    """Close this thread's cached connections (tests, forks)."""
+    for db in getattr(_local, "dbs", {}).values():
+        db.close()
+    _local.dbs = {}
+
+
+class WriterLock:
+    """Lines up this machine's writers to one database so each starts the moment the
+    last one commits, instead of in SQLite's sleeps.
+
+    SQLite admits one writer at a time; the others get SQLITE_BUSY and its busy handler
+    sleeps 1, 2, 5, 10 ... up to 100 ms between tries, even when the lock frees after a
+    fraction of a millisecond. With gunicorn's threads all writing webhooks at once, most
+    of each request went in those sleeps (bench/PROFILE.md). Here a writer waits on a
+    mutex (threads of one process), then on flock(2) on a file beside the database (other
+    processes); both wake the next writer as soon as the lock is let go.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._mutex = threading.Lock()
+        self._fd = -1
+        self._pid = 0
+
+    def __enter__(self) -> WriterLock:
+        self._mutex.acquire()
+        try:
+            fd = self._file()
+            if fd >= 0:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._mutex.release()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if self._fd >= 0:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._mutex.release()
+
+    def _file(self) -> int:
+        """The lock file's descriptor, opened once per process (a forked child must not
+        share its parent's open file, or the two would hold the flock together)."""
+        if self.path == ":memory:":
+            return -1
+        if self._pid != os.getpid():
+            self._fd = os.open(self.path + ".write-lock", os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+
+def writer(path: str | Path) -> WriterLock:
+    """The process-wide writer lock for this database file (see WriterLock)."""
+    key = str(path)
+    with _writers_guard:
+        lock = _writers.get(key)
+        if lock is None:
+            lock = _writers[key] = WriterLock(key)
+        return lock
+
+
+@contextlib.contextmanager
+def immediate(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """A transaction that takes the write lock up front.
+
+    A deferred transaction that reads and then writes can fail with SQLITE_BUSY
+    without waiting when another process wrote in between; BEGIN IMMEDIATE waits
+    for the lock (busy timeout) before reading, so read-modify-write is safe.
+    """
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise
+    else:
+        db.conn.execute("COMMIT")
+
+
+def sync_fd(fd: int) -> None:
+    """Flush an open file's written data to disk (what SQLite's FULL does at each commit)."""
+    _datasync(fd)
+
+
+# macOS has no fdatasync; fsync does the same and a little more.
+_datasync = getattr(os, "fdatasync", os.fsync)
+
+
+def load_migrations() -> sqlite_utils.Migrations:
+    """Import the migration steps from the top-level migrations/ folder."""
+    spec = importlib.util.spec_from_file_location("bridge_migrations", MIGRATIONS_FILE)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load migrations from {MIGRATIONS_FILE}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.migrations
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply pending migrations; returns the names applied.
+
+    A file lock beside the database serialises processes that start together
+    (web workers and the worker), so two never apply the same step.
+    """
+    migrations = load_migrations()
+    lock_path = _lock_path(db)
+    with _file_lock(lock_path):
+        pending = [m.name for m in migrations.pending(db)]
+        if pending:
+            migrations.apply(db)
+    return pending
+
+
+def pending_migrations(db: sqlite_utils.Database) -> list[str]:
+    """Names of migrations not yet applied."""
+    return [m.name for m in load_migrations().pending(db)]
+
+
+def _lock_path(db: sqlite_utils.Database) -> Path | None:
+    row = db.execute("PRAGMA database_list").fetchone()
+    filename = row[2] if row else ""
+    return Path(filename + ".migrate-lock") if filename else None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

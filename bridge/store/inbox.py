@@ -1,0 +1,253 @@
+"""The event inbox: durable, keyed, leased. Every event goes through here once."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlite_utils
+
+from bridge.events.event import Event
+from bridge.store.db import immediate
+
+PENDING, PROCESSING, DONE, IGNORED, SUPERSEDED, DEAD = (
+    "pending",
+    "processing",
+    "done",
+    "ignored",
+    "superseded",
+    "dead",
+)
+STATUSES = (PENDING, PROCESSING, DONE, IGNORED, SUPERSEDED, DEAD)
+# How long a claimed event stays with its worker before another may take it.
+DEFAULT_LEASE_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    event_id: int
+    created: bool
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+_INSERT = (
+    "INSERT INTO events (key, source, event_type, email, campaign_id, campaign_name,"
+    " occurred_at, payload, status, attempts, next_attempt_at, received_at, updated_at) VALUES "
+)
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)"
+# SQLite's default limit is 32,766 parameters per statement; 11 per row.
+MAX_BATCH = 1000
+
+
+def enqueue(db: sqlite_utils.Database, event: Event, now: float | None = None) -> Enqueued:
+    """Store an event unless its key is already known; atomic through the unique key."""
+    return enqueue_many(db, [event], now)[0]
+
+
+def enqueue_many(
+    db: sqlite_utils.Database, events: list[Event], now: float | None = None
+) -> list[Enqueued]:
+    """Store each event whose key is not yet known, in one statement; one answer per event.
+
+    One INSERT for the lot: the webhook's group commit writes its batch with this, and each
+    statement it saves is a hand-over of the GIL and the writers' lock (bench/PROFILE.md).
+    Without a transaction around it, the statement is its own and commits at once.
+    A key repeated within `events` is created by its first occurrence only.
+    """
+    if not events:
+        return []
+    if len(events) > MAX_BATCH:
+        head = enqueue_many(db, events[:MAX_BATCH], now)
+        return head + enqueue_many(db, events[MAX_BATCH:], now)
+    stamp = now_iso()
+    moment = time.time() if now is None else now
+    params: list[Any] = []
+    for event in events:
+        params += [
+            event.key,
+            event.source,
+            event.event_type,
+            event.email,
+            event.campaign_id,
+            event.campaign_name,
+            event.occurred_at,
+            event.payload_json or json.dumps(event.payload, separators=(",", ":")),
+            moment,
+            stamp,
+            stamp,
+        ]
+    rows = ", ".join([_ROW] * len(events))
+    cursor = db.conn.execute(f"{_INSERT}{rows} ON CONFLICT(key) DO NOTHING", params)
+    created = cursor.rowcount
+    if created == len(events):
+        # Every row is new. SQLite gives a new row the largest rowid so far plus one, and
+        # inserts the VALUES rows in order, so the statement's rows are consecutive ids
+        # ending at lastrowid.
+        first = cursor.lastrowid - created + 1
+        return [Enqueued(first + i, True) for i in range(created)]
+    return _resolve(db, events, cursor.lastrowid - created if created else None)
+
+
+def _resolve(db: sqlite_utils.Database, events: list[Event], floor: int | None) -> list[Enqueued]:
+    """Ids for a batch where some keys were known: rows above `floor` (the largest id
+    before the statement; None when it created none) are the ones it created."""
+    keys = list(dict.fromkeys(event.key for event in events))
+    marks = ",".join("?" * len(keys))
+    ids = dict(db.execute(f"SELECT key, id FROM events WHERE key IN ({marks})", keys).fetchall())
+    answers, seen = [], set()
+    for event in events:
+        event_id = ids[event.key]
+        answers.append(
+            Enqueued(event_id, floor is not None and event_id > floor and event.key not in seen)
+        )
+        seen.add(event.key)
+    return answers
+
+
+def known_keys(db: sqlite_utils.Database, keys: list[str]) -> set[str]:
+    """Which of these keys are already in the inbox."""
+    found: set[str] = set()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        found.update(
+            r[0] for r in db.execute(f"SELECT key FROM events WHERE key IN ({marks})", chunk)
+        )
+    return found
+
+
+def claim_next(
+    db: sqlite_utils.Database,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    now: float | None = None,
+) -> dict[str, Any] | None:
+    """Lease the next due event (pending, or processing with an expired lease).
+
+    The attempt is counted at claim time, so an event that crashes its worker
+    every time still reaches its maximum and is dead-lettered.
+    """
+    now = time.time() if now is None else now
+    with immediate(db):
+        row = db.execute(
+            """
+            SELECT id FROM events
+            WHERE (status = 'pending' AND next_attempt_at <= :now)
+               OR (status = 'processing' AND lease_until < :now)
+            ORDER BY next_attempt_at, id LIMIT 1
+            """,
+            {"now": now},
+        ).fetchone()
+        if row is None:
+            return None
+        db.execute(
+            """
+            UPDATE events SET status = 'processing', lease_until = ?, attempts = attempts + 1,
+                updated_at = ?
+            WHERE id = ?
+            """,
+            [now + lease_seconds, now_iso(), row[0]],
+        )
+        return get(db, row[0])
+
+
+def get(db: sqlite_utils.Database, event_id: int) -> dict[str, Any] | None:
+    rows = list(db["events"].rows_where("id = ?", [event_id]))
+    return rows[0] if rows else None
+
+
+def finish(
+    db: sqlite_utils.Database,
+    event_id: int,
+    status: str,
+    contact_id: str | None = None,
+    note: str | None = None,
+) -> None:
+    """Record a final outcome: done, ignored or superseded (note says why)."""
+    db.execute(
+        """
+        UPDATE events SET status = ?, contact_id = COALESCE(?, contact_id), last_error = ?,
+            lease_until = NULL, updated_at = ?
+        WHERE id = ?
+        """,
+        [status, contact_id, note, now_iso(), event_id],
+    )
+
+
+def retry_later(
+    db: sqlite_utils.Database,
+    event_id: int,
+    delay: float,
+    error: str,
+    count_attempt: bool = True,
+    now: float | None = None,
+) -> None:
+    """Put an event back in the queue after `delay` seconds.
+
+    A rate-limit or paused-token wait is not the event's fault, so it does not
+    use up an attempt (count_attempt=False).
+    """
+    now = time.time() if now is None else now
+    db.execute(
+        """
+        UPDATE events SET status = 'pending', next_attempt_at = ?, lease_until = NULL,
+            last_error = ?, attempts = attempts - ?, updated_at = ?
+        WHERE id = ?
+        """,
+        [now + delay, error, 0 if count_attempt else 1, now_iso(), event_id],
+    )
+
+
+def dead(db: sqlite_utils.Database, event_id: int, error: str) -> None:
+    """Dead-letter an event: kept, visible, replayable."""
+    db.execute(
+        "UPDATE events SET status = 'dead', lease_until = NULL, last_error = ?, updated_at = ?"
+        " WHERE id = ?",
+        [error, now_iso(), event_id],
+    )
+
+
+def replay(db: sqlite_utils.Database, event_ids: list[int] | None = None) -> int:
+    """Queue dead events (all, or the given ones in any final state) again; returns how many."""
+    stamp = now_iso()
+    if event_ids is None:
+        cursor = db.execute(
+            "UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = 0,"
+            " updated_at = ? WHERE status = 'dead'",
+            [stamp],
+        )
+        return cursor.rowcount
+    count = 0
+    for event_id in event_ids:
+        cursor = db.execute(
+            "UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = 0,"
+            " updated_at = ? WHERE id = ? AND status != 'processing'",
+            [stamp, event_id],
+        )
+        count += cursor.rowcount
+    return count
+
+
+def counts(db: sqlite_utils.Database) -> dict[str, int]:
+    """Number of events in each status (every status listed, zero or not)."""
+    result = dict.fromkeys(STATUSES, 0)
+    for status, n in db.execute("SELECT status, COUNT(*) FROM events GROUP BY status"):
+        result[status] = n
+    return result
+
+
+def oldest_pending_age(db: sqlite_utils.Database, now: float | None = None) -> float | None:
+    """Seconds since the oldest unfinished event arrived, or None when there is none."""
+    row = db.execute(
+        "SELECT MIN(received_at) FROM events WHERE status IN ('pending', 'processing')"
+    ).fetchone()
+    if not row or not row[0]:
+        return None
+    received = datetime.fromisoformat(row[0])
+    now_dt = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    return max(0.0, (now_dt - received).total_seconds())

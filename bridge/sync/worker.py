@@ -1,0 +1,233 @@
+"""The worker: claim due events, sync them, record what happened. One path for all events."""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlite_utils
+
+from bridge.clients.ghl import (
+    Call,
+    GHLAuthError,
+    GHLClient,
+    GHLError,
+    GHLRateLimited,
+    GHLRejected,
+    GHLTransient,
+)
+from bridge.config import Config
+from bridge.settings import SettingsCache
+from bridge.store import db as store
+from bridge.store import inbox, state
+from bridge.sync.dispatch import event_from_row, sync_event
+from bridge.sync.fieldmap import FieldMapError
+
+log = logging.getLogger("bridge.worker")
+
+IDLE_SECONDS = 0.5
+DB_RETRY_SECONDS = 5.0
+# While GHL rejects the token, try one event this often to see if it was fixed.
+AUTH_PROBE_SECONDS = 60.0
+
+
+def backoff_delay(
+    attempts: int, base: float, cap: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Exponential backoff with jitter: base * 2^(attempts-1), +-50%, capped."""
+    raw = base * (2 ** max(0, attempts - 1))
+    return min(cap, raw) * (0.5 + rand())
+
+
+class Worker:
+    """Processes the inbox until stopped (or, with drain, until nothing is due)."""
+
+    def __init__(
+        self,
+        config: Config,
+        client: GHLClient | None = None,
+        db: sqlite_utils.Database | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ):
+        self.config = config
+        self.db = db or store.connect(config.database)
+        self.settings = SettingsCache()
+        self._event_id: int | None = None
+        self.client = client or self._default_client()
+        if self.client is not None and self.client.recorder is None:
+            self.client.recorder = self._record_call
+        self._stop = threading.Event()
+        self.sleep = sleep or self._stop.wait
+
+    def _default_client(self) -> GHLClient | None:
+        if not self.config.ghl_configured:
+            return None
+        return GHLClient(
+            self.config.ghl_base_url,
+            self.config.ghl_token,
+            self.config.ghl_location_id,
+            recorder=self._record_call,
+        )
+
+    def stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self, drain: bool = False) -> int:
+        """Loop until stopped; with drain, return once no event is due. Returns events handled."""
+        handled = 0
+        if self.client is None:
+            log.warning("GHL_TOKEN / GHL_LOCATION_ID not set: events stay queued until they are")
+        while not self._stop.is_set():
+            try:
+                step = self._step(drain)
+            except sqlite3.Error as exc:
+                if drain:
+                    raise
+                # A full disk or a lock held too long: the event claimed, if any, comes
+                # back when its lease ends; the worker waits and carries on.
+                log.error("database error, retrying in %.0f s: %s", DB_RETRY_SECONDS, exc)
+                self.sleep(DB_RETRY_SECONDS)
+                continue
+            if step is None:
+                break
+            handled += step
+        return handled
+
+    def _step(self, drain: bool) -> int | None:
+        """One turn of the loop: events handled (0 or 1), or None when a drain is over."""
+        if self.client is None:
+            if drain:
+                return None
+            self.sleep(5.0)
+            return 0
+        paused = self._paused_for()
+        if paused and drain:
+            log.warning("GHL writes are paused; leaving the queue for the running worker")
+            return None
+        wait = paused or self.client.limiter.delay()
+        if wait > 0:
+            self.sleep(min(wait, 5.0))
+            return 0
+        row = inbox.claim_next(self.db, self.config.lease_seconds)
+        if row is None:
+            if drain:
+                return None
+            self.sleep(IDLE_SECONDS)
+            return 0
+        self.process(row)
+        return 1
+
+    def _paused_for(self) -> float:
+        pause = state.get(self.db, state.GHL_PAUSE)
+        if not pause:
+            return 0.0
+        return max(0.0, pause["probe_at"] - time.time())
+
+    def process(self, row: dict[str, Any]) -> None:
+        """Sync one claimed event and record its outcome; never raises for GHL trouble."""
+        settings = self.settings.get(self.db)
+        event = event_from_row(row)
+        self._event_id = row["id"]
+        try:
+            outcome = sync_event(self.db, event, settings, self.client)
+        except GHLRateLimited as exc:
+            delay = exc.retry_after if exc.retry_after is not None else 10.0
+            inbox.retry_later(self.db, row["id"], delay, str(exc), count_attempt=False)
+            self._note_error(exc)
+            log.warning("event %d: GHL rate limit, retrying in %.1f s", row["id"], delay)
+        except GHLAuthError as exc:
+            self._pause(exc)
+            inbox.retry_later(self.db, row["id"], AUTH_PROBE_SECONDS, str(exc), count_attempt=False)
+        except GHLTransient as exc:
+            self._retry_or_dead(row, settings, str(exc))
+            self._note_error(exc)
+        except GHLRejected as exc:
+            inbox.dead(self.db, row["id"], str(exc))
+            self._note_error(exc)
+            log.error("event %d dead: %s", row["id"], exc)
+        except FieldMapError as exc:
+            inbox.dead(self.db, row["id"], str(exc))
+            log.error("event %d dead: %s", row["id"], exc)
+        except Exception as exc:  # a bug must not stop the worker or lose the event
+            log.exception("event %d: unexpected error", row["id"])
+            self._retry_or_dead(row, settings, f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            inbox.finish(self.db, row["id"], outcome.status, outcome.contact_id, outcome.note)
+            self._resume_if_paused()
+            log.info(
+                "event %d %s: %s %s -> %s",
+                row["id"],
+                outcome.status,
+                event.event_type,
+                event.email,
+                outcome.contact_id or "-",
+            )
+        finally:
+            self._event_id = None
+
+    def _retry_or_dead(self, row: dict[str, Any], settings: dict, error: str) -> None:
+        sync = settings["sync"]
+        if row["attempts"] >= sync["max_attempts"]:
+            inbox.dead(self.db, row["id"], f"gave up after {row['attempts']} attempts: {error}")
+            log.error("event %d dead after %d attempts: %s", row["id"], row["attempts"], error)
+            return
+        delay = backoff_delay(
+            row["attempts"], sync["backoff_base_seconds"], sync["backoff_max_seconds"]
+        )
+        inbox.retry_later(self.db, row["id"], delay, error)
+        log.warning(
+            "event %d attempt %d failed, retry in %.0f s: %s",
+            row["id"],
+            row["attempts"],
+            delay,
+            error,
+        )
+
+    def _pause(self, exc: GHLAuthError) -> None:
+        reason = f"GHL answered {exc.status} ({exc.message}): check GHL_TOKEN and its scopes"
+        state.put(
+            self.db,
+            state.GHL_PAUSE,
+            {
+                "reason": reason,
+                "since": inbox.now_iso(),
+                "probe_at": time.time() + AUTH_PROBE_SECONDS,
+            },
+        )
+        self._note_error(exc)
+        log.error("GHL writes paused: %s", reason)
+
+    def _resume_if_paused(self) -> None:
+        if state.get(self.db, state.GHL_PAUSE):
+            state.delete(self.db, state.GHL_PAUSE)
+            log.info("GHL writes resumed")
+
+    def _note_error(self, exc: GHLError) -> None:
+        state.put(
+            self.db,
+            state.GHL_LAST_ERROR,
+            {"status": exc.status, "message": exc.message, "at": inbox.now_iso()},
+        )
+
+    def _record_call(self, call: Call) -> None:
+        self.db["ghl_calls"].insert(
+            {
+                "event_id": self._event_id,
+                "method": call.method,
+                "path": call.path,
+                "status": call.status,
+                "duration_ms": call.duration_ms,
+                "error": call.error,
+                "at": inbox.now_iso(),
+            }
+        )

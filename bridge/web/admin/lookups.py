@@ -1,0 +1,180 @@
+"""Choices for the settings form, fetched from GHL and Instantly and cached in the store.
+
+The settings page must work when neither API is configured or reachable: a lookup that
+fails carries its error, the page says so, and the field stays a plain text box.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlite_utils
+
+from bridge.clients.ghl import GHLClient, GHLError
+from bridge.clients.instantly_setup import InstantlyError, InstantlySetupClient
+from bridge.config import Config
+from bridge.settings import CUSTOM_FIELD_PREFIX, GHL_STANDARD_FIELDS
+from bridge.store import state
+
+CACHE_SECONDS = 600.0
+# A failed fetch is retried on a later page view, not on every one.
+ERROR_CACHE_SECONDS = 60.0
+TIMEOUT = (3.0, 8.0)
+STATE_PREFIX = "lookup:"
+# The webhook's camelCase lead fields (api-notes.md); custom variables are typed in.
+INSTANTLY_LEAD_FIELDS = (
+    "firstName",
+    "lastName",
+    "companyName",
+    "phone",
+    "website",
+    "personalization",
+    "email_account",
+    "campaign_name",
+)
+
+
+@dataclass
+class Lookup:
+    """Choices for one picker: (value, label) pairs, or why there are none."""
+
+    name: str
+    options: list[tuple[str, str]] = field(default_factory=list)
+    error: str | None = None
+
+
+class _Unavailable(Exception):
+    """The API for this lookup is not configured."""
+
+
+def load(
+    db: sqlite_utils.Database,
+    config: Config,
+    names: set[str],
+    refresh: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> dict[str, Lookup]:
+    """The lookups for these picker names, from the cache or fetched now."""
+    fetched: dict[str, tuple[list[dict], str | None]] = {}
+    out = {}
+    for name in sorted(names):
+        source = PICKERS.get(name)
+        if source is None:
+            continue
+        source_name, shape = source
+        if source_name not in fetched:
+            fetched[source_name] = _source(db, config, source_name, refresh, clock)
+        items, error = fetched[source_name]
+        out[name] = Lookup(name, shape(items), error)
+    return out
+
+
+def clear(db: sqlite_utils.Database) -> None:
+    """Forget every cached lookup (the page's refresh button)."""
+    db.execute("DELETE FROM state WHERE name LIKE ?", [STATE_PREFIX + "%"])
+
+
+def _source(
+    db: sqlite_utils.Database, config: Config, name: str, refresh: bool, clock
+) -> tuple[list[dict], str | None]:
+    if name == "static":
+        return [], None
+    cached = state.get(db, STATE_PREFIX + name)
+    now = clock()
+    if cached and not refresh:
+        ttl = ERROR_CACHE_SECONDS if cached.get("error") else CACHE_SECONDS
+        if now - cached["at"] < ttl:
+            return cached["items"], cached.get("error")
+    try:
+        items, error = FETCHERS[name](config), None
+    except _Unavailable as exc:
+        return [], str(exc)
+    except (GHLError, InstantlyError) as exc:
+        items, error = [], str(exc)
+    state.put(db, STATE_PREFIX + name, {"at": now, "items": items, "error": error})
+    return items, error
+
+
+def _ghl(config: Config) -> GHLClient:
+    if not config.ghl_configured:
+        raise _Unavailable("GHL is not configured (GHL_TOKEN, GHL_LOCATION_ID): type the value")
+    return GHLClient(config.ghl_base_url, config.ghl_token, config.ghl_location_id, timeout=TIMEOUT)
+
+
+def _instantly(config: Config) -> InstantlySetupClient:
+    if not config.instantly_api_key:
+        raise _Unavailable("Instantly is not configured (INSTANTLY_API_KEY): type the ids")
+    return InstantlySetupClient(
+        config.instantly_base_url, config.instantly_api_key, timeout=TIMEOUT
+    )
+
+
+def _custom_fields(config: Config) -> list[dict]:
+    return [
+        {"id": f["fieldKey"], "name": f.get("name") or f["fieldKey"]}
+        for f in _ghl(config).custom_fields()
+        if str(f.get("fieldKey", "")).startswith(CUSTOM_FIELD_PREFIX)
+    ]
+
+
+def _workflows(config: Config) -> list[dict]:
+    return [
+        {"id": w["id"], "name": f"{w.get('name') or w['id']} ({w.get('status') or '?'})"}
+        for w in _ghl(config).workflows()
+        if w.get("id")
+    ]
+
+
+def _pipelines(config: Config) -> list[dict]:
+    out = []
+    for pipeline in _ghl(config).pipelines():
+        if not pipeline.get("id"):
+            continue
+        stages = [
+            {"id": s["id"], "name": s.get("name") or s["id"]}
+            for s in pipeline.get("stages") or []
+            if isinstance(s, dict) and s.get("id")
+        ]
+        out.append({"id": pipeline["id"], "name": pipeline.get("name") or "", "stages": stages})
+    return out
+
+
+def _named(items: list[dict[str, Any]]) -> list[dict]:
+    return [{"id": i["id"], "name": i.get("name") or i["id"]} for i in items if i.get("id")]
+
+
+FETCHERS: dict[str, Callable[[Config], list[dict]]] = {
+    "ghl_custom_fields": _custom_fields,
+    "ghl_workflows": _workflows,
+    "ghl_pipelines": _pipelines,
+    "instantly_campaigns": lambda config: _named(_instantly(config).campaigns()),
+    "instantly_lead_lists": lambda config: _named(_instantly(config).lead_lists()),
+}
+
+
+def _pairs(items: list[dict]) -> list[tuple[str, str]]:
+    return [(i["id"], i["name"]) for i in items]
+
+
+def _ghl_fields(items: list[dict]) -> list[tuple[str, str]]:
+    standard = [(name, "standard field") for name in GHL_STANDARD_FIELDS]
+    return standard + [(i["id"], f"custom field: {i['name']}") for i in items]
+
+
+def _stages(items: list[dict]) -> list[tuple[str, str]]:
+    return [(s["id"], f"{p['name']} › {s['name']}") for p in items for s in p["stages"]]
+
+
+# picker name -> (source fetched, shape of its options)
+PICKERS: dict[str, tuple[str, Callable[[list[dict]], list[tuple[str, str]]]]] = {
+    "ghl_field": ("ghl_custom_fields", _ghl_fields),
+    "instantly_field": ("static", lambda _: [(n, "lead field") for n in INSTANTLY_LEAD_FIELDS]),
+    "ghl_workflow": ("ghl_workflows", _pairs),
+    "ghl_pipeline": ("ghl_pipelines", _pairs),
+    "ghl_stage": ("ghl_pipelines", _stages),
+    "instantly_campaign": ("instantly_campaigns", _pairs),
+    "instantly_list": ("instantly_lead_lists", _pairs),
+}

@@ -1,0 +1,220 @@
+"""Dashboard, events, dead letters, reconcile-now, setup checks and webhook registration."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from bridge.clients.instantly_setup import InstantlyError
+from bridge.reconcile import page_runs as runs
+from bridge.setup import doctor, subscriptions
+from bridge.store import inbox, state
+from bridge.web import health
+from bridge.web.admin import bp, config, database
+
+PAGE_SIZE = 50
+LATEST = 15
+GHL_CONTACT_URL = "https://app.gohighlevel.com/v2/location/{location}/contacts/detail/{contact}"
+FINAL_STATUSES = (inbox.DONE, inbox.IGNORED, inbox.SUPERSEDED, inbox.DEAD)
+
+
+def contact_url(contact_id: str | None) -> str | None:
+    """The contact's page in GHL, when both ids are known."""
+    location = config().ghl_location_id
+    if not (contact_id and location):
+        return None
+    return GHL_CONTACT_URL.format(
+        location=quote(location, safe=""), contact=quote(contact_id, safe="")
+    )
+
+
+@bp.app_template_global()
+def ghl_contact_url(contact_id: str | None) -> str | None:
+    return contact_url(contact_id)
+
+
+@bp.get("/")
+def dashboard() -> ResponseReturnValue:
+    db = database()
+    facts = health.report(db, config())
+    latest_events = list(db["events"].rows_where(order_by="id DESC", limit=LATEST))
+    last_checks = doctor.last_result(db)
+    return render_template(
+        "dashboard.html",
+        facts=facts,
+        events=latest_events,
+        run=runs.latest(db),
+        run_requested=runs.requested(db),
+        checks=last_checks,
+        webhook_url=state.get(db, subscriptions.WEBHOOK_URL_STATE) or _guess_webhook_url(),
+    )
+
+
+@bp.get("/events")
+def events() -> ResponseReturnValue:
+    db = database()
+    status = request.args.get("status", "")
+    query = request.args.get("q", "").strip()
+    if status and status not in inbox.STATUSES:
+        abort(400, f"unknown status {status[:40]!r}; use one of {', '.join(inbox.STATUSES)}")
+    page = _page_number()
+    where, params = [], []
+    if status:
+        where.append("status = ?")
+        params.append(status)
+    if query:
+        where.append("email LIKE ? ESCAPE '\\'")
+        params.append("%" + _like_escape(query.lower()) + "%")
+    clause = " AND ".join(where) or None
+    total = db["events"].count_where(clause, params) if clause else db["events"].count
+    rows = list(
+        db["events"].rows_where(
+            clause, params, order_by="id DESC", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+        )
+    )
+    return render_template(
+        "events.html",
+        events=rows,
+        status=status,
+        query=query,
+        page=page,
+        pages=max(1, -(-total // PAGE_SIZE)),
+        total=total,
+        statuses=inbox.STATUSES,
+    )
+
+
+@bp.get("/events/<int:event_id>")
+def event_detail(event_id: int) -> ResponseReturnValue:
+    db = database()
+    event = inbox.get(db, event_id)
+    if event is None:
+        abort(404, f"there is no event {event_id}")
+    payload = _payload(event["payload"])
+    calls = list(db["ghl_calls"].rows_where("event_id = ?", [event_id], order_by="id"))
+    return render_template(
+        "event.html",
+        event=event,
+        payload=payload,
+        payload_text=json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=True),
+        reply_text=_reply_text(payload),
+        calls=calls,
+        can_replay=event["status"] in FINAL_STATUSES,
+    )
+
+
+@bp.post("/events/<int:event_id>/replay")
+def replay_event(event_id: int) -> ResponseReturnValue:
+    db = database()
+    event = inbox.get(db, event_id)
+    if event is None:
+        abort(404, f"there is no event {event_id}")
+    if event["status"] not in FINAL_STATUSES:
+        abort(409, f"event {event_id} is {event['status']}: it is already queued")
+    inbox.replay(db, [event_id])
+    flash(f"Event {event_id} queued again; the worker picks it up within seconds.", "ok")
+    return redirect(_back(url_for("admin.event_detail", event_id=event_id)))
+
+
+@bp.get("/dead")
+def dead_letters() -> ResponseReturnValue:
+    db = database()
+    rows = list(db["events"].rows_where("status = 'dead'", order_by="id DESC", limit=500))
+    return render_template(
+        "dead.html", events=rows, total=db["events"].count_where("status = 'dead'")
+    )
+
+
+@bp.post("/dead/replay")
+def replay_dead() -> ResponseReturnValue:
+    count = inbox.replay(database())
+    flash(f"{count} dead events queued again.", "ok")
+    return redirect(url_for("admin.dead_letters"))
+
+
+@bp.post("/reconcile")
+def reconcile_now() -> ResponseReturnValue:
+    db = database()
+    runs.request_run(db)
+    flash("Reconciliation requested: the worker starts it within a minute.", "ok")
+    return redirect(url_for("admin.dashboard"))
+
+
+@bp.post("/doctor")
+def run_doctor() -> ResponseReturnValue:
+    db = database()
+    checks = doctor.run_checks(config(), webhook_url=state.get(db, subscriptions.WEBHOOK_URL_STATE))
+    doctor.save_result(db, checks)
+    bad = sum(1 for c in checks if c.ok is False)
+    if bad:
+        flash(f"{bad} of {len(checks)} checks failed: see the fixes below.", "error")
+    else:
+        flash("All checks passed.", "ok")
+    return redirect(url_for("admin.dashboard") + "#checks")
+
+
+@bp.post("/instantly-webhooks")
+def register_webhooks() -> ResponseReturnValue:
+    cfg = config()
+    try:
+        url = subscriptions.webhook_url(request.form.get("url", ""))
+    except ValueError as exc:
+        abort(400, str(exc))
+    try:
+        actions = subscriptions.register_for_bridge(
+            database(), cfg, url, resume="resume" in request.form
+        )
+    except subscriptions.SetupMissing as exc:
+        abort(409, str(exc))
+    except InstantlyError as exc:
+        abort(502, f"Instantly refused: {exc}")
+    for action in actions or []:
+        flash(f"Webhook {action.line()}", "ok")
+    if not actions:
+        flash("No event type is enabled in settings, so no webhook is needed.", "ok")
+    return redirect(url_for("admin.dashboard") + "#checks")
+
+
+def _page_number() -> int:
+    raw = request.args.get("page", "1")
+    try:
+        page = int(raw)
+    except ValueError:
+        abort(400, f"page must be a number, got {raw[:20]!r}")
+    if page < 1:
+        abort(400, "page must be 1 or more")
+    return page
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _payload(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _reply_text(payload: Any) -> str:
+    if not isinstance(payload, dict):
+        return ""
+    for key in ("reply_text", "reply_text_snippet"):
+        value = payload.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return ""
+
+
+def _back(default: str) -> str:
+    target = request.form.get("next", "")
+    return target if target.startswith("/") and not target.startswith("//") else default
+
+
+def _guess_webhook_url() -> str:
+    return request.url_root.rstrip("/") + subscriptions.WEBHOOK_PATH
