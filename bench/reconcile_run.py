@@ -45,7 +45,7 @@ def with_interest_synced(settings: dict) -> tuple[dict, bool]:
     recon branch's tests/support/measure_reconcile.py does.
     """
     from bridge import settings as settings_mod
-    from bridge.events.interest import EVENT_BY_STATUS
+    from bridge.events.types import EVENT_BY_STATUS
 
     syncs = getattr(settings_mod, "syncs_event", None)
     if syncs is not None and any(syncs(settings, e) for e in EVENT_BY_STATUS.values()):

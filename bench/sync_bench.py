@@ -13,7 +13,7 @@ from typing import Any
 from bench import procs
 from bench.payloads import email_id, lead_address, reply_body
 from bench.stats import count_in, max_in_window
-from bridge.events.event import from_webhook
+from bridge.events.webhook import from_webhook
 from bridge.store import db as store
 from bridge.store import inbox
 from tests.support.ghl_fake import FakeGHL

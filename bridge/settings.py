@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import string
 import tomllib
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,8 @@ import sqlite_utils
 import tomli_w
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from bridge.events.interest import STATUS_BY_EVENT
+from bridge.clock import now_iso
+from bridge.events.types import STATUS_BY_EVENT
 from bridge.store.db import immediate
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "defaults.toml"
@@ -432,7 +432,7 @@ def version(db: sqlite_utils.Database) -> int:
 def save(db: sqlite_utils.Database, settings: dict) -> int:
     """Validate and store settings; returns the new version."""
     clean = validate_settings(settings)
-    now = datetime.now(UTC).isoformat()
+    now = now_iso()
     with immediate(db):
         old = db.execute("SELECT version FROM settings WHERE id = 1").fetchone()
         new_version = (old[0] if old else 0) + 1

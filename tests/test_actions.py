@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from bridge.clients.ghl import GHLTransient
-from bridge.events.event import Event, from_webhook
+from bridge.events.event import Event
+from bridge.events.webhook import from_webhook
 from bridge.store import ghl_writes, inbox
 from bridge.sync.reply_note import marker
 from bridge.sync.worker import Worker

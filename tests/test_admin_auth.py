@@ -6,7 +6,7 @@ import pytest
 
 from bridge import create_app
 from bridge.config import load_config
-from bridge.events.event import from_webhook
+from bridge.events.webhook import from_webhook
 from bridge.store import inbox
 from bridge.web.admin import auth
 from tests.helpers import reply_payload

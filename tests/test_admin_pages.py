@@ -6,7 +6,7 @@ import html
 
 import pytest
 
-from bridge.events.event import from_webhook
+from bridge.events.webhook import from_webhook
 from bridge.reconcile import page_runs as runs
 from bridge.store import inbox, state
 from tests.helpers import LOCATION_ID, reply_payload

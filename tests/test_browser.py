@@ -18,7 +18,7 @@ from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
 from bridge import settings as settings_mod
-from bridge.events.event import from_webhook
+from bridge.events.webhook import from_webhook
 from bridge.setup import subscriptions
 from bridge.store import db as store
 from bridge.store import inbox

@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from bridge import settings as settings_mod
-from bridge.events.event import from_webhook
+from bridge.events.webhook import from_webhook
 from bridge.store import db as store
 from bridge.store import group_commit, inbox
 from tests.helpers import post_webhook, reply_payload

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.events import interest
+from bridge.events import types as event_types
 from bridge.events.event import Event
 from bridge.store import contacts, inbox
 from bridge.sync.worker import Worker
@@ -183,12 +183,12 @@ def test_a_queued_label_is_ignored_once_label_sync_is_switched_off(client, db, w
     )
 
 
-@pytest.mark.parametrize("code", sorted(interest.STATUS_BY_CODE))
+@pytest.mark.parametrize("code", sorted(event_types.STATUS_BY_CODE))
 def test_a_polled_numeric_status_syncs_like_the_webhook(db, worker, fake_ghl, code):
     """The reconciler turns lt_interest_status into the event type named for its status
     and feeds the inbox with source="poll"; the worker treats it like a webhook."""
-    status = interest.status_for_code(code)
-    event_type = interest.EVENT_BY_STATUS[status]
+    status = event_types.status_for_code(code)
+    event_type = event_types.EVENT_BY_STATUS[status]
     body = interest_payload(event_type, T1)
     inbox.enqueue(db, Event(f"poll:{event_type}:{EMAIL}:{T1}", event_type, EMAIL, body,
                             body["campaign_id"], body["campaign_name"], T1, "poll"))  # fmt: skip
@@ -268,7 +268,7 @@ def test_each_captured_interest_delivery_syncs_its_status(client, db, worker, fa
     answer = deliver(client, worker, body)
     assert answer.json["status"] == "accepted", name
     email = body["lead_email"].strip().lower()
-    status = interest.status_for_event(body["event_type"])
+    status = event_types.status_for_event(body["event_type"])
     expected = "instantly-" + status.replace("_", "-")
     assert fake_ghl.contact_by_email(email)["tags"] == [expected]
     assert fake_ghl.upserts_for(email) == 1

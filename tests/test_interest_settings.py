@@ -7,7 +7,6 @@ import json
 import pytest
 
 from bridge import settings as settings_mod
-from bridge.events import interest
 from bridge.events import types as event_types
 from bridge.store import db as store
 from tests.helpers import post_webhook, reply_payload
@@ -96,8 +95,8 @@ def test_each_numeric_interest_code_names_an_event_the_worker_syncs():
              0: "out_of_office", -1: "not_interested", -2: "wrong_person", -3: "lost",
              -4: "no_show"}  # fmt: skip
     for code, status in codes.items():
-        assert interest.status_for_code(code) == status
-        event_type = interest.EVENT_BY_STATUS[status]
+        assert event_types.status_for_code(code) == status
+        event_type = event_types.EVENT_BY_STATUS[status]
         assert event_types.interest_status(event_type) == status
         assert not event_types.is_custom_label(event_type)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.events.event import from_webhook
+from bridge.events.webhook import from_webhook
 from bridge.reconcile import page_runs as runs
 from bridge.store import inbox, state
 from bridge.web import metrics

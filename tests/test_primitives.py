@@ -8,7 +8,8 @@ import pytest
 
 from bridge.clients.ratelimit import SlidingWindowLimiter
 from bridge.config import load_config
-from bridge.events.event import BadEvent, from_webhook, idempotency_key, normalise_email
+from bridge.events.event import idempotency_key, normalise_email
+from bridge.events.webhook import BadEvent, from_webhook
 from bridge.store import inbox
 from bridge.sync.worker import Worker, backoff_delay
 from tests.helpers import reply_payload

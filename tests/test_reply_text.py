@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.events.event import from_webhook
+from bridge.events.webhook import from_webhook
 from bridge.sync.reply_note import MAX_TEXT_CHARS, marker, note_body
 from bridge.sync.reply_text import cut_quoted, html_to_text, reply_text
 from tests.helpers import reply_payload, sample_payloads

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from bridge import settings as settings_mod
-from bridge.events import interest
+from bridge.events import types as event_types
 from bridge.store import contacts, inbox, state
 from bridge.sync.worker import Worker
 from tests.helpers import post_webhook, reply_payload, sample_params
@@ -323,7 +323,7 @@ def test_each_captured_payload_shape_syncs(client, db, worker, fake_ghl, name, b
     contact = fake_ghl.contact_by_email(email)
     assert contact is not None, name
     assert fake_ghl.upserts_for(email) == 1
-    status = interest.status_for_event(body["event_type"])
+    status = event_types.status_for_event(body["event_type"])
     # Interest events sync too (their status's tag); tests/test_interest.py covers them.
     expected = f"instantly-{status.replace('_', '-')}" if status else "instantly-replied"
     assert expected in contact["tags"]

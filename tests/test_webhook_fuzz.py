@@ -198,7 +198,7 @@ def test_any_secret_value_is_handled(client, secret):
 
 
 def _through_schema(data: dict):
-    from bridge.events import event as events
+    from bridge.events import webhook as events
 
     try:
         return events._SCHEMA.load({k: data[k] for k in events._DECLARED if k in data})
@@ -207,7 +207,7 @@ def _through_schema(data: dict):
 
 
 def _through_load_webhook(data: dict):
-    from bridge.events import event as events
+    from bridge.events import webhook as events
 
     try:
         return events.load_webhook(data)
@@ -229,7 +229,7 @@ def test_the_fast_path_loads_exactly_what_the_schema_loads(base, event_type):
 
 
 def test_the_fast_path_is_on_for_the_shipped_schema_and_bounded_by_it():
-    from bridge.events import event as events
+    from bridge.events import webhook as events
 
     assert events._FAST_PATH == (1, 200)
     ok = {"event_type": "x" * 200, "lead_email": "a@b.c", "step": [1]}

@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from bridge.events.event import Event, idempotency_key, iso, normalise_email, parse_time
+from bridge.clock import iso, parse_time
+from bridge.events.event import Event, idempotency_key, normalise_email
 
 SOURCE = "poll"
 

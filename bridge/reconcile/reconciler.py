@@ -25,10 +25,10 @@ from bridge.clients.instantly import (
     Stopped,
     pages,
 )
-from bridge.events.event import Event, idempotency_key, iso, normalise_email, parse_time
-from bridge.events.interest import EVENT_BY_STATUS, STATUS_BY_CODE
+from bridge.clock import iso, parse_time
+from bridge.events.event import Event, idempotency_key, normalise_email
 from bridge.events.polled import best_lead, interest_event, lead_email, reply_event
-from bridge.events.types import interest_status, is_synced
+from bridge.events.types import EVENT_BY_STATUS, STATUS_BY_CODE, interest_status, is_synced
 from bridge.store import inbox, state
 from bridge.store.db import immediate
 

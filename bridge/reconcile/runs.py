@@ -20,10 +20,10 @@ from typing import Any
 import sqlite_utils
 
 from bridge.clients.instantly import InstantlyClient
+from bridge.clock import now_iso
 from bridge.reconcile.reconciler import Options, Progress, Reconciler, Summary
 from bridge.store import state
 from bridge.store.db import immediate
-from bridge.store.inbox import now_iso
 
 LOCK = "reconcile_lock"
 REQUEST = "reconcile_requested"

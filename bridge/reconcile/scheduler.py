@@ -17,8 +17,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bridge.clients.instantly import InstantlyClient, Stopped
+from bridge.clock import iso, parse_time
 from bridge.config import Config
-from bridge.events.event import iso, parse_time
 from bridge.reconcile.reconciler import Options
 from bridge.reconcile.runs import SCHEDULE, Busy, last_run, requested, run_recorded
 from bridge.settings import SettingsCache

@@ -16,13 +16,13 @@ import sqlite_utils
 from bridge import settings as settings_mod
 from bridge.clients.ghl import GHLClient, GHLError
 from bridge.clients.instantly_setup import InstantlyError, InstantlySetupClient
+from bridge.clock import now_iso
 from bridge.config import Config
 from bridge.logs import MASK
 from bridge.settings import CUSTOM_FIELD_PREFIX
 from bridge.setup import subscriptions
 from bridge.store import db as store
 from bridge.store import state
-from bridge.store.inbox import now_iso
 
 LAST_RESULT_STATE = "doctor_last"
 # Doctor answers while someone waits: fail fast rather than hang on a dead API.

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlite_utils
 
-from bridge.store.inbox import now_iso
+from bridge.clock import now_iso
 
 INTENT, DONE = "intent", "done"
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import sqlite_utils
 
+from bridge.clock import now_iso, parse_time
+from bridge.config import DEFAULT_LEASE_SECONDS
 from bridge.events.event import Event
 from bridge.store.db import immediate
 
@@ -22,18 +24,12 @@ PENDING, PROCESSING, DONE, IGNORED, SUPERSEDED, DEAD = (
     "dead",
 )
 STATUSES = (PENDING, PROCESSING, DONE, IGNORED, SUPERSEDED, DEAD)
-# How long a claimed event stays with its worker before another may take it.
-DEFAULT_LEASE_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
 class Enqueued:
     event_id: int
     created: bool
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 _INSERT = (
@@ -156,6 +152,20 @@ def claim_next(
         return get(db, row[0])
 
 
+def event_from_row(row: dict[str, Any]) -> Event:
+    """Rebuild the Event stored in an inbox row."""
+    return Event(
+        key=row["key"],
+        event_type=row["event_type"],
+        email=row["email"] or "",
+        payload=json.loads(row["payload"]),
+        campaign_id=row["campaign_id"] or "",
+        campaign_name=row["campaign_name"] or "",
+        occurred_at=row["occurred_at"] or "",
+        source=row["source"],
+    )
+
+
 def get(db: sqlite_utils.Database, event_id: int) -> dict[str, Any] | None:
     rows = list(db["events"].rows_where("id = ?", [event_id]))
     return rows[0] if rows else None
@@ -248,6 +258,8 @@ def oldest_pending_age(db: sqlite_utils.Database, now: float | None = None) -> f
     ).fetchone()
     if not row or not row[0]:
         return None
-    received = datetime.fromisoformat(row[0])
+    received = parse_time(row[0])
+    if received is None:
+        return None
     now_dt = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     return max(0.0, (now_dt - received).total_seconds())

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlite_utils
 
-from bridge.store.inbox import now_iso
+from bridge.clock import now_iso
 
 GHL_PAUSE = "ghl_pause"
 GHL_LAST_ERROR = "ghl_last_error"

@@ -7,11 +7,12 @@ from __future__ import annotations
 import sqlite_utils
 
 from bridge.clients.ghl import GHLClient
-from bridge.events.event import Event, parse_time
+from bridge.clock import parse_time
+from bridge.events.event import Event
 from bridge.events.types import interest_status, label_of
 from bridge.store import contacts
-from bridge.sync.dispatch import Outcome, add_missing_tags, ensure_contact, render_tags, tag_values
 from bridge.sync.opportunity import place_opportunity
+from bridge.sync.steps import Outcome, add_missing_tags, ensure_contact, render_tags, tag_values
 from bridge.sync.workflow import add_to_workflow
 
 

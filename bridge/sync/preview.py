@@ -7,8 +7,8 @@ import sqlite_utils
 from bridge.events.event import Event
 from bridge.events.types import interest_status, is_synced
 from bridge.store import contacts, state
-from bridge.sync.dispatch import render_tags
 from bridge.sync.fieldmap import CUSTOM, CUSTOM_FIELDS_STATE, FieldMapError, build_fields
+from bridge.sync.steps import render_tags
 
 
 class CachedFieldIds:

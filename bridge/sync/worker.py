@@ -22,11 +22,13 @@ from bridge.clients.ghl import (
     GHLRejected,
     GHLTransient,
 )
+from bridge.clock import now_iso
 from bridge.config import Config
 from bridge.settings import SettingsCache
 from bridge.store import db as store
 from bridge.store import inbox, state
-from bridge.sync.dispatch import event_from_row, sync_event
+from bridge.store.inbox import event_from_row
+from bridge.sync.dispatch import sync_event
 from bridge.sync.fieldmap import FieldMapError
 
 log = logging.getLogger("bridge.worker")
@@ -200,7 +202,7 @@ class Worker:
             state.GHL_PAUSE,
             {
                 "reason": reason,
-                "since": inbox.now_iso(),
+                "since": now_iso(),
                 "probe_at": time.time() + AUTH_PROBE_SECONDS,
             },
         )
@@ -216,7 +218,7 @@ class Worker:
         state.put(
             self.db,
             state.GHL_LAST_ERROR,
-            {"status": exc.status, "message": exc.message, "at": inbox.now_iso()},
+            {"status": exc.status, "message": exc.message, "at": now_iso()},
         )
 
     def _record_call(self, call: Call) -> None:
@@ -228,6 +230,6 @@ class Worker:
                 "status": call.status,
                 "duration_ms": call.duration_ms,
                 "error": call.error,
-                "at": inbox.now_iso(),
+                "at": now_iso(),
             }
         )

@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, request
 
 from bridge.config import Config
 from bridge.events import types as event_types
-from bridge.events.event import BadEvent, from_webhook, load_webhook, parse_delivery
+from bridge.events.webhook import BadEvent, from_webhook, load_webhook, parse_delivery
 from bridge.store import db as store
 from bridge.store import group_commit
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.sync.dispatch import normalise_tag
+from bridge.sync.steps import normalise_tag
 from tests.faults.harness import Stack
 from tests.helpers import reply_payload
 

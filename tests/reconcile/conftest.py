@@ -14,8 +14,7 @@ from bridge.clients.instantly import (
     InstantlyClient,
 )
 from bridge.clients.ratelimit import SlidingWindowLimiter
-from bridge.events.interest import STATUS_BY_EVENT
-from bridge.events.types import is_custom_label
+from bridge.events.types import STATUS_BY_EVENT, is_custom_label
 from tests.support.instantly_fake import API_KEY, BASE_URL, FakeInstantly
 from tests.support.instantly_responses import install
 
