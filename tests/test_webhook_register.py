@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from bridge import settings as settings_mod
 from bridge.cli import main
-from bridge.clients.instantly_setup import InstantlyError, InstantlySetupClient
+from bridge.clients.instantly import InstantlyClient, InstantlyError
 from bridge.setup import subscriptions
 from bridge.store import state
 from tests.helpers import WEBHOOK_SECRET
@@ -35,7 +35,7 @@ def env(env):
 
 @pytest.fixture
 def instantly():
-    return InstantlySetupClient(INSTANTLY, INSTANTLY_KEY)
+    return InstantlyClient.for_setup(INSTANTLY, INSTANTLY_KEY)
 
 
 def created(request):

@@ -235,7 +235,7 @@ def webhook_register(raw_url: str, resume: bool) -> None:
 
     The only change the bridge ever makes in Instantly: its own webhook subscriptions.
     """
-    from bridge.clients.instantly_setup import InstantlyError
+    from bridge.clients.instantly import InstantlyError
     from bridge.setup import subscriptions
 
     config = _config()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,7 +9,7 @@ from typing import Any
 
 import requests
 
-from bridge.clients.ratelimit import SlidingWindowLimiter
+from bridge.clients.ratelimit import SlidingWindowLimiter, retry_after_seconds
 from bridge.logs import MASK
 
 API_VERSION = "2021-07-28"
@@ -253,26 +252,6 @@ def _message(response: requests.Response) -> str:
         if message:
             return str(message)
     return str(data)
-
-
-def retry_after_seconds(response: requests.Response) -> float | None:
-    """Retry-After (seconds or HTTP date), else GHL's X-RateLimit-Interval-Milliseconds."""
-    value = response.headers.get("Retry-After", "").strip()
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                parsed = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                parsed = None
-            if parsed is not None and parsed.tzinfo is not None:
-                return max(0.0, parsed.timestamp() - time.time())
-    interval = response.headers.get("X-RateLimit-Interval-Milliseconds", "").strip()
-    try:
-        return max(0.0, float(interval) / 1000) if interval else None
-    except ValueError:
-        return None
 
 
 def _short(text: str, secret: str = "", limit: int = 500) -> str:

@@ -1,11 +1,15 @@
-"""The Instantly API v2 client: read only, paced, and loud about errors.
+"""The Instantly API v2 client: paced, loud about errors, and all but read only.
 
-The bridge never writes to Instantly. The one POST it makes is `/api/v2/leads/list`, which
-is a read that takes its filters in a JSON body; the client refuses any other non-GET call.
+Reconciliation reads emails, leads, campaigns and labels; setting up reads campaigns,
+lead lists and webhooks, and writes the one thing the bridge ever writes to Instantly:
+its own webhook subscriptions. `POST /api/v2/leads/list` is a read that takes its filters
+in a JSON body. The client refuses any other call that is not a GET.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -13,8 +17,7 @@ from typing import Any
 
 import requests
 
-from bridge.clients.ghl import retry_after_seconds
-from bridge.clients.ratelimit import SlidingWindowLimiter
+from bridge.clients.ratelimit import SlidingWindowLimiter, retry_after_seconds
 
 API = "/api/v2"
 EMAILS_PATH = f"{API}/emails"
@@ -22,8 +25,15 @@ LEADS_LIST_PATH = f"{API}/leads/list"
 CAMPAIGNS_PATH = f"{API}/campaigns"
 LEAD_LISTS_PATH = f"{API}/lead-lists"
 LEAD_LABELS_PATH = f"{API}/lead-labels"
-# The only non-GET call allowed: a read with its filters in the body.
-READ_ONLY_POSTS = frozenset({LEADS_LIST_PATH})
+WEBHOOKS_PATH = f"{API}/webhooks"
+# The only calls that are not a GET: a read with its filters in the body, and the
+# bridge's own webhook subscriptions (create, set headers, resume).
+ALLOWED_WRITES = (
+    ("POST", re.compile(re.escape(LEADS_LIST_PATH))),
+    ("POST", re.compile(re.escape(WEBHOOKS_PATH))),
+    ("PATCH", re.compile(re.escape(WEBHOOKS_PATH) + r"/[^/]+")),
+    ("POST", re.compile(re.escape(WEBHOOKS_PATH) + r"/[^/]+/resume")),
+)
 
 PAGE_LIMIT = 100  # the documented maximum; leads/list answers 400 above it
 # Instantly sits behind Cloudflare, which has answered 403 (error 1010) to clients
@@ -43,6 +53,11 @@ EMAILS_RATE_WINDOW_SECONDS = 60.0
 TIMEOUT = (5.0, 60.0)
 MAX_TRIES = 5
 RETRY_BASE_SECONDS = 2.0
+# A person waits on setting-up calls (doctor, the settings page, `webhook register`):
+# one try each, a shorter read timeout.
+SETUP_TIMEOUT = (5.0, 15.0)
+# A cursor that never ends must not loop for ever when reading a whole list: 5,000 items.
+MAX_PAGES = 50
 
 
 class InstantlyError(Exception):
@@ -94,7 +109,7 @@ class Call:
 
 
 class InstantlyClient:
-    """The reads the reconciler makes, each paced and retried."""
+    """Every call the bridge makes to Instantly, each paced; retried unless `tries` is 1."""
 
     def __init__(
         self,
@@ -105,6 +120,8 @@ class InstantlyClient:
         emails_limiter: SlidingWindowLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
         recorder: Callable[[Call], None] | None = None,
+        timeout: tuple[float, float] = TIMEOUT,
+        tries: int = MAX_TRIES,
     ):
         if not api_key:
             raise ValueError("INSTANTLY_API_KEY is not set")
@@ -124,7 +141,16 @@ class InstantlyClient:
         )
         self.sleep = sleep
         self.recorder = recorder
+        self.timeout = timeout
+        self.tries = tries
         self.calls = 0
+
+    @classmethod
+    def for_setup(
+        cls, base_url: str, api_key: str, timeout: tuple[float, float] = SETUP_TIMEOUT
+    ) -> InstantlyClient:
+        """A client for calls a person waits on: one try each, a shorter timeout."""
+        return cls(base_url, api_key, timeout=timeout, tries=1)
 
     # --- the reads ------------------------------------------------------------------------
 
@@ -161,6 +187,57 @@ class InstantlyClient:
             for page in pages(lambda cursor, chunk=chunk: self.list_leads(cursor, contacts=chunk)):
                 yield from page.items
 
+    # --- setting up: whole lists, and the bridge's own webhooks -----------------------------
+
+    def check_key(self) -> int:
+        """GET /api/v2/campaigns?limit=1: proves the key works; returns campaigns seen (0-1).
+
+        Campaigns (scope campaigns:read) rather than the workspace: the bridge needs
+        that scope anyway, for reconciliation and the settings page.
+        """
+        return len(self._page("GET", CAMPAIGNS_PATH, params={"limit": 1}).items)
+
+    def campaigns(self) -> list[dict[str, Any]]:
+        """Every campaign: GET /api/v2/campaigns, paginated."""
+        return self._all(self.list_campaigns)
+
+    def lead_lists(self) -> list[dict[str, Any]]:
+        """Every lead list: GET /api/v2/lead-lists, paginated."""
+        return self._all(self.list_lead_lists)
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        """Every webhook of the workspace: GET /api/v2/webhooks, paginated."""
+        return self._all(
+            lambda cursor: self._page("GET", WEBHOOKS_PATH, params=_query(_paged({}, cursor)))
+        )
+
+    def create_webhook(
+        self, target_hook_url: str, event_type: str, name: str, headers: dict[str, str]
+    ) -> dict[str, Any]:
+        """POST /api/v2/webhooks for all campaigns of the workspace."""
+        body = {
+            "target_hook_url": target_hook_url,
+            "event_type": event_type,
+            "name": name,
+            "headers": headers,
+        }
+        return self._request("POST", WEBHOOKS_PATH, json=body)
+
+    def update_webhook_headers(self, webhook_id: str, headers: dict[str, str]) -> dict[str, Any]:
+        """PATCH /api/v2/webhooks/{id}: replace the headers sent with each delivery."""
+        return self._request("PATCH", f"{WEBHOOKS_PATH}/{webhook_id}", json={"headers": headers})
+
+    def resume_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """POST /api/v2/webhooks/{id}/resume: re-enable one Instantly switched off.
+
+        The operation declares no body, so none is sent: an empty body with a JSON
+        content type is itself a 400 on servers that parse JSON strictly.
+        """
+        return self._request("POST", f"{WEBHOOKS_PATH}/{webhook_id}/resume")
+
+    def _all(self, fetch: Callable[[str | None], Page]) -> list[dict[str, Any]]:
+        return [item for page in itertools.islice(pages(fetch), MAX_PAGES) for item in page.items]
+
     # --- transport ------------------------------------------------------------------------
 
     def _page(self, method: str, path: str, **kwargs: Any) -> Page:
@@ -173,8 +250,11 @@ class InstantlyClient:
         return Page(items, str(cursor) if cursor not in (None, "") else None)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        if method != "GET" and path not in READ_ONLY_POSTS:
-            raise ValueError(f"the bridge never writes to Instantly: refusing {method} {path}")
+        if method != "GET" and not _allowed_write(method, path):
+            raise ValueError(
+                "the bridge never writes to Instantly, except its own webhooks:"
+                f" refusing {method} {path}"
+            )
         tries = 0
         while True:
             tries += 1
@@ -187,10 +267,10 @@ class InstantlyClient:
                 self.limiter.block_for(wait)
                 if path == EMAILS_PATH:
                     self.emails_limiter.block_for(wait)
-                if tries >= MAX_TRIES:
+                if tries >= self.tries:
                     raise
             except InstantlyTransient:
-                if tries >= MAX_TRIES:
+                if tries >= self.tries:
                     raise
                 self.sleep(RETRY_BASE_SECONDS * 2 ** (tries - 1))
 
@@ -201,7 +281,9 @@ class InstantlyClient:
         self.calls += 1
         started = time.perf_counter()
         try:
-            response = self.session.request(method, self.base_url + path, timeout=TIMEOUT, **kwargs)
+            response = self.session.request(
+                method, self.base_url + path, timeout=self.timeout, **kwargs
+            )
         except requests.RequestException as exc:
             self._record(method, path, 0, started)
             raise InstantlyTransient(0, self._clean(f"{type(exc).__name__}: {exc}")) from None
@@ -212,7 +294,8 @@ class InstantlyClient:
             data = response.json()
         except ValueError:
             raise InstantlyTransient(
-                response.status_code, f"{method} {path}: answer is not JSON"
+                response.status_code,
+                self._clean(f"{method} {path}: answer is not JSON: {response.text}"),
             ) from None
         if not isinstance(data, dict):
             raise InstantlyTransient(
@@ -222,17 +305,11 @@ class InstantlyClient:
 
     def _error(self, method: str, path: str, response: requests.Response) -> InstantlyError:
         status = response.status_code
-        message = self._clean(f"{method} {path}: {_message(response)}")
+        message = self._clean(f"{_explain(status, _message(response))} ({method} {path})")
         if status == 429:
             return InstantlyRateLimited(status, message, retry_after_seconds(response))
-        if status == 401:
-            return InstantlyAuthError(status, message + " (check INSTANTLY_API_KEY)")
-        if status == 403:
-            return InstantlyAuthError(
-                status,
-                message + " (the key lacks a scope such as all:read, or Cloudflare refused the"
-                " client; this is an error, not an empty result)",
-            )
+        if status in (401, 403):
+            return InstantlyAuthError(status, message)
         if status >= 500 or status == 408:
             return InstantlyTransient(status, message)
         return InstantlyRejected(status, message)
@@ -280,17 +357,35 @@ def _query(params: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _allowed_write(method: str, path: str) -> bool:
+    return any(method == m and pattern.fullmatch(path) for m, pattern in ALLOWED_WRITES)
+
+
 def _message(response: requests.Response) -> str:
     """Instantly's error message ({statusCode, error, message}), or the start of the body."""
     try:
         data = response.json()
     except ValueError:
-        text = " ".join(response.text.split())
-        return f"{response.status_code} {text[:200] or response.reason or 'no message'}"
+        return " ".join(response.text.split())[:200] or response.reason or "no message"
     if isinstance(data, dict):
         message = data.get("message") or data.get("error")
         if isinstance(message, list):
             message = "; ".join(str(m) for m in message)
         if message:
-            return f"{response.status_code} {message}"
-    return f"{response.status_code} {str(data)[:200]}"
+            return str(message)
+    return str(data)[:200]
+
+
+def _explain(status: int, message: str) -> str:
+    """What an error status means for the person reading it."""
+    if status == 401:
+        return f"the API key was refused ({message}); check INSTANTLY_API_KEY"
+    if status == 403:
+        # Never read a 403 as "nothing there": it is a missing scope or Cloudflare.
+        return (
+            f"forbidden ({message}): the key lacks a scope this call needs (such as all:read),"
+            " or Cloudflare refused the client; this is an error, not an empty result"
+        )
+    if status == 402:
+        return f"the workspace has no active paid plan ({message})"
+    return message

@@ -1,11 +1,15 @@
-"""Client-side pacing: a sliding-window limiter with an injectable clock."""
+"""Client-side pacing shared by both clients: a sliding-window limiter with an injectable
+clock, and how long an answer asks us to wait (Retry-After)."""
 
 from __future__ import annotations
 
 import collections
+import email.utils
 import threading
 import time
 from collections.abc import Callable
+
+import requests
 
 
 class SlidingWindowLimiter:
@@ -62,3 +66,23 @@ class SlidingWindowLimiter:
         """Send nothing for `seconds` (a 429's Retry-After)."""
         with self._lock:
             self._not_before = max(self._not_before, self.clock() + seconds)
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """Retry-After (seconds or HTTP date), else GHL's X-RateLimit-Interval-Milliseconds."""
+    value = response.headers.get("Retry-After", "").strip()
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                parsed = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                parsed = None
+            if parsed is not None and parsed.tzinfo is not None:
+                return max(0.0, parsed.timestamp() - time.time())
+    interval = response.headers.get("X-RateLimit-Interval-Milliseconds", "").strip()
+    try:
+        return max(0.0, float(interval) / 1000) if interval else None
+    except ValueError:
+        return None

@@ -15,7 +15,7 @@ import sqlite_utils
 
 from bridge import settings as settings_mod
 from bridge.clients.ghl import GHLClient, GHLError
-from bridge.clients.instantly_setup import InstantlyError, InstantlySetupClient
+from bridge.clients.instantly import InstantlyClient, InstantlyError
 from bridge.clock import now_iso
 from bridge.config import Config
 from bridge.logs import MASK
@@ -52,7 +52,7 @@ def run_checks(
     config: Config,
     webhook_url: str | None = None,
     ghl: GHLClient | None = None,
-    instantly: InstantlySetupClient | None = None,
+    instantly: InstantlyClient | None = None,
 ) -> list[Check]:
     """Run every check in order; a check that cannot run says which one to fix first."""
     checks: list[Check] = []
@@ -73,7 +73,7 @@ def run_checks(
     checks.append(_field_map(settings, custom_fields, ghl is not None and location_check.ok))
 
     if instantly is None and config.instantly_api_key:
-        instantly = InstantlySetupClient(
+        instantly = InstantlyClient.for_setup(
             config.instantly_base_url, config.instantly_api_key, timeout=TIMEOUT
         )
     key_check = _instantly_key(config, instantly)
@@ -293,7 +293,7 @@ def _field_map(
     return Check(name, True, f"all {len(wanted)} exist: {', '.join(wanted)}")
 
 
-def _instantly_key(config: Config, instantly: InstantlySetupClient | None) -> Check:
+def _instantly_key(config: Config, instantly: InstantlyClient | None) -> Check:
     name = "Instantly API key"
     if instantly is None:
         return Check(
@@ -314,13 +314,13 @@ def _instantly_key(config: Config, instantly: InstantlySetupClient | None) -> Ch
             )
         elif exc.status == 0:
             fix = "check the network and INSTANTLY_BASE_URL"
-        return Check(name, False, f"GET /api/v2/campaigns: {exc}", fix)
+        return Check(name, False, str(exc), fix)
     return Check(name, True, "the key is accepted (GET /api/v2/campaigns)")
 
 
 def _webhooks(
     config: Config,
-    instantly: InstantlySetupClient | None,
+    instantly: InstantlyClient | None,
     settings: dict | None,
     url: str | None,
 ) -> Check:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import sqlite_utils
 
 from bridge import settings as settings_mod
-from bridge.clients.instantly_setup import InstantlySetupClient
+from bridge.clients.instantly import InstantlyClient
 from bridge.config import Config
 from bridge.events.types import synced_event_types
 from bridge.store import state
@@ -41,7 +41,7 @@ def register_for_bridge(
     if not config.webhook_secret:
         raise SetupMissing("BRIDGE_WEBHOOK_SECRET is not set: run `bridge init-env` or set it")
     _, current = settings_mod.current(db)
-    client = InstantlySetupClient(config.instantly_base_url, config.instantly_api_key)
+    client = InstantlyClient.for_setup(config.instantly_base_url, config.instantly_api_key)
     actions = register(
         client, url, config.webhook_secret, enabled_event_types(current), resume=resume
     )
@@ -195,7 +195,7 @@ class Action:
 
 
 def register(
-    client: InstantlySetupClient,
+    client: InstantlyClient,
     url: str,
     secret: str,
     event_types: list[str],
@@ -247,7 +247,7 @@ def register(
 
 
 def _fix(
-    client: InstantlySetupClient, hook: dict[str, Any], event: str, secret: str, resume: bool
+    client: InstantlyClient, hook: dict[str, Any], event: str, secret: str, resume: bool
 ) -> Action:
     hook_id = str(hook.get("id", ""))
     done: list[str] = []

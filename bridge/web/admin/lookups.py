@@ -14,7 +14,7 @@ from typing import Any
 import sqlite_utils
 
 from bridge.clients.ghl import GHLClient, GHLError
-from bridge.clients.instantly_setup import InstantlyError, InstantlySetupClient
+from bridge.clients.instantly import InstantlyClient, InstantlyError
 from bridge.config import Config
 from bridge.settings import CUSTOM_FIELD_PREFIX, GHL_STANDARD_FIELDS
 from bridge.store import state
@@ -104,10 +104,10 @@ def _ghl(config: Config) -> GHLClient:
     return GHLClient(config.ghl_base_url, config.ghl_token, config.ghl_location_id, timeout=TIMEOUT)
 
 
-def _instantly(config: Config) -> InstantlySetupClient:
+def _instantly(config: Config) -> InstantlyClient:
     if not config.instantly_api_key:
         raise _Unavailable("Instantly is not configured (INSTANTLY_API_KEY): type the ids")
-    return InstantlySetupClient(
+    return InstantlyClient.for_setup(
         config.instantly_base_url, config.instantly_api_key, timeout=TIMEOUT
     )
 

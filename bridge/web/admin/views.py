@@ -9,7 +9,7 @@ from urllib.parse import quote
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from bridge.clients.instantly_setup import InstantlyError
+from bridge.clients.instantly import InstantlyError
 from bridge.reconcile import page_runs as runs
 from bridge.setup import doctor, subscriptions
 from bridge.store import inbox, state
