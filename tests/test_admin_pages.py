@@ -7,7 +7,7 @@ import html
 import pytest
 
 from bridge.events.webhook import from_webhook
-from bridge.reconcile import page_runs as runs
+from bridge.reconcile import runs
 from bridge.store import inbox, state
 from tests.helpers import LOCATION_ID, reply_payload
 from tests.web_helpers import admin_env, all_secrets, login, post

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.events.webhook import from_webhook
-from bridge.reconcile import page_runs as runs
+from bridge.reconcile import runs
 from bridge.store import inbox, state
 from bridge.web import metrics
 from tests.helpers import post_webhook, reply_payload

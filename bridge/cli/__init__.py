@@ -104,7 +104,7 @@ def replay(event_ids: tuple[int, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """Show queue counts, problems and the latest dead events."""
-    from bridge.web.health import report
+    from bridge.setup.health import report
 
     config = _config()
     db = _database(config)

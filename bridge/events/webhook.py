@@ -18,6 +18,10 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 from bridge.clock import iso, parse_time
 from bridge.events.event import Event, idempotency_key, normalise_email
 
+# Where Instantly delivers to the bridge, and the header carrying BRIDGE_WEBHOOK_SECRET:
+# the web layer serves them, and webhook registration tells Instantly to use them.
+WEBHOOK_PATH = "/webhooks/instantly"
+SECRET_HEADER = "X-Bridge-Secret"
 EVENT_TYPE_MAX_LENGTH = 200
 
 

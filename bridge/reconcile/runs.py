@@ -1,9 +1,11 @@
-"""Running reconciliation safely: one at a time per database, recorded, requestable.
+"""Reconciliation runs: one at a time per database, recorded, requestable, reported.
 
 The lock lives in SQLite (with an expiry a live run keeps pushing back), so a second
 worker started by mistake, or `bridge reconcile` typed during a scheduled run, waits its
 turn instead of polling Instantly twice. The dashboard asks for a run by writing a
-request the worker's scheduler picks up within seconds.
+request the worker's scheduler picks up within seconds, so the page never runs a
+reconciliation inside a web request. Each run is a row of `reconcile_runs`; the page,
+/healthz and /metrics all read them through `report` and `totals` here.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from bridge.reconcile.reconciler import Options, Progress, Reconciler, Summary
 from bridge.store import state
 from bridge.store.db import immediate
 
+RUNS_TABLE = "reconcile_runs"
 LOCK = "reconcile_lock"
 REQUEST = "reconcile_requested"
 SCHEDULE = "reconcile_schedule"
@@ -164,9 +167,16 @@ def run_recorded(
         lock.release()
 
 
-def request_run(db: sqlite_utils.Database, by: str = "page") -> None:
-    """Ask the worker for a run soon (the dashboard's "Reconcile now")."""
-    state.put(db, REQUEST, {"by": by, "at": now_iso()})
+def request_run(db: sqlite_utils.Database, by: str = "page") -> dict[str, Any]:
+    """Ask the worker for a run soon (the dashboard's "Reconcile now"); a request already
+    waiting is kept, not doubled. Returns the request waiting."""
+    with immediate(db):
+        waiting = requested(db)
+        if waiting:
+            return waiting
+        request = {"by": by, "at": now_iso()}
+        state.put(db, REQUEST, request)
+        return request
 
 
 def requested(db: sqlite_utils.Database) -> dict[str, Any] | None:
@@ -175,7 +185,8 @@ def requested(db: sqlite_utils.Database) -> dict[str, Any] | None:
 
 
 def last_run(db: sqlite_utils.Database) -> dict[str, Any] | None:
-    """The latest finished run, as the dashboard and /healthz show it."""
+    """The latest finished run, as the dashboard and /healthz show it (a run going on is
+    `report`'s `running`)."""
     rows = list(
         db.query("SELECT * FROM reconcile_runs WHERE status != 'running' ORDER BY id DESC LIMIT 1")
     )
@@ -195,6 +206,18 @@ def report(db: sqlite_utils.Database, clock: Callable[[], float] = time.time) ->
         "requested": requested(db),
         "schedule": state.get(db, SCHEDULE),
     }
+
+
+def totals(db: sqlite_utils.Database) -> dict[str, Any]:
+    """Runs by status and events found/new over all runs, for /metrics."""
+    by_status = {
+        status: n
+        for status, n in db.execute(f"SELECT status, COUNT(*) FROM {RUNS_TABLE} GROUP BY status")
+    }
+    found, new = db.execute(
+        f"SELECT COALESCE(SUM(events_found), 0), COALESCE(SUM(events_new), 0) FROM {RUNS_TABLE}"
+    ).fetchone()
+    return {"by_status": by_status, "found": found, "new": new}
 
 
 def _run_facts(row: dict[str, Any]) -> dict[str, Any]:

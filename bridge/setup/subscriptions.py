@@ -17,8 +17,8 @@ from bridge import settings as settings_mod
 from bridge.clients.instantly import InstantlyClient
 from bridge.config import Config
 from bridge.events.types import synced_event_types
+from bridge.events.webhook import SECRET_HEADER, WEBHOOK_PATH
 from bridge.store import state
-from bridge.web.webhooks import SECRET_HEADER
 
 # The URL last registered, so doctor knows which webhooks are this bridge's.
 WEBHOOK_URL_STATE = "instantly_webhook_url"
@@ -49,7 +49,6 @@ def register_for_bridge(
     return actions
 
 
-WEBHOOK_PATH = "/webhooks/instantly"
 ALL_EVENTS = "all_events"
 DISABLED = -1
 # The `event_type` values POST /api/v2/webhooks accepts (Instantly's OpenAPI enum).

@@ -27,7 +27,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from bridge.reconcile import page_runs as runs
+from bridge.reconcile import runs
 from bridge.store import db as store
 from bridge.store import inbox, state
 

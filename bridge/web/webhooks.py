@@ -12,13 +12,19 @@ from flask import Blueprint, current_app, request
 
 from bridge.config import Config
 from bridge.events import types as event_types
-from bridge.events.webhook import BadEvent, from_webhook, load_webhook, parse_delivery
+from bridge.events.webhook import (
+    SECRET_HEADER,
+    WEBHOOK_PATH,
+    BadEvent,
+    from_webhook,
+    load_webhook,
+    parse_delivery,
+)
 from bridge.store import db as store
 from bridge.store import group_commit
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger("bridge.webhooks")
-SECRET_HEADER = "X-Bridge-Secret"
 
 
 # What jsonify writes (compact, sorted), made once: json.dumps with options builds an encoder
@@ -31,7 +37,7 @@ def _answer(code: int, **body: Any):
     return current_app.response_class(text, status=code, content_type="application/json")
 
 
-@bp.post("/webhooks/instantly")
+@bp.post(WEBHOOK_PATH)
 def receive_instantly():
     config = current_app.config["BRIDGE_CONFIG"]
     if not config.webhook_secret:

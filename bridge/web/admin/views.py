@@ -10,10 +10,9 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from bridge.clients.instantly import InstantlyError
-from bridge.reconcile import page_runs as runs
-from bridge.setup import doctor, subscriptions
+from bridge.reconcile import runs
+from bridge.setup import doctor, health, subscriptions
 from bridge.store import inbox, state
-from bridge.web import health
 from bridge.web.admin import bp, config, database
 
 PAGE_SIZE = 50
@@ -47,8 +46,6 @@ def dashboard() -> ResponseReturnValue:
         "dashboard.html",
         facts=facts,
         events=latest_events,
-        run=runs.latest(db),
-        run_requested=runs.requested(db),
         checks=last_checks,
         webhook_url=state.get(db, subscriptions.WEBHOOK_URL_STATE) or _guess_webhook_url(),
     )
