@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 GHL_TOKEN = "ghl-test-token"  # what tests.support.ghl_fake.FakeGHL expects by default
 LOCATION_ID = "loc_test"
-# The Procfile's web command; only the bind address is narrowed to loopback.
-WEB_COMMAND = ["-m", "gunicorn", "-c", "python:bridge.gunicorn_conf", "bridge:create_app()"]
+# The Procfile's web command; only the bind address is narrowed to loopback, and the
+# benchmark serves bench.app (the bridge's app plus the baseline route).
+WEB_COMMAND = ["-m", "gunicorn", "-c", "python:bridge.gunicorn_conf", "bench.app:create_app()"]
 
 
 def free_port() -> int:

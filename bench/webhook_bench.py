@@ -105,7 +105,7 @@ def run(
     workdir = out / "webhook"
     shutil.rmtree(workdir, ignore_errors=True)
     port = procs.free_port()
-    env = procs.bridge_env(workdir, port=port, BRIDGE_BENCH_ROUTES="1")
+    env = procs.bridge_env(workdir, port=port)
     procs.migrate(env)
     results: dict[str, Any] = {"connections": connections, "seconds": seconds, "rounds": []}
     with procs.web(workdir, env, port) as server:

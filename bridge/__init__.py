@@ -2,68 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-
-from bridge import settings as settings_mod
-from bridge.config import Config, load_config
-from bridge.logs import configure_logging
-from bridge.store import db as store
+if TYPE_CHECKING:
+    from flask import Flask
 
 __all__ = ["create_app"]
 
-MAX_BODY_BYTES = 1024 * 1024
-
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """The app factory: config, store, blueprints. Used by gunicorn and tests."""
-    app = Flask(__name__, instance_relative_config=False)
-    config: Config = (test_config or {}).get("BRIDGE_CONFIG") or load_config()
-    app.config.from_mapping(
-        SECRET_KEY=config.secret_key,
-        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        BRIDGE_CONFIG=config,
-    )
-    if test_config:
-        app.config.update(test_config)
-    configure_logging(config)
+    """The web app (bridge.app.create_app). Imported on call, so the sync core, the store
+    and the clients can be imported without Flask."""
+    from bridge.app import create_app as build
 
-    db = store.connect(config.database)
-    store.migrate(db)
-    settings_mod.current(db)  # seeds and validates: a bad setting stops start-up here
-    db.close()
-    app.extensions["bridge.settings"] = settings_mod.SettingsCache()
-
-    from bridge import bench_routes
-    from bridge.web import admin, health, metrics, webhooks
-
-    app.register_blueprint(webhooks.bp)
-    app.register_blueprint(health.bp)
-    metrics.init_app(app)
-    admin.init_app(app)
-    if os.environ.get(bench_routes.ENV_VAR) == "1":  # benchmarks only: bench/, never by default
-        app.register_blueprint(bench_routes.bp)
-        admin.csrf.exempt(bench_routes.bp)  # as the webhook is: no form, no session
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(RequestEntityTooLarge, _too_large)
-    logging.getLogger("bridge").info("web app ready, database %s", config.database)
-    return app
-
-
-def _http_error(exc: HTTPException):
-    """Every HTTP error answers JSON with a message, never an HTML traceback page."""
-    response = jsonify(error=exc.description or exc.name)
-    response.status_code = exc.code or 500
-    return response
-
-
-def _too_large(exc: RequestEntityTooLarge):
-    response = jsonify(error=f"body is larger than {MAX_BODY_BYTES // 1024} KiB")
-    response.status_code = 413
-    return response
+    return build(test_config)

@@ -1,8 +1,8 @@
-"""The benchmark baseline route exists only when asked for, and never touches the store."""
+"""The benchmark baseline route is bench/'s alone, and never touches the store."""
 
 from __future__ import annotations
 
-from bridge import create_app
+from bench.app import create_app as create_bench_app
 from bridge.store import db as store
 
 
@@ -10,9 +10,8 @@ def test_bare_route_is_absent_by_default(client):
     assert client.post("/bench/bare", data=b"{}").status_code == 404
 
 
-def test_bare_route_answers_204_when_enabled(config, db, monkeypatch):
-    monkeypatch.setenv("BRIDGE_BENCH_ROUTES", "1")
-    app = create_app({"BRIDGE_CONFIG": config, "TESTING": True})
+def test_bare_route_answers_204_in_the_bench_app(config, db):
+    app = create_bench_app({"BRIDGE_CONFIG": config, "TESTING": True})
     try:
         response = app.test_client().post("/bench/bare", data=b'{"event_type": "x"}')
     finally:
