@@ -12,6 +12,7 @@ import click
 import sqlite_utils
 
 from bridge import settings as settings_mod
+from bridge.cli.common import load_config_or_exit, open_database
 from bridge.clients.instantly import InstantlyClient
 from bridge.config import Config
 from bridge.reconcile.reconciler import REPLIES, STATUSES, Options, Progress, Summary
@@ -63,14 +64,12 @@ def reconcile(
     as_json: bool,
 ) -> None:
     """Find what webhooks missed: poll Instantly (read only) and enqueue it, then sync."""
-    from bridge.cli import _config, _database
-
     if replies_only and statuses_only:
         raise click.UsageError("--replies-only and --statuses-only exclude each other")
     if since and until and since >= until:
         raise click.UsageError("--since must be before --until")
-    config = _config()
-    db = _database(config)
+    config = load_config_or_exit()
+    db = open_database(config)
     if not config.instantly_api_key:
         raise click.ClickException(
             "INSTANTLY_API_KEY (or INSTANTLY_API_KEY_FILE) is not set: reconciliation reads"

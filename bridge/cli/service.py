@@ -1,0 +1,130 @@
+"""Running the bridge: migrate, the worker, web and worker together, a first .env."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from bridge import settings as settings_mod
+from bridge.cli.common import load_config_or_exit, open_database
+from bridge.config import PROJECT_ROOT
+from bridge.store import db as store
+from bridge.store import inbox
+
+
+@click.command()
+def migrate() -> None:
+    """Apply database migrations and check the stored settings."""
+    config = load_config_or_exit()
+    db = store.connect(config.database)
+    applied = store.migrate(db)
+    try:
+        settings_mod.current(db)
+    except settings_mod.SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"database {config.database}: "
+        + (f"applied {', '.join(applied)}" if applied else "up to date")
+    )
+
+
+@click.command()
+@click.option("--drain", is_flag=True, help="Process every due event, then exit.")
+def worker(drain: bool) -> None:
+    """Run the sync worker (the scheduler lives here too)."""
+    from bridge.reconcile.scheduler import start_scheduler
+    from bridge.sync.worker import Worker
+
+    config = load_config_or_exit()
+    db = open_database(config)
+    try:
+        settings_mod.current(db)
+    except settings_mod.SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    runner = Worker(config, db=db)
+    runner.install_signal_handlers()
+    # One scheduler per worker process; the SQLite lock keeps it to one run at a time.
+    scheduler = None if drain else start_scheduler(config)
+    try:
+        handled = runner.run(drain=drain)
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown()
+    if drain:
+        counts = inbox.counts(db)
+        click.echo(f"drained: {handled} events handled; queue now {json.dumps(counts)}")
+
+
+@click.command("init-env")
+@click.option("--path", default=str(PROJECT_ROOT / ".env"), show_default=True)
+def init_env(path: str) -> None:
+    """Create a .env with generated secrets if there is none (never overwrites)."""
+    target = Path(path)
+    if target.exists():
+        click.echo(f"{target} exists; left as it is")
+        return
+    webhook_secret = secrets.token_urlsafe(24)
+    target.write_text(
+        "# Written by `bridge init-env`. Fill in the GHL and Instantly values.\n"
+        f"BRIDGE_WEBHOOK_SECRET={webhook_secret}\n"
+        f"BRIDGE_SECRET_KEY={secrets.token_urlsafe(32)}\n"
+        "# BRIDGE_ADMIN_PASSWORD=\n"
+        "# GHL_TOKEN=\n"
+        "# GHL_LOCATION_ID=\n"
+        "# INSTANTLY_API_KEY=\n"
+    )
+    target.chmod(0o600)
+    click.echo(
+        f"wrote {target} with a new BRIDGE_WEBHOOK_SECRET (send it as the X-Bridge-Secret "
+        "header from Instantly) and BRIDGE_SECRET_KEY"
+    )
+
+
+@click.command()
+def run() -> None:
+    """Start the web app (gunicorn) and the worker together, for one machine."""
+    config = load_config_or_exit()
+    env = {**os.environ, "PORT": str(config.port)}
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:bridge.gunicorn_conf",
+            "bridge:create_app()",
+        ],
+        env=env,
+    )
+    worker_proc = subprocess.Popen([sys.executable, "-m", "bridge", "worker"], env=env)
+    click.echo(
+        f"bridge running: http://127.0.0.1:{config.port}/  (webhook: POST /webhooks/instantly)"
+    )
+    click.echo("Ctrl-C stops both the web app and the worker.")
+
+    def stop(*_: object) -> None:
+        for proc in (web, worker_proc):
+            if proc.poll() is None:
+                proc.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while web.poll() is None and worker_proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                web.wait(timeout=1)
+    finally:
+        stop()
+        web.wait()
+        worker_proc.wait()
+    code = web.returncode or worker_proc.returncode
+    if code not in (0, -signal.SIGTERM, None):
+        raise SystemExit(code)

@@ -1,0 +1,77 @@
+"""Setting up: `doctor` checks everything, `webhook register` subscribes this bridge."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+
+import click
+
+from bridge.cli.common import load_config_or_exit, open_database
+from bridge.store import db as store
+
+
+@click.command()
+@click.option(
+    "--url",
+    "webhook_url",
+    default=None,
+    help="This bridge's webhook URL (default: the one `bridge webhook register` saved).",
+)
+def doctor(webhook_url: str | None) -> None:
+    """Check the setup: database, GHL token and scopes, field map, Instantly key and webhooks."""
+    from bridge.setup import doctor as doctor_mod
+    from bridge.setup.subscriptions import webhook_url as parse_url
+
+    config = load_config_or_exit()
+    if webhook_url:
+        try:
+            webhook_url = parse_url(webhook_url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--url") from None
+    checks = doctor_mod.run_checks(config, webhook_url=webhook_url)
+    # Shown on the dashboard too; a database that cannot be written is a check above.
+    with (
+        contextlib.suppress(sqlite3.Error),
+        contextlib.closing(store.connect(config.database)) as db,
+    ):
+        doctor_mod.save_result(db, checks)
+    click.echo(doctor_mod.format_text(checks))
+    if doctor_mod.failed(checks):
+        raise SystemExit(1)
+
+
+@click.group()
+def webhook() -> None:
+    """Instantly webhook subscriptions for this bridge."""
+
+
+@webhook.command("register")
+@click.option("--url", "raw_url", required=True, help="https://<your bridge>/webhooks/instantly")
+@click.option("--resume", is_flag=True, help="Also re-enable webhooks Instantly switched off.")
+def webhook_register(raw_url: str, resume: bool) -> None:
+    """Create or update the Instantly webhooks for the enabled event types.
+
+    The only change the bridge ever makes in Instantly: its own webhook subscriptions.
+    """
+    from bridge.clients.instantly import InstantlyError
+    from bridge.setup import subscriptions
+
+    config = load_config_or_exit()
+    try:
+        url = subscriptions.webhook_url(raw_url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--url") from None
+    if url.startswith("http://"):
+        click.echo("warning: http:// sends the X-Bridge-Secret header unencrypted; use https://")
+    try:
+        actions = subscriptions.register_for_bridge(open_database(config), config, url, resume)
+    except (subscriptions.SetupMissing, InstantlyError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"webhooks delivering to {url}:")
+    for action in actions:
+        click.echo("  " + action.line())
+    if not actions:
+        click.echo("  none needed: no event type is enabled in settings")
+    if any(a.what == "disabled" for a in actions):
+        raise SystemExit(1)
