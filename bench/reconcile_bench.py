@@ -95,14 +95,14 @@ def seed_contact_map(database: str, leads: int, share: float) -> int:
     import sqlite3
 
     rows = [
-        (email_of(i), f"ghl{i}", "{}", "", "[]", STATUS_NAMES[code], CHANGED_AT, CHANGED_AT)
+        (email_of(i), f"ghl{i}", "{}", "[]", STATUS_NAMES[code], CHANGED_AT, CHANGED_AT)
         for i in range(leads)
         if (code := status_code(i, share)) is not None
     ]
     with sqlite3.connect(database) as conn:
         conn.executemany(
-            "INSERT INTO contacts (email, contact_id, fields, fields_hash, tags,"
-            " interest_status, interest_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO contacts (email, contact_id, fields, tags,"
+            " interest_status, interest_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
     return len(rows)

@@ -16,8 +16,11 @@ DEFAULT_PORT = 8000
 # How long a worker holds a claimed event. A worker killed mid-event keeps its event this
 # long before another pass may take it; BRIDGE_LEASE_SECONDS shortens it (fault tests do).
 DEFAULT_LEASE_SECONDS = 300.0
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_INSTANCE = PROJECT_ROOT / "instance"
+# The bridge keeps its files in the folder it is started from (./.env, ./instance): the
+# repository for `make run`, the app's folder on a platform, any folder for an installed
+# bridge. Not the package's folder, which is site-packages once installed.
+RUN_DIR = Path.cwd()
+DEFAULT_INSTANCE = RUN_DIR / "instance"
 
 
 class ConfigError(ValueError):
@@ -71,7 +74,7 @@ class Config:
 def load_config(env: dict[str, str] | None = None, dotenv_path: str | None = None) -> Config:
     """Build the Config from `env` (default: os.environ after loading .env)."""
     if env is None:
-        load_dotenv(dotenv_path or PROJECT_ROOT / ".env", override=False)
+        load_dotenv(dotenv_path or RUN_DIR / ".env", override=False)
         env = dict(os.environ)
     instance = Path(env.get("BRIDGE_INSTANCE_PATH") or DEFAULT_INSTANCE)
     return Config(

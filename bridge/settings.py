@@ -3,10 +3,11 @@ the live copy in the database (so the config page can edit it)."""
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import string
 import tomllib
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import sqlite_utils
@@ -17,7 +18,8 @@ from bridge.clock import now_iso
 from bridge.events.types import STATUS_BY_EVENT
 from bridge.store.db import immediate
 
-DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "defaults.toml"
+# config/defaults.toml in the repository, shipped as the package bridge.defaults.
+DEFAULTS_FILE = importlib.resources.files("bridge.defaults") / "defaults.toml"
 
 # Event types the worker knows how to sync; settings may only name these.
 # Interest events and custom labels are configured under [interest] instead.
@@ -83,7 +85,6 @@ def _template_check(allowed: set[str]):
     return check
 
 
-_check_template = _template_check(TAG_PLACEHOLDERS)
 # A custom label's tags may also name the label.
 LABEL_TAG_PLACEHOLDERS = TAG_PLACEHOLDERS | {"label"}
 OPPORTUNITY_NAME_PLACEHOLDERS = {
@@ -409,7 +410,7 @@ def _without_none(value: Any) -> Any:
     return value
 
 
-def load_defaults(path: Path = DEFAULTS_FILE) -> dict:
+def load_defaults(path: Traversable = DEFAULTS_FILE) -> dict:
     """The validated defaults file."""
     return parse_toml(path.read_text(encoding="utf-8"))
 

@@ -159,3 +159,38 @@ def m030_events_without_email_index(db: Database) -> None:
     email (reconciliation: is this lead's event still waiting?) also asks for pending or
     processing events, which the status index finds (bench/PROFILE.md)."""
     db.execute("DROP INDEX IF EXISTS idx_events_email")
+
+
+@migrations()
+def m031_contacts_without_fields_hash(db: Database) -> None:
+    """Drop the contact map's fields_hash: it was written on every upsert and never read
+    (the map compares the fields themselves)."""
+    if "fields_hash" in db["contacts"].columns_dict:
+        db["contacts"].transform(drop={"fields_hash"})
+
+
+# Every text timestamp the bridge writes, by table.
+TIMESTAMP_COLUMNS = {
+    "events": ("occurred_at", "received_at", "updated_at"),
+    "contacts": ("interest_at", "updated_at"),
+    "ghl_calls": ("at",),
+    "ghl_writes": ("at",),
+    "settings": ("updated_at",),
+    "state": ("updated_at",),
+    "reconcile_runs": ("started_at", "finished_at"),
+}
+CANONICAL_TIME = "strftime('%Y-%m-%dT%H:%M:%fZ', {column})"
+
+
+@migrations()
+def m032_timestamps_in_one_format(db: Database) -> None:
+    """Rewrite stored timestamps in the one format the bridge now writes (ISO 8601 UTC,
+    milliseconds, Z), so they compare correctly as text. Rows written before held three
+    forms (+00:00, Z, microseconds); a value SQLite cannot read is left as it is."""
+    for table, columns in TIMESTAMP_COLUMNS.items():
+        for column in columns:
+            canonical = CANONICAL_TIME.format(column=column)
+            db.execute(
+                f"UPDATE {table} SET {column} = {canonical}"
+                f" WHERE {canonical} IS NOT NULL AND {column} != {canonical}"
+            )

@@ -15,7 +15,7 @@ import click
 
 from bridge import settings as settings_mod
 from bridge.cli.common import load_config_or_exit, open_database
-from bridge.config import PROJECT_ROOT
+from bridge.config import RUN_DIR
 from bridge.store import db as store
 from bridge.store import inbox
 
@@ -64,7 +64,7 @@ def worker(drain: bool) -> None:
 
 
 @click.command("init-env")
-@click.option("--path", default=str(PROJECT_ROOT / ".env"), show_default=True)
+@click.option("--path", default=str(RUN_DIR / ".env"), show_default=True)
 def init_env(path: str) -> None:
     """Create a .env with generated secrets if there is none (never overwrites)."""
     target = Path(path)

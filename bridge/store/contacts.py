@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,10 +29,6 @@ class ContactRecord:
     def missing_tags(self, tags: list[str]) -> list[str]:
         have = set(self.tags)
         return [t for t in tags if t not in have]
-
-
-def fields_hash(fields: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def get(db: sqlite_utils.Database, email: str) -> ContactRecord | None:
@@ -65,7 +60,6 @@ def record_upsert(
             "email": email,
             "contact_id": contact_id,
             "fields": json.dumps(record.fields, sort_keys=True),
-            "fields_hash": fields_hash(record.fields),
             "tags": json.dumps(record.tags),
             "updated_at": now_iso(),
         },

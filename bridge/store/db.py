@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib.util
 import os
 import sqlite3
 import threading
@@ -12,8 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import sqlite_utils
-
-MIGRATIONS_FILE = Path(__file__).resolve().parents[2] / "migrations" / "__init__.py"
 
 # Writers wait this long for the lock instead of failing with "database is locked".
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -146,13 +143,11 @@ _datasync = getattr(os, "fdatasync", os.fsync)
 
 
 def load_migrations() -> sqlite_utils.Migrations:
-    """Import the migration steps from the top-level migrations/ folder."""
-    spec = importlib.util.spec_from_file_location("bridge_migrations", MIGRATIONS_FILE)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load migrations from {MIGRATIONS_FILE}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.migrations
+    """The migration steps: the repository's migrations/ folder, shipped as the package
+    bridge.store.migrations."""
+    from bridge.store.migrations import migrations
+
+    return migrations
 
 
 def migrate(db: sqlite_utils.Database) -> list[str]:

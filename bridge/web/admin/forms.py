@@ -55,13 +55,9 @@ PICKER_BY_PATTERN = {"field_map.*.ghl": "ghl_field", "field_map.*.instantly": "i
 PICKER_BY_NAME = {
     "workflow_id": "ghl_workflow",
     "pipeline_id": "ghl_pipeline",
-    "pipeline_stage_id": "ghl_stage",
     "stage_id": "ghl_stage",
     "campaigns": "instantly_campaign",
-    "campaign_ids": "instantly_campaign",
     "lists": "instantly_list",
-    "lead_lists": "instantly_list",
-    "list_ids": "instantly_list",
 }
 
 

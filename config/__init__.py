@@ -1,0 +1,1 @@
+"""The shipped settings (defaults.toml), installed as the package bridge.defaults."""
