@@ -18,7 +18,7 @@ from bridge.config import Config
 from bridge.reconcile.reconciler import REPLIES, STATUSES, Options, Progress, Summary
 from bridge.reconcile.runs import Busy, run_recorded
 from bridge.store import inbox
-from bridge.sync.preview import ghl_changes
+from bridge.sync.preview import plan_events
 
 # A dry run lists this many planned events as text; --json lists them all.
 SHOWN_PLANNED = 50
@@ -99,14 +99,15 @@ def reconcile(
         sync = sync_new_events(config, db, summary.new_event_ids)
     planned = [
         {
-            "key": e.key,
-            "event_type": e.event_type,
-            "email": e.email,
-            "campaign_name": e.campaign_name,
-            "occurred_at": e.occurred_at,
-            "ghl_changes": ghl_changes(db, e, settings),
+            "key": plan.event.key,
+            "event_type": plan.event.event_type,
+            "email": plan.event.email,
+            "campaign_name": plan.event.campaign_name,
+            "occurred_at": plan.event.occurred_at,
+            "ghl_changes": plan.changes,
+            "ghl_calls": [f"{call.method} {call.path}" for call in plan.calls],
         }
-        for e in summary.planned
+        for plan in plan_events(db, summary.planned, settings, config.ghl_location_id)
     ]
     if as_json:
         body = {**summary.as_dict(), "would_enqueue": planned if dry_run else None, "sync": sync}
