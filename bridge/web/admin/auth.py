@@ -19,7 +19,7 @@ from flask.typing import ResponseReturnValue
 
 from bridge.store import state
 from bridge.store.db import immediate
-from bridge.web.admin import bp, config, database
+from bridge.web.admin.blueprint import bp, config, database
 
 FAILURES_STATE = "login_failures"
 # Three tries are free; then each wait doubles from 2 s, up to a minute.

@@ -7,7 +7,8 @@ from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import MultiDict
 
 from bridge import settings as settings_mod
-from bridge.web.admin import bp, config, database, forms, lookups
+from bridge.web.admin import forms, lookups
+from bridge.web.admin.blueprint import bp, config, database
 
 MAX_IMPORT_BYTES = 256 * 1024
 # Keys shorter than this show no tail at all: four characters of a short key is too much.

@@ -13,7 +13,7 @@ from bridge.clients.instantly import InstantlyError
 from bridge.reconcile import runs
 from bridge.setup import doctor, health, subscriptions
 from bridge.store import inbox, state
-from bridge.web.admin import bp, config, database
+from bridge.web.admin.blueprint import bp, config, database
 
 PAGE_SIZE = 50
 LATEST = 15

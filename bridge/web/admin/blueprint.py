@@ -1,0 +1,60 @@
+"""The config page's blueprint and what every route module shares: the CSRF guard, the
+configuration and database of the request, the secret mask and the error pages."""
+
+from __future__ import annotations
+
+import sqlite_utils
+from flask import Blueprint, Response, current_app, render_template
+from flask.typing import ResponseReturnValue
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from bridge.config import Config
+from bridge.logs import MASK
+from bridge.store import db as store
+
+bp = Blueprint("admin", __name__)
+csrf = CSRFProtect()
+
+# Shorter values are not masked in pages: replacing every "1234" would garble them,
+# and no page renders a secret on purpose; this is the net under that rule.
+MIN_MASKED_LENGTH = 8
+
+
+def config() -> Config:
+    return current_app.config["BRIDGE_CONFIG"]
+
+
+def database() -> sqlite_utils.Database:
+    return store.cached(config().database)
+
+
+@bp.after_request
+def _mask_secrets(response: Response) -> Response:
+    """No configured secret leaves in a page, whatever an API error message echoed."""
+    if response.direct_passthrough or not response.mimetype.startswith(("text/", "application/")):
+        return response
+    body = response.get_data(as_text=True)
+    masked = body
+    for secret in config().secret_values():
+        if len(secret) >= MIN_MASKED_LENGTH:
+            masked = masked.replace(secret, MASK)
+    if masked != body:
+        response.set_data(masked)
+    return response
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_error(exc: CSRFError) -> ResponseReturnValue:
+    message = (
+        "This form was missing its security token or it no longer matches your session. "
+        "Reload the page and try again."
+    )
+    return render_template("error.html", code=400, message=message), 400
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> ResponseReturnValue:
+    """Pages answer errors as pages (the app's JSON errors are for the API)."""
+    code = exc.code or 500
+    return render_template("error.html", code=code, message=exc.description or exc.name), code
