@@ -8,8 +8,8 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 # A webhook thread spends part of each request waiting for the disk (the fsync before its
-# 202), and the deliveries waiting together share one commit: with 8 threads a process
-# wrote 2.4 to 3.9 deliveries per commit under load, with 4 about 2 (bench/PROFILE.md).
+# 202), and the deliveries waiting together share one commit: more threads, bigger
+# commits.
 threads = int(os.environ.get("WEB_THREADS", "8"))
 # Webhook bodies are small and answered at once; a slow client must not hold a worker.
 timeout = 30

@@ -157,7 +157,7 @@ def m020_reconcile_runs(db: Database) -> None:
 def m030_events_without_email_index(db: Database) -> None:
     """Drop the events' email index: every webhook wrote a page of it, and the one query by
     email (reconciliation: is this lead's event still waiting?) also asks for pending or
-    processing events, which the status index finds (bench/PROFILE.md)."""
+    processing events, which the status index finds."""
     db.execute("DROP INDEX IF EXISTS idx_events_email")
 
 

@@ -128,6 +128,52 @@ def test_core_packages_never_import_flask_or_the_web_layer(package):
     assert not offenders, f"these modules load the web layer: {offenders}"
 
 
+# What each package may import of the bridge (README, Layout); top-level modules are
+# start-up and configuration, and anything may import them as listed.
+ROOT_MODULES = ("bridge.config", "bridge.settings", "bridge.clock", "bridge.logs")
+ALLOWED = {
+    "bridge.events": ("bridge.events", "bridge.clock"),
+    "bridge.clients": ("bridge.clients", "bridge.logs"),
+    "bridge.store": ("bridge.store", "bridge.events", *ROOT_MODULES),
+    "bridge.sync": (
+        "bridge.sync",
+        "bridge.store",
+        "bridge.events",
+        "bridge.clients",
+        *ROOT_MODULES,
+    ),
+    "bridge.reconcile": (
+        "bridge.reconcile",
+        "bridge.sync",
+        "bridge.store",
+        "bridge.events",
+        "bridge.clients",
+        *ROOT_MODULES,
+    ),
+}
+FORBIDDEN = {"bridge.setup": ("bridge.web", "bridge.cli"), "bridge.cli": ("bridge.web",)}
+
+
+@pytest.mark.parametrize("package", [*ALLOWED, *FORBIDDEN])
+def test_each_package_imports_only_what_the_layout_allows(package):
+    wrong = {}
+    for name in MODULES:
+        if name != package and not name.startswith(package + "."):
+            continue
+        targets = {i for i in imports(name, at_import_time=False) if i.startswith("bridge")}
+        if package in ALLOWED:
+            bad = [t for t in targets if not _within(t, ALLOWED[package])]
+        else:
+            bad = [t for t in targets if _within(t, FORBIDDEN[package])]
+        if bad:
+            wrong[name] = sorted(bad)
+    assert not wrong, f"imports the layout does not allow: {wrong}"
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
 def test_importing_the_core_loads_no_web_module():
     core = [name for name in MODULES if name.startswith(CORE)]
     probe = (

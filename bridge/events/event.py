@@ -24,8 +24,8 @@ class Event:
     campaign_name: str = ""
     occurred_at: str = ""
     source: str = "webhook"
-    # The delivery's own JSON text when it holds `payload` exactly, stored as sent rather
-    # than serialised again (a fortieth of the webhook's CPU under load, bench/PROFILE.md).
+    # The delivery's own JSON text when it holds `payload` exactly: stored as sent, so the
+    # webhook does not serialise again what it has just parsed.
     payload_json: str | None = field(default=None, compare=False, repr=False)
 
 

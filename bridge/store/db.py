@@ -63,8 +63,8 @@ class WriterLock:
 
     SQLite admits one writer at a time; the others get SQLITE_BUSY and its busy handler
     sleeps 1, 2, 5, 10 ... up to 100 ms between tries, even when the lock frees after a
-    fraction of a millisecond. With gunicorn's threads all writing webhooks at once, most
-    of each request went in those sleeps (bench/PROFILE.md). Here a writer waits on a
+    fraction of a millisecond, and with gunicorn's threads all writing webhooks at once
+    the sleeps would be most of each request. Here a writer waits on a
     mutex (threads of one process), then on flock(2) on a file beside the database (other
     processes); both wake the next writer as soon as the lock is let go.
     """

@@ -52,7 +52,7 @@ def enqueue_many(
     """Store each event whose key is not yet known, in one statement; one answer per event.
 
     One INSERT for the lot: the webhook's group commit writes its batch with this, and each
-    statement it saves is a hand-over of the GIL and the writers' lock (bench/PROFILE.md).
+    statement saved is a hand-over of the GIL and the writers' lock saved.
     Without a transaction around it, the statement is its own and commits at once.
     A key repeated within `events` is created by its first occurrence only.
     """

@@ -68,10 +68,9 @@ def _store(config: Config, body: bytes, arrival: group_commit.Arrival):
 
     cache = current_app.extensions["bridge.settings"]
     try:
-        # Decide on the settings this process last read; the store is asked only when
-        # they say no (a stale "no" must not turn an event away), and the write checks
-        # a "yes" against the settings in force when it commits. One read of the
-        # settings per request was 8% of the webhook's CPU under load (bench/PROFILE.md).
+        # Decide on the settings this process last read, so a request reads none of its
+        # own; the store is asked when they say no (a stale "no" must not turn an event
+        # away), and the write checks a "yes" against the settings in force at commit.
         settings = cache.cached()
         if settings is None or not _syncs(settings, event_type):
             settings = cache.get(store.cached(config.database))
@@ -97,9 +96,8 @@ def _store(config: Config, body: bytes, arrival: group_commit.Arrival):
         store.forget_cached()
         return _answer(503, error="the event could not be stored; retry later")
 
-    # Debug, not info: gunicorn's access log already has a line per delivery, and the
-    # worker logs each event it syncs. A line here was a seventh of the webhook's CPU
-    # under load (bench/PROFILE.md). Refusals and rejections above stay warnings.
+    # Debug, not info: gunicorn's access log already has a line per delivery and the
+    # worker logs each event it syncs. Refusals and rejections above stay warnings.
     if queued.created:
         log.debug(
             "webhook accepted: %s %s event %d", event.event_type, event.email, queued.event_id
