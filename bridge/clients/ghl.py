@@ -9,6 +9,7 @@ from typing import Any
 
 import requests
 
+from bridge.clients.errors import ServiceError
 from bridge.clients.ratelimit import SlidingWindowLimiter, retry_after_seconds
 from bridge.logs import MASK
 
@@ -20,14 +21,10 @@ TIMEOUT = (5.0, 30.0)
 USER_AGENT = "instantly-ghl-bridge/0.1 (+https://github.com/)"
 
 
-class GHLError(Exception):
+class GHLError(ServiceError):
     """A GHL call failed. `status` is the HTTP status, 0 for a network error."""
 
-    def __init__(self, status: int, message: str, retry_after: float | None = None):
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
-        super().__init__(f"GHL {status or 'network error'}: {message}")
+    service = "GHL"
 
 
 class GHLTransient(GHLError):

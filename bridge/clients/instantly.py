@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from bridge.clients.errors import ServiceError
 from bridge.clients.ratelimit import SlidingWindowLimiter, retry_after_seconds
 
 API = "/api/v2"
@@ -60,14 +61,10 @@ SETUP_TIMEOUT = (5.0, 15.0)
 MAX_PAGES = 50
 
 
-class InstantlyError(Exception):
+class InstantlyError(ServiceError):
     """An Instantly call failed. `status` is the HTTP status, 0 for a network error."""
 
-    def __init__(self, status: int, message: str, retry_after: float | None = None):
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
-        super().__init__(f"Instantly {status or 'network error'}: {message}")
+    service = "Instantly"
 
 
 class InstantlyTransient(InstantlyError):
@@ -98,16 +95,6 @@ class Page:
     next_starting_after: str | None
 
 
-@dataclass(frozen=True)
-class Call:
-    """One HTTP exchange with Instantly, for counting and logs."""
-
-    method: str
-    path: str
-    status: int
-    duration_ms: float
-
-
 class InstantlyClient:
     """Every call the bridge makes to Instantly, each paced; retried unless `tries` is 1."""
 
@@ -119,7 +106,6 @@ class InstantlyClient:
         limiter: SlidingWindowLimiter | None = None,
         emails_limiter: SlidingWindowLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        recorder: Callable[[Call], None] | None = None,
         timeout: tuple[float, float] = TIMEOUT,
         tries: int = MAX_TRIES,
     ):
@@ -140,7 +126,6 @@ class InstantlyClient:
             EMAILS_RATE_LIMIT, EMAILS_RATE_WINDOW_SECONDS, sleep=sleep
         )
         self.sleep = sleep
-        self.recorder = recorder
         self.timeout = timeout
         self.tries = tries
         self.calls = 0
@@ -279,15 +264,12 @@ class InstantlyClient:
             self.emails_limiter.acquire()
         self.limiter.acquire()
         self.calls += 1
-        started = time.perf_counter()
         try:
             response = self.session.request(
                 method, self.base_url + path, timeout=self.timeout, **kwargs
             )
         except requests.RequestException as exc:
-            self._record(method, path, 0, started)
             raise InstantlyTransient(0, self._clean(f"{type(exc).__name__}: {exc}")) from None
-        self._record(method, path, response.status_code, started)
         if response.status_code >= 400:
             raise self._error(method, path, response)
         try:
@@ -318,11 +300,6 @@ class InstantlyClient:
         """Error text never carries the key, whatever a server or library echoes back."""
         text = " ".join(text.split()).replace(self._api_key, "[redacted]")
         return text if len(text) <= 500 else text[:499] + "…"
-
-    def _record(self, method: str, path: str, status: int, started: float) -> None:
-        if self.recorder:
-            duration = round((time.perf_counter() - started) * 1000, 2)
-            self.recorder(Call(method, path, status, duration))
 
 
 def pages(fetch: Callable[[str | None], Page]) -> Iterator[Page]:

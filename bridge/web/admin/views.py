@@ -6,6 +6,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+import sqlite_utils
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
@@ -88,9 +89,7 @@ def events() -> ResponseReturnValue:
 @bp.get("/events/<int:event_id>")
 def event_detail(event_id: int) -> ResponseReturnValue:
     db = database()
-    event = inbox.get(db, event_id)
-    if event is None:
-        abort(404, f"there is no event {event_id}")
+    event = _event_or_404(db, event_id)
     payload = _payload(event["payload"])
     calls = list(db["ghl_calls"].rows_where("event_id = ?", [event_id], order_by="id"))
     return render_template(
@@ -107,14 +106,19 @@ def event_detail(event_id: int) -> ResponseReturnValue:
 @bp.post("/events/<int:event_id>/replay")
 def replay_event(event_id: int) -> ResponseReturnValue:
     db = database()
-    event = inbox.get(db, event_id)
-    if event is None:
-        abort(404, f"there is no event {event_id}")
+    event = _event_or_404(db, event_id)
     if event["status"] not in FINAL_STATUSES:
         abort(409, f"event {event_id} is {event['status']}: it is already queued")
     inbox.replay(db, [event_id])
     flash(f"Event {event_id} queued again; the worker picks it up within seconds.", "ok")
     return redirect(_back(url_for("admin.event_detail", event_id=event_id)))
+
+
+def _event_or_404(db: sqlite_utils.Database, event_id: int) -> dict[str, Any]:
+    event = inbox.get(db, event_id)
+    if event is None:
+        abort(404, f"there is no event {event_id}")
+    return event
 
 
 @bp.get("/dead")
