@@ -1,8 +1,12 @@
-"""Shared fixtures: a bridge on a temporary database, its client, and sample payloads."""
+"""Shared fixtures: a bridge on a temporary database, its client, a CLI runner, and sample
+payloads."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
+from click.testing import CliRunner, Result
 
 from bridge import create_app
 from bridge import settings as settings_mod
@@ -50,3 +54,33 @@ def app(config, db):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+# Read by the CLI when set, so a developer's shell must not leak them into a test.
+CLI_UNSET = ("INSTANTLY_BASE_URL", "GHL_BASE_URL", "INSTANTLY_API_KEY_FILE")
+
+
+class BridgeCliRunner:
+    """Runs `bridge` commands in-process (click's CliRunner) with the test's environment.
+
+    The environment is set with monkeypatch when the fixture is made, so a test may still
+    change it (monkeypatch.setenv / delenv) before invoking; each invoke reads it afresh.
+    """
+
+    def invoke(self, args: Sequence[str] = (), catch_exceptions: bool = True) -> Result:
+        # Imported here, so a conftest import never depends on the whole CLI loading.
+        from bridge.cli import main
+
+        return CliRunner().invoke(main, list(args), catch_exceptions=catch_exceptions)
+
+
+@pytest.fixture
+def runner(env, monkeypatch):
+    """`runner.invoke(["doctor"])`, like the Flask tutorial's `runner` fixture: the `env`
+    fixture (as the test module defines it) is the process environment while it runs."""
+    for name in CLI_UNSET:
+        if name not in env:
+            monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return BridgeCliRunner()

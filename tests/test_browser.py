@@ -106,6 +106,7 @@ def serve(app) -> tuple[str, Callable[[], None]]:
     def stop() -> None:
         http.shutdown()
         thread.join(timeout=10)
+        assert not thread.is_alive(), "the test server did not stop"
 
     return f"http://127.0.0.1:{http.server_port}", stop
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 import responses
-from click.testing import CliRunner
 
 from bridge import settings as settings_mod
-from bridge.cli import main
 from bridge.config import load_config
 from bridge.setup import doctor, subscriptions
 from bridge.store import state
@@ -330,25 +328,16 @@ def test_an_api_that_echoes_a_token_cannot_leak_it(config, custom_field_map):
 # --- the CLI and the dashboard show the same checks ----------------------------------------
 
 
-@pytest.fixture
-def cli_env(env, monkeypatch):
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    for name in ("INSTANTLY_BASE_URL", "GHL_BASE_URL", "INSTANTLY_API_KEY_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    return env
-
-
-def test_cli_healthy_exits_zero(cli_env, custom_field_map):
+def test_cli_healthy_exits_zero(runner, custom_field_map):
     with responses.RequestsMock() as rsps:
         healthy(rsps)
-        result = CliRunner().invoke(main, ["doctor"])
+        result = runner.invoke(["doctor"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0].startswith("✓ Database: migrated")
     assert result.output.rstrip().endswith("all checks passed")
 
 
-def test_cli_broken_exits_non_zero_with_fixes(cli_env, custom_field_map):
+def test_cli_broken_exits_non_zero_with_fixes(runner, custom_field_map):
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         healthy(
             rsps,
@@ -360,7 +349,7 @@ def test_cli_broken_exits_non_zero_with_fixes(cli_env, custom_field_map):
             json=ghl_error(401, "Invalid JWT"),
             status=401,
         )
-        result = CliRunner().invoke(main, ["doctor"])
+        result = runner.invoke(["doctor"])
     assert result.exit_code == 1
     lines = result.output.splitlines()
     assert "✗ GHL token and location: GET /locations/{id}: GHL 401: Invalid JWT" in lines
@@ -373,8 +362,8 @@ def test_cli_broken_exits_non_zero_with_fixes(cli_env, custom_field_map):
     assert lines[-1] == "2 of 9 checks failed"
 
 
-def test_cli_bad_url_is_a_usage_error(cli_env):
-    result = CliRunner().invoke(main, ["doctor", "--url", "ftp://x"])
+def test_cli_bad_url_is_a_usage_error(runner):
+    result = runner.invoke(["doctor", "--url", "ftp://x"])
     assert result.exit_code == 2
     assert "not an http(s) URL" in result.output
 

@@ -16,6 +16,7 @@ from bridge.events.webhook import from_webhook
 from bridge.store import db as store
 from bridge.store import group_commit, inbox
 from tests.helpers import post_webhook, reply_payload
+from tests.support.threads import join_all
 
 
 def event(n: int, email_id: str | None = None):
@@ -34,11 +35,10 @@ def test_concurrent_deliveries_are_each_stored_once(db, config):
         for k in range(25):
             results[n * 100 + k] = group.enqueue(event(n * 100 + k))
 
-    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(8)]
+    threads = [threading.Thread(target=deliver, args=(n,), daemon=True) for n in range(8)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    join_all(threads, timeout=30)
 
     assert len(results) == 200 and all(r.created for r in results.values())
     assert len({r.event_id for r in results.values()}) == 200
@@ -56,11 +56,10 @@ def test_the_same_delivery_at_once_is_created_by_exactly_one_caller(db, config):
         start.wait()
         answers.append(group.enqueue(event(1, email_id="same")))
 
-    threads = [threading.Thread(target=deliver) for _ in range(6)]
+    threads = [threading.Thread(target=deliver, daemon=True) for _ in range(6)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    join_all(threads, timeout=30)
 
     assert sorted(a.created for a in answers) == [False] * 5 + [True]
     assert len({a.event_id for a in answers}) == 1
@@ -204,7 +203,7 @@ def test_a_failed_sync_answers_503_and_the_redelivery_is_a_duplicate(client, db,
 
 def _enqueue_in_thread(group, ev):
     answers: list = []
-    thread = threading.Thread(target=lambda: answers.append(group.enqueue(ev)))
+    thread = threading.Thread(target=lambda: answers.append(group.enqueue(ev)), daemon=True)
     thread.start()
     return thread, answers
 
@@ -257,7 +256,7 @@ def test_a_writer_alone_does_not_wait(config, db, monkeypatch):
         with group.arrival() as only:
             answers.append(only.enqueue(event(1)))
 
-    thread = threading.Thread(target=deliver)
+    thread = threading.Thread(target=deliver, daemon=True)
     thread.start()
     thread.join(timeout=30)  # with the 60 s delay, a wait would still be under way
     assert not thread.is_alive() and answers[0].created

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import WEBHOOK_SECRET, reply_payload
+from tests.support.threads import map_in_threads
 
 pytestmark = pytest.mark.slow
 
@@ -94,12 +94,11 @@ def test_webhook_outcomes_add_up_across_web_processes(gunicorn, env):
     sent = 0
     # Concurrent requests spread over the processes; send batches until at least two
     # processes have counted some (each keeps its own counter file), a bounded number.
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        for _ in range(10):
-            assert set(pool.map(refused, [gunicorn] * 16)) == {401}
-            sent += 16
-            if len(list(counter_files.glob("counter_*.db"))) >= 2:
-                break
+    for _ in range(10):
+        assert set(map_in_threads(refused, [gunicorn] * 16, max_workers=8)) == {401}
+        sent += 16
+        if len(list(counter_files.glob("counter_*.db"))) >= 2:
+            break
     assert len(list(counter_files.glob("counter_*.db"))) >= 2, "requests never spread"
     accepted = requests.post(
         gunicorn + "/webhooks/instantly",

@@ -6,10 +6,8 @@ import json
 
 import pytest
 import responses
-from click.testing import CliRunner
 
 from bridge import settings as settings_mod
-from bridge.cli import main
 from bridge.clients.instantly import InstantlyClient, InstantlyError
 from bridge.setup import subscriptions
 from bridge.store import state
@@ -240,24 +238,13 @@ def replies_only(db):
     settings_mod.save(db, current)
 
 
-@pytest.fixture
-def cli_env(env, monkeypatch):
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    for name in ("INSTANTLY_BASE_URL", "GHL_BASE_URL", "INSTANTLY_API_KEY_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    return env
-
-
-def test_cli_prints_what_it_did_and_remembers_the_url(cli_env, db, replies_only):
+def test_cli_prints_what_it_did_and_remembers_the_url(runner, db, replies_only):
     with responses.RequestsMock() as rsps:
         rsps.get(HOOKS, json={"items": []})
         rsps.add_callback(
             responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
         )
-        result = CliRunner().invoke(
-            main, ["webhook", "register", "--url", "https://bridge.example.com"]
-        )
+        result = runner.invoke(["webhook", "register", "--url", "https://bridge.example.com"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         f"webhooks delivering to {BRIDGE_URL}:",
@@ -267,35 +254,35 @@ def test_cli_prints_what_it_did_and_remembers_the_url(cli_env, db, replies_only)
     assert state.get(db, subscriptions.WEBHOOK_URL_STATE) == BRIDGE_URL
 
 
-def test_cli_disabled_without_resume_exits_non_zero(cli_env, db, replies_only):
+def test_cli_disabled_without_resume_exits_non_zero(runner, db, replies_only):
     hook = instantly_webhook(
         "w1", "reply_received", headers={"X-Bridge-Secret": WEBHOOK_SECRET}, status=-1
     )
     with responses.RequestsMock() as rsps:
         rsps.get(HOOKS, json={"items": [hook]})
-        result = CliRunner().invoke(main, ["webhook", "register", "--url", BRIDGE_URL])
+        result = runner.invoke(["webhook", "register", "--url", BRIDGE_URL])
     assert result.exit_code == 1
     assert "run again with --resume" in result.output
 
 
-def test_cli_with_nothing_enabled_creates_nothing(cli_env, db, replies_only):
+def test_cli_with_nothing_enabled_creates_nothing(runner, db, replies_only):
     _, current = settings_mod.current(db)
     current["events"]["reply_received"]["enabled"] = False
     settings_mod.save(db, current)
     with responses.RequestsMock() as rsps:
         rsps.get(HOOKS, json={"items": []})
-        result = CliRunner().invoke(main, ["webhook", "register", "--url", BRIDGE_URL])
+        result = runner.invoke(["webhook", "register", "--url", BRIDGE_URL])
     assert result.exit_code == 0
     assert "none needed" in result.output
 
 
-def test_cli_with_the_default_settings_subscribes_interest_and_unsubscribes(cli_env, db):
+def test_cli_with_the_default_settings_subscribes_interest_and_unsubscribes(runner, db):
     with responses.RequestsMock() as rsps:
         rsps.get(HOOKS, json={"items": []})
         rsps.add_callback(
             responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
         )
-        result = CliRunner().invoke(main, ["webhook", "register", "--url", BRIDGE_URL])
+        result = runner.invoke(["webhook", "register", "--url", BRIDGE_URL])
         subscribed = sorted(json.loads(r.body)["event_type"] for r in writes(rsps))
     assert result.exit_code == 0, result.output
     assert subscribed == [
@@ -321,22 +308,22 @@ def test_cli_with_the_default_settings_subscribes_interest_and_unsubscribes(cli_
         ("BRIDGE_WEBHOOK_SECRET", "BRIDGE_WEBHOOK_SECRET is not set"),
     ],
 )
-def test_cli_refuses_without_key_or_secret(cli_env, db, monkeypatch, drop, message):
+def test_cli_refuses_without_key_or_secret(runner, db, monkeypatch, drop, message):
     monkeypatch.delenv(drop)
     with responses.RequestsMock():
-        result = CliRunner().invoke(main, ["webhook", "register", "--url", BRIDGE_URL])
+        result = runner.invoke(["webhook", "register", "--url", BRIDGE_URL])
     assert result.exit_code == 1
     assert message in result.output
 
 
-def test_cli_instantly_error_is_a_message_not_a_traceback(cli_env, db):
+def test_cli_instantly_error_is_a_message_not_a_traceback(runner, db):
     with responses.RequestsMock() as rsps:
         rsps.get(
             HOOKS,
             json={"statusCode": 401, "error": "Unauthorized", "message": "Invalid API key"},
             status=401,
         )
-        result = CliRunner().invoke(main, ["webhook", "register", "--url", BRIDGE_URL])
+        result = runner.invoke(["webhook", "register", "--url", BRIDGE_URL])
     assert result.exit_code == 1
     assert "Error: Instantly 401: the API key was refused (Invalid API key)" in result.output
 

@@ -183,12 +183,17 @@ class Stack:
         """Stop every process this stack started, and the fake GHL; safe to call twice."""
         for session in self._sessions:
             session.close()  # an open keep-alive connection makes gunicorn's shutdown wait
-        for proc in [*self.workers, *([self.web] if self.web else [])]:
-            proc.stop()
-        self.ghl.stop()
+        # A thread that would not stop fails the test, but only once everything is stopped.
+        stuck: list[str] = []
+        for stoppable in [*self.workers, *([self.web] if self.web else []), self.ghl]:
+            try:
+                stoppable.stop()
+            except AssertionError as exc:
+                stuck.append(str(exc))
         if self._db is not None:
             self._db.close()
             self._db = None
+        assert not stuck, "; ".join(stuck)
 
     # --- HTTP to the bridge -----------------------------------------------------------------
 

@@ -97,6 +97,7 @@ class Proc:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
         self._copier.join(timeout=5)
+        assert not self._copier.is_alive(), f"{self.name}: its log copier did not stop"
 
     def children(self) -> list[int]:
         """Pids whose parent is this process (gunicorn's workers)."""

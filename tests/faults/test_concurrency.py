@@ -7,7 +7,6 @@ import random
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -15,6 +14,7 @@ from tests.faults.harness import Stack
 from tests.faults.scenario import assert_synced_once, replies
 from tests.support.instantly_fake import FakeInstantly, populate
 from tests.support.instantly_server import serving
+from tests.support.threads import map_in_threads
 
 pytestmark = pytest.mark.slow
 
@@ -68,8 +68,7 @@ def check_shared_database(stack):
         loop.start()
     started = time.monotonic()
     try:
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            answers = list(pool.map(lambda r: stack.post_event(r.body), deliveries))
+        answers = map_in_threads(lambda r: stack.post_event(r.body), deliveries, 16, timeout=300)
         posting = time.monotonic() - started
         statuses = Counter(a.status_code for a in answers)
         refused = Counter(a.text for a in answers if a.status_code not in (200, 202))
@@ -81,6 +80,7 @@ def check_shared_database(stack):
         stop.set()
         for loop in loops:
             loop.join(timeout=60)
+    assert not [loop.name for loop in loops if loop.is_alive()], "command loops did not stop"
 
     assert_synced_once(stack, sent)
 

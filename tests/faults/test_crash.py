@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.faults.procs import wait_until
 from tests.faults.scenario import assert_synced_once, replies
+from tests.support.threads import map_in_threads
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +24,7 @@ def test_worker_killed_at_random_moments_loses_nothing_and_doubles_nothing(stack
     stack.start_web()
     # 20 leads, so about 60 GHL calls: the run is spent syncing, not waiting on GHL's limit.
     sent = replies(300, emails=20, seed=23, prefix="c")
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(lambda r: stack.post_event(r.body).status_code, sent))
+    answers = map_in_threads(lambda r: stack.post_event(r.body).status_code, sent, 8, timeout=300)
     assert answers == [202] * len(sent)
 
     db = stack.db()

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import resource
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.faults.harness import Stack
 from tests.faults.scenario import assert_synced_once, replies
+from tests.support.threads import map_in_threads
 
 pytestmark = pytest.mark.slow
 
@@ -66,8 +66,7 @@ def test_webhook_answers_503_while_the_database_cannot_be_written(stack):
     assert len(web_workers) == 2, web_workers
     set_file_size_limit(web_workers, 0)
     try:
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            refused = list(pool.map(lambda r: stack.post_event(r.body), during))
+        refused = map_in_threads(lambda r: stack.post_event(r.body), during, 4, timeout=300)
         known = stack.post_event(before[0].body)  # stored before the trouble began
         health = stack.request("GET", "/healthz")
     finally:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.faults.harness import Stack
 from tests.faults.scenario import Reply, assert_synced_once, replies
+from tests.support.threads import map_in_threads
 
 pytestmark = pytest.mark.slow
 
@@ -38,13 +38,11 @@ def test_each_reply_delivered_three_times_reaches_ghl_once(stack):
     groups = [[(reply, threading.Barrier(3))] * 3 for reply in bursts]
     groups += [[(reply, None)] for reply in [*late, *late, *spread, *spread, *spread]]
     rng.shuffle(groups)
-    with ThreadPoolExecutor(max_workers=12) as pool:
-        futures = [pool.submit(deliver, stack, r, b) for group in groups for r, b in group]
-        answers = [f.result(timeout=120) for f in futures]
+    queued = [(r, b) for group in groups for r, b in group]
+    answers = map_in_threads(lambda rb: deliver(stack, *rb), queued, 12, timeout=120)
 
     stack.wait_all_final(len(sent), timeout=60)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        answers += list(pool.map(lambda r: deliver(stack, r), late))
+    answers += map_in_threads(lambda r: deliver(stack, r), late, 4, timeout=120)
 
     by_reply: dict[str, list[tuple[int, dict]]] = defaultdict(list)
     for email_id, status, body in answers:

@@ -7,9 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from click.testing import CliRunner
 
-from bridge.cli import main
 from bridge.cli.reconcile import ProgressLine
 from bridge.reconcile.reconciler import PassStats, Progress
 from bridge.reconcile.runs import acquire_lock, last_run
@@ -17,16 +15,15 @@ from tests.support.instantly_fake import API_KEY, BASE_URL
 
 
 @pytest.fixture
-def run_cli(monkeypatch, env, db):
-    for name, value in {
-        **env,
-        "INSTANTLY_API_KEY": API_KEY,
-        "INSTANTLY_BASE_URL": BASE_URL,
-    }.items():
-        monkeypatch.setenv(name, value)
+def env(env):
+    """The bridge's environment, with the fake Instantly's key and address."""
+    return {**env, "INSTANTLY_API_KEY": API_KEY, "INSTANTLY_BASE_URL": BASE_URL}
 
+
+@pytest.fixture
+def run_cli(runner, db):
     def run(*args: str):
-        return CliRunner().invoke(main, ["reconcile", *args], catch_exceptions=False)
+        return runner.invoke(["reconcile", *args], catch_exceptions=False)
 
     return run
 

@@ -61,10 +61,10 @@ class FakeGHLServer:
             return
         self._server.shutdown()
         self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
+        thread, self._server, self._thread = self._thread, None, None
+        if thread is not None:
+            thread.join(timeout=5)
+            assert not thread.is_alive(), "the fake GHL server's thread did not stop"
 
     def __enter__(self) -> FakeGHLServer:
         self.start()

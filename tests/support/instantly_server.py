@@ -55,6 +55,8 @@ def serving(fake: FakeInstantly, port: int = 0) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+        thread.join(timeout=5)
+        assert not thread.is_alive(), "the fake Instantly server's thread did not stop"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -13,6 +12,7 @@ import requests
 from bridge.clients.ghl import GHLClient
 from tests.support.ghl_fake import FakeGHL
 from tests.support.ghl_server import FakeGHLServer
+from tests.support.threads import map_in_threads
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HEADERS = {"Authorization": "Bearer ghl-test-token", "Version": "2021-07-28"}
@@ -117,8 +117,7 @@ def test_bridge_client_against_the_server_from_many_threads() -> None:
             client.add_tags(contact_id, ["replied"])
             return contact_id
 
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            ids = list(pool.map(sync, range(24)))
+        ids = map_in_threads(sync, range(24), max_workers=8)
         client.session.close()
 
         assert len(set(ids)) == 24
