@@ -25,8 +25,9 @@ from bridge.store.scratch import copy_rows, empty_copy
 from bridge.sync.dispatch import sync_event
 from bridge.sync.fieldmap import CUSTOM, CUSTOM_FIELDS_STATE, FieldMapError
 
-# Ids the planning client answers with, where GHL would make one up.
-PLANNED_CONTACT = "(new contact)"
+# Ids the planning client answers with, where GHL would make one up. A new contact's is
+# its own (the ledger keys workflow, DND and opportunity writes by contact id).
+PLANNED_CONTACT = "(new contact {email})"
 PLANNED_NOTE = "(new note)"
 PLANNED_OPPORTUNITY = "(new opportunity)"
 
@@ -64,8 +65,9 @@ class PlanningClient(GHLClient):
         body = kwargs.get("json")
         self.calls.append(PlannedCall(method, path, body))
         if path == "/contacts/upsert":
-            record = contacts.get(self.db, str(body.get("email") or ""))
-            contact_id = record.contact_id if record else PLANNED_CONTACT
+            email = str(body.get("email") or "")
+            record = contacts.get(self.db, email)
+            contact_id = record.contact_id if record else PLANNED_CONTACT.format(email=email)
             return {"contact": {"id": contact_id}, "new": record is None}
         if method == "POST" and path.endswith("/notes"):
             return {"note": {"id": PLANNED_NOTE}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from bridge.cli.reconcile import ProgressLine
 from bridge.reconcile.reconciler import PassStats, Progress
 from bridge.reconcile.runs import acquire_lock, last_run
+from tests.interest_helpers import change_settings
 from tests.support.instantly_fake import API_KEY, BASE_URL
 
 
@@ -141,3 +143,52 @@ def test_progress_line_draws_a_bar_or_counts():
     assert stream.getvalue().endswith("statuses pages 12  read 1,200  new 0")
     line.close()
     assert stream.getvalue().endswith("\r\x1b[K")
+
+
+def _route(call: str) -> str:
+    """'POST /contacts/<id>/tags' with the ids GHL makes up left out."""
+    method, path = call.split(" ", 1)
+    path = re.sub(r"^/contacts/(?!upsert$)[^/]+", "/contacts/{id}", path)
+    path = re.sub(r"^/opportunities/(?!search$|pipelines$)[^/]+", "/opportunities/{id}", path)
+    return f"{method} {path}"
+
+
+@pytest.mark.parametrize("action", ["none", "reply_note", "workflow", "opportunity"])
+def test_dry_run_announces_the_calls_the_real_run_then_makes(
+    run_cli, db, workspace, fake_ghl, action
+):
+    campaign = workspace.add_campaign("Q2 outreach")
+    for i, code in enumerate((1, 2, 4)):  # interested, meeting booked, won
+        workspace.add_lead(
+            f"grace{i}@example.com",
+            campaign=campaign["id"],
+            first_name=f"Grace{i}",
+            lt_interest_status=code,
+            timestamp_last_interest_change=(datetime.now(UTC) - timedelta(hours=i + 1)).isoformat(),
+        )
+    if action == "reply_note":
+        change_settings(db, "actions.reply_note", enabled=True)
+    elif action == "workflow":
+        workflow_id = fake_ghl.add_workflow("Hot leads")
+        change_settings(db, "actions.workflow", enabled=True, workflow_id=workflow_id)
+    elif action == "opportunity":
+        pipeline = fake_ghl.add_pipeline("Cold email", ["Interested", "Won"])
+        stage = {s["name"]: s["id"] for s in pipeline["stages"]}
+        change_settings(
+            db,
+            "actions.opportunity",
+            enabled=True,
+            pipeline_id=pipeline["id"],
+            stage_id=stage["Interested"],
+            stages={"closed": stage["Won"]},
+        )
+    planned = json.loads(run_cli("--since", "2026-01-01", "--dry-run", "--json").output)
+    announced = [_route(c) for event in planned["would_enqueue"] for c in event["ghl_calls"]]
+    assert fake_ghl.calls == []
+    assert len(planned["would_enqueue"]) == 6
+
+    result = run_cli("--since", "2026-01-01")
+    assert result.exit_code == 0, result.output
+    sent = [_route(f"{call.method} {call.path}") for call in fake_ghl.calls]
+    assert announced == sent
+    assert any(route.endswith("/tags") for route in sent)
