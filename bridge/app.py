@@ -6,19 +6,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from flask import Flask
 
 from bridge import settings as settings_mod
 from bridge.config import Config, load_config
 from bridge.logs import configure_logging
 from bridge.store import db as store
-
-MAX_BODY_BYTES = 1024 * 1024
+from bridge.web import admin, errors, health, metrics, webhooks
+from bridge.web.errors import MAX_BODY_BYTES
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """The app factory: config, store, blueprints. Used by gunicorn and tests."""
+    """The web app on `test_config` (tests) or the environment's configuration."""
     app = Flask("bridge", instance_relative_config=False)
     config: Config = (test_config or {}).get("BRIDGE_CONFIG") or load_config()
     app.config.from_mapping(
@@ -38,26 +37,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.close()
     app.extensions["bridge.settings"] = settings_mod.SettingsCache()
 
-    from bridge.web import admin, health, metrics, webhooks
-
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     metrics.init_app(app)
     admin.init_app(app)
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(RequestEntityTooLarge, _too_large)
+    errors.init_app(app)
     logging.getLogger("bridge").info("web app ready, database %s", config.database)
     return app
-
-
-def _http_error(exc: HTTPException):
-    """Every HTTP error answers JSON with a message, never an HTML traceback page."""
-    response = jsonify(error=exc.description or exc.name)
-    response.status_code = exc.code or 500
-    return response
-
-
-def _too_large(exc: RequestEntityTooLarge):
-    response = jsonify(error=f"body is larger than {MAX_BODY_BYTES // 1024} KiB")
-    response.status_code = 413
-    return response

@@ -1,1 +1,2 @@
-"""setup"""
+"""The checks and set-up steps the CLI and the config page share: doctor, webhook
+subscriptions, health facts."""

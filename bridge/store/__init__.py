@@ -1,1 +1,1 @@
-"""store"""
+"""The SQLite store: every table and transaction. Nothing here calls HTTP."""
