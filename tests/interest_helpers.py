@@ -48,3 +48,27 @@ def change_settings(db, path: str, **values: Any) -> dict:
     target.update(values)
     settings_mod.save(db, current)
     return current
+
+
+def switch_on_opportunity(
+    db,
+    fake,
+    names: tuple[str, ...] = ("New", "Interested", "Booked", "Won"),
+    default: str = "Interested",
+    stages: dict[str, str] | None = None,
+) -> tuple[str, dict[str, str]]:
+    """A pipeline in the fake GHL and the opportunity action on for it: every chosen status
+    to the `default` stage, or to the stage `stages` names for it. Returns the pipeline id
+    and the stage ids by name."""
+    pipeline = fake.add_pipeline("Cold email", list(names))
+    stage = {s["name"]: s["id"] for s in pipeline["stages"]}
+    by_status = stages if stages is not None else {"meeting_booked": "Booked", "closed": "Won"}
+    change_settings(
+        db,
+        "actions.opportunity",
+        enabled=True,
+        pipeline_id=pipeline["id"],
+        stage_id=stage[default],
+        stages={status: stage[name] for status, name in by_status.items()},
+    )
+    return pipeline["id"], stage

@@ -18,6 +18,7 @@ from tests.interest_helpers import (
     change_settings,
     interest_payload,
     lead_event_payload,
+    switch_on_opportunity,
 )
 
 T1, T2, T3 = "2025-06-11T10:00:00.000Z", "2025-06-12T10:00:00.000Z", "2025-06-13T10:00:00.000Z"
@@ -230,17 +231,7 @@ def test_a_failed_enrolment_is_completed_on_retry_without_redoing_the_tags(
 
 @pytest.fixture
 def pipeline(db, fake_ghl):
-    pipeline = fake_ghl.add_pipeline("Cold email", ["New", "Interested", "Booked", "Won"])
-    stage = {s["name"]: s["id"] for s in pipeline["stages"]}
-    change_settings(
-        db,
-        "actions.opportunity",
-        enabled=True,
-        pipeline_id=pipeline["id"],
-        stage_id=stage["Interested"],
-        stages={"meeting_booked": stage["Booked"], "closed": stage["Won"]},
-    )
-    return pipeline["id"], stage
+    return switch_on_opportunity(db, fake_ghl)
 
 
 def the_opportunity(fake):

@@ -12,7 +12,7 @@ import pytest
 from bridge.cli.reconcile import ProgressLine
 from bridge.reconcile.reconciler import PassStats, Progress
 from bridge.reconcile.runs import acquire_lock, last_run
-from tests.interest_helpers import change_settings
+from tests.interest_helpers import change_settings, switch_on_opportunity
 from tests.support.instantly_fake import API_KEY, BASE_URL
 
 
@@ -172,16 +172,7 @@ def test_dry_run_announces_the_calls_the_real_run_then_makes(
         workflow_id = fake_ghl.add_workflow("Hot leads")
         change_settings(db, "actions.workflow", enabled=True, workflow_id=workflow_id)
     elif action == "opportunity":
-        pipeline = fake_ghl.add_pipeline("Cold email", ["Interested", "Won"])
-        stage = {s["name"]: s["id"] for s in pipeline["stages"]}
-        change_settings(
-            db,
-            "actions.opportunity",
-            enabled=True,
-            pipeline_id=pipeline["id"],
-            stage_id=stage["Interested"],
-            stages={"closed": stage["Won"]},
-        )
+        switch_on_opportunity(db, fake_ghl, ("Interested", "Won"), stages={"closed": "Won"})
     planned = json.loads(run_cli("--since", "2026-01-01", "--dry-run", "--json").output)
     announced = [_route(c) for event in planned["would_enqueue"] for c in event["ghl_calls"]]
     assert fake_ghl.calls == []

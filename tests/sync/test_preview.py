@@ -14,7 +14,13 @@ from bridge.store import inbox
 from bridge.sync.preview import plan_events
 from bridge.sync.worker import Worker
 from tests.helpers import LOCATION_ID, reply_payload
-from tests.interest_helpers import EMAIL, change_settings, interest_payload, lead_event_payload
+from tests.interest_helpers import (
+    EMAIL,
+    change_settings,
+    interest_payload,
+    lead_event_payload,
+    switch_on_opportunity,
+)
 
 T = [f"2025-06-{day:02d}T10:00:00.000Z" for day in range(1, 20)]
 
@@ -75,16 +81,7 @@ def workflow(db, fake):
 
 
 def opportunity(db, fake):
-    pipeline = fake.add_pipeline("Cold email", ["New", "Interested", "Booked", "Won"])
-    stage = {s["name"]: s["id"] for s in pipeline["stages"]}
-    change_settings(
-        db,
-        "actions.opportunity",
-        enabled=True,
-        pipeline_id=pipeline["id"],
-        stage_id=stage["Interested"],
-        stages={"meeting_booked": stage["Booked"], "closed": stage["Won"]},
-    )
+    switch_on_opportunity(db, fake)
 
 
 def custom_field(db, fake):
