@@ -19,9 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 GHL_TOKEN = "ghl-test-token"  # what tests.support.ghl_fake.FakeGHL expects by default
 LOCATION_ID = "loc_test"
-# The Procfile's web command; only the bind address is narrowed to loopback, and the
-# benchmark serves bench.app (the bridge's app plus the baseline route).
-WEB_COMMAND = ["-m", "gunicorn", "-c", "python:bridge.gunicorn_conf", "bench.app:create_app()"]
+# The Procfile's web command; only the bind address is narrowed to loopback.
+WEB_COMMAND = ["-m", "gunicorn", "-c", "python:bridge.gunicorn_conf"]
+PRODUCT_APP = "bridge:create_app()"
+# The bridge's app plus the baseline route (bench/app.py), for the throughput row.
+BENCH_APP = "bench.app:create_app()"
 
 
 def free_port() -> int:
@@ -69,9 +71,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def web(workdir: Path, env: dict[str, str], port: int) -> Iterator[Server]:
-    """gunicorn with the Procfile's settings on 127.0.0.1:port."""
-    command = [sys.executable, *WEB_COMMAND, "--bind", f"127.0.0.1:{port}"]
+def web(workdir: Path, env: dict[str, str], port: int, app: str = PRODUCT_APP) -> Iterator[Server]:
+    """gunicorn with the Procfile's settings on 127.0.0.1:port, serving `app`."""
+    command = [sys.executable, *WEB_COMMAND, app, "--bind", f"127.0.0.1:{port}"]
     with _log(workdir, "web") as log:
         proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log)
         try:

@@ -108,7 +108,7 @@ def run(
     env = procs.bridge_env(workdir, port=port)
     procs.migrate(env)
     results: dict[str, Any] = {"connections": connections, "seconds": seconds, "rounds": []}
-    with procs.web(workdir, env, port) as server:
+    with procs.web(workdir, env, port, app=procs.BENCH_APP) as server:
         _warm_up(server.url)
         # Alternate the two routes so drift on a shared machine hits both alike.
         for _ in range(rounds if have_wrk else 0):
