@@ -11,13 +11,14 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import time
 import tomllib
 import urllib.request
 import venv
 from pathlib import Path
 
 import pytest
+
+from tests.faults.procs import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "bridge"
@@ -243,7 +244,7 @@ def test_an_installed_bridge_migrates_and_runs_from_another_directory(tmp_path):
     assert "applied m001_event_inbox" in migrated.stdout
     assert (elsewhere / "instance" / "bridge.sqlite3").exists()
 
-    port = _free_port()
+    port = free_port()
     run_env = {**clean_env, "PORT": str(port)}
     proc = subprocess.Popen(
         [bridge_cmd, "run"],
@@ -254,7 +255,7 @@ def test_an_installed_bridge_migrates_and_runs_from_another_directory(tmp_path):
         text=True,
     )
     try:
-        body = _wait_for_health(port, proc)
+        body = wait_until(lambda: _health(port, proc), 30, "/healthz of the installed bridge")
         assert body["database"] == "ok"
     finally:
         proc.send_signal(signal.SIGINT)
@@ -262,23 +263,13 @@ def test_an_installed_bridge_migrates_and_runs_from_another_directory(tmp_path):
     assert "bridge running" in output
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_health(port: int, proc: subprocess.Popen, seconds: float = 30.0) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "bridge run ended early"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
-                return json.load(answer)
-        except urllib.error.HTTPError as exc:  # 503 while unconfigured: it answers
-            return json.load(exc)
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("no answer from /healthz")
+def _health(port: int, proc: subprocess.Popen) -> dict | None:
+    """/healthz's answer (200 or 503: either means it serves), None while not listening."""
+    assert proc.poll() is None, "bridge run ended early"
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+            return json.load(answer)
+    except urllib.error.HTTPError as exc:
+        return json.load(exc)
+    except OSError:
+        return None
