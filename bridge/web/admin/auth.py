@@ -20,6 +20,7 @@ from flask.typing import ResponseReturnValue
 from bridge.store import state
 from bridge.store.db import immediate
 from bridge.web.admin.blueprint import bp, config, database
+from bridge.web.admin.redirects import safe_next
 
 FAILURES_STATE = "login_failures"
 # Three tries are free; then each wait doubles from 2 s, up to a minute.
@@ -88,7 +89,7 @@ def require_login() -> ResponseReturnValue | None:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
-    next_url = _safe_next(request.values.get("next", ""))
+    next_url = safe_next(request.values.get("next", ""), url_for("admin.dashboard"))
     if request.method == "GET":
         if logged_in():
             return redirect(next_url)
@@ -118,10 +119,3 @@ def login() -> ResponseReturnValue:
 def logout() -> ResponseReturnValue:
     session.clear()
     return redirect(url_for("admin.login"))
-
-
-def _safe_next(value: str) -> str:
-    """Only a path on this site: never an open redirect to another host."""
-    if value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return url_for("admin.dashboard")

@@ -15,6 +15,7 @@ from bridge.reconcile import runs
 from bridge.setup import doctor, health, subscriptions
 from bridge.store import inbox, state
 from bridge.web.admin.blueprint import bp, config, database
+from bridge.web.admin.redirects import safe_next
 
 PAGE_SIZE = 50
 LATEST = 15
@@ -213,8 +214,7 @@ def _reply_text(payload: Any) -> str:
 
 
 def _back(default: str) -> str:
-    target = request.form.get("next", "")
-    return target if target.startswith("/") and not target.startswith("//") else default
+    return safe_next(request.form.get("next", ""), default)
 
 
 def _guess_webhook_url() -> str:
