@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 
 from bridge import create_app
 from bridge.config import load_config
+from bridge.web.errors import MAX_BODY_BYTES
 from tests.helpers import WEBHOOK_SECRET, post_webhook, reply_payload, sample_params
 
 
@@ -171,6 +173,45 @@ def test_oversized_body_gets_413(client, db):
     assert response.status_code == 413
     assert "larger than" in response.json["error"]
     assert stored(db) == []
+
+
+def post_chunked(client, body: bytes):
+    """POST a body with no Content-Length, as a chunked delivery reaches the app: the
+    server decodes the chunks and says it ends the stream (wsgi.input_terminated)."""
+    return client.post(
+        "/webhooks/instantly",
+        input_stream=io.BytesIO(body),
+        headers={
+            "X-Bridge-Secret": WEBHOOK_SECRET,
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+        },
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Cut at the limit, this one still parsed and was accepted.
+        json.dumps(reply_payload()).encode() + b" " * MAX_BODY_BYTES,
+        json.dumps(reply_payload(reply_text="x" * MAX_BODY_BYTES)).encode(),
+    ],
+    ids=["padded", "long-reply"],
+)
+def test_chunked_body_over_the_limit_gets_the_same_413(client, db, body):
+    with_length = post_webhook(client, body)
+    chunked = post_chunked(client, body)
+    assert (chunked.status_code, chunked.json) == (413, with_length.json)
+    assert with_length.status_code == 413
+    assert stored(db) == []
+
+
+def test_chunked_body_of_exactly_the_limit_is_read_whole(client, db):
+    text = json.dumps(reply_payload()).encode()
+    response = post_chunked(client, text + b" " * (MAX_BODY_BYTES - len(text)))
+    assert response.status_code == 202, response.json
+    assert len(stored(db)[0]["payload"]) == MAX_BODY_BYTES
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import sqlite3
 from typing import Any
 
 from flask import Blueprint, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from bridge.config import Config
 from bridge.events import types as event_types
@@ -22,6 +23,7 @@ from bridge.events.webhook import (
 )
 from bridge.store import db as store
 from bridge.store import group_commit
+from bridge.web.errors import MAX_BODY_BYTES
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger("bridge.webhooks")
@@ -51,10 +53,24 @@ def receive_instantly():
         log.warning("webhook refused: %s %s header", what, SECRET_HEADER)
         return _answer(401, error=f"{what} {SECRET_HEADER} header")
 
-    body = request.get_data(cache=False)
+    body = _read_body()
     # Announced before it is parsed, so a write about to start can wait for it (group_commit).
     with group_commit.for_database(config.database).arrival() as arrival:
         return _store(config, body, arrival)
+
+
+def _read_body() -> bytes:
+    """The request body, refused with a 413 past MAX_BODY_BYTES however it is sent.
+
+    A body without a Content-Length (chunked) is only capped by werkzeug: it stops
+    reading at the limit, silently, and the cut body would be parsed. Reading one byte
+    more than the limit tells a whole body from a cut one.
+    """
+    request.max_content_length = MAX_BODY_BYTES + 1
+    body = request.get_data(cache=False)
+    if len(body) > MAX_BODY_BYTES:
+        raise RequestEntityTooLarge()
+    return body
 
 
 def _store(config: Config, body: bytes, arrival: group_commit.Arrival):
