@@ -10,7 +10,7 @@ from typing import Any
 import requests
 
 from bridge.clients.errors import ServiceError
-from bridge.clients.ratelimit import SlidingWindowLimiter, retry_after_seconds
+from bridge.clients.ratelimit import SlidingWindowLimiter, read_retry_after
 from bridge.logs import MASK
 
 API_VERSION = "2021-07-28"
@@ -32,7 +32,18 @@ class GHLTransient(GHLError):
 
 
 class GHLRateLimited(GHLTransient):
-    """429: wait `retry_after` seconds."""
+    """429: wait `retry_after` seconds (capped). `asked` is the header as GHL sent it when
+    it asked for longer than the cap, for /healthz to show; else None."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        retry_after: float | None = None,
+        asked: str | None = None,
+    ):
+        super().__init__(status, message, retry_after)
+        self.asked = asked
 
 
 class GHLAuthError(GHLError):
@@ -228,7 +239,8 @@ def _error_for(response: requests.Response, token: str = "") -> GHLError | None:
     # may echo the request back, Authorization header and all: mask the token first.
     message = _short(_message(response), token)
     if status == 429:
-        return GHLRateLimited(status, message, retry_after_seconds(response))
+        wait = read_retry_after(response)
+        return GHLRateLimited(status, message, wait.seconds, wait.asked)
     if status in (401, 403):
         return GHLAuthError(status, message)
     if status >= 500 or status == 408:

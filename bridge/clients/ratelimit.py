@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import collections
 import email.utils
+import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import requests
 
@@ -63,26 +65,81 @@ class SlidingWindowLimiter:
             waited += wait
 
     def block_for(self, seconds: float) -> None:
-        """Send nothing for `seconds` (a 429's Retry-After)."""
+        """Send nothing for `seconds` (a 429's Retry-After), never longer than the cap:
+        one odd answer must not hold every later call for years."""
         with self._lock:
-            self._not_before = max(self._not_before, self.clock() + seconds)
+            self._not_before = max(self._not_before, self.clock() + bounded_wait(seconds))
+
+
+# An answer asking for a longer wait than this is broken (a unit mixed up, a proxy's
+# default), not a rate limit: waiting years would stop every sync until a restart. The
+# bridge waits this long instead, and the caller reports what was asked.
+MAX_RETRY_AFTER_SECONDS = 15 * 60.0
+# How much of an odd header value is kept for the report.
+ASKED_CHARS = 100
+
+
+@dataclass(frozen=True)
+class RetryAfter:
+    """How long an answer asked us to wait, within [0, MAX_RETRY_AFTER_SECONDS].
+
+    `seconds` is None when the answer did not say; `asked` is the header as sent
+    ("Retry-After: 1e9") when it asked for longer than the cap, else None.
+    """
+
+    seconds: float | None
+    asked: str | None = None
+
+
+def bounded_wait(seconds: float) -> float:
+    """`seconds` within [0, MAX_RETRY_AFTER_SECONDS]; NaN counts as no wait."""
+    if math.isnan(seconds):
+        return 0.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def read_retry_after(response: requests.Response) -> RetryAfter:
+    """Retry-After (seconds or HTTP date), else GHL's X-RateLimit-Interval-Milliseconds,
+    capped; says what was asked when it was more than the cap."""
+    for header, seconds in (
+        ("Retry-After", _delay_or_date),
+        ("X-RateLimit-Interval-Milliseconds", _milliseconds),
+    ):
+        value = response.headers.get(header, "").strip()
+        wait = seconds(value) if value else None
+        if wait is not None:
+            asked = f"{header}: {value[:ASKED_CHARS]}" if wait > MAX_RETRY_AFTER_SECONDS else None
+            return RetryAfter(bounded_wait(wait), asked)
+    return RetryAfter(None)
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:
-    """Retry-After (seconds or HTTP date), else GHL's X-RateLimit-Interval-Milliseconds."""
-    value = response.headers.get("Retry-After", "").strip()
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                parsed = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                parsed = None
-            if parsed is not None and parsed.tzinfo is not None:
-                return max(0.0, parsed.timestamp() - time.time())
-    interval = response.headers.get("X-RateLimit-Interval-Milliseconds", "").strip()
+    """How long the answer asked us to wait, capped; None when it did not say."""
+    return read_retry_after(response).seconds
+
+
+def _number(value: str) -> float | None:
+    """A finite or infinite number; None for text and NaN, which say nothing."""
     try:
-        return max(0.0, float(interval) / 1000) if interval else None
+        number = float(value)
     except ValueError:
         return None
+    return None if math.isnan(number) else number
+
+
+def _delay_or_date(value: str) -> float | None:
+    delay = _number(value)
+    if delay is not None:
+        return delay
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed is None or parsed.tzinfo is None:
+        return None
+    return parsed.timestamp() - time.time()
+
+
+def _milliseconds(value: str) -> float | None:
+    interval = _number(value)
+    return None if interval is None else interval / 1000

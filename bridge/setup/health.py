@@ -3,8 +3,11 @@ dashboard show, and the problems among them."""
 
 from __future__ import annotations
 
+import time
+
 import sqlite_utils
 
+from bridge.clock import parse_time
 from bridge.config import Config
 from bridge.reconcile import runs
 from bridge.store import db as store
@@ -12,10 +15,14 @@ from bridge.store import inbox, state
 
 # An event still waiting after this long means the worker is down or stuck.
 STALE_PENDING_SECONDS = 3600
+# A 429 that asked for more than the cap is a problem for this long after it came; after
+# that it stays in the report as a fact.
+CAPPED_WAIT_PROBLEM_SECONDS = 3600
 
 
-def report(db: sqlite_utils.Database, config: Config) -> dict:
+def report(db: sqlite_utils.Database, config: Config, now: float | None = None) -> dict:
     """The health facts, and the problems among them (empty when healthy)."""
+    now = time.time() if now is None else now
     problems: list[str] = []
     missing = config.missing()
     for name in missing:
@@ -28,12 +35,15 @@ def report(db: sqlite_utils.Database, config: Config) -> dict:
         problems.append(f"database not migrated: run `bridge migrate` ({len(pending)} pending)")
         return {"database": "not migrated", "missing": missing, "problems": problems}
     counts = inbox.counts(db)
-    oldest = inbox.oldest_pending_age(db)
+    oldest = inbox.oldest_pending_age(db, now)
     pause = state.get(db, state.GHL_PAUSE)
     if pause:
         problems.append(f"GHL writes paused: {pause['reason']}")
     if oldest is not None and oldest > STALE_PENDING_SECONDS:
         problems.append(f"oldest pending event is {int(oldest)} s old: is `bridge worker` running?")
+    capped = state.get(db, state.GHL_RETRY_AFTER_CAPPED)
+    if capped and _seconds_since(capped["at"], now) < CAPPED_WAIT_PROBLEM_SECONDS:
+        problems.append(_capped_wait_problem(capped))
     reconcile = runs.report(db)
     last = reconcile["last_run"]
     if last and last["status"] == "error":
@@ -46,7 +56,22 @@ def report(db: sqlite_utils.Database, config: Config) -> dict:
         "oldest_pending_seconds": None if oldest is None else round(oldest, 1),
         "ghl_paused": pause,
         "last_ghl_error": state.get(db, state.GHL_LAST_ERROR),
+        "ghl_retry_after_capped": capped,
         "missing": missing,
         "reconcile": reconcile,
         "problems": problems,
     }
+
+
+def _capped_wait_problem(capped: dict) -> str:
+    return (
+        f"GHL asked to wait longer than the cap ({capped['asked']}) at {capped['at']};"
+        f" the bridge waited {capped['waited_seconds']:.0f} s instead:"
+        " check what answers for GHL (a proxy, a gateway)"
+    )
+
+
+def _seconds_since(stamp: str, now: float) -> float:
+    """Seconds from a stored timestamp to `now`; unreadable counts as long ago."""
+    moment = parse_time(stamp)
+    return float("inf") if moment is None else now - moment.timestamp()

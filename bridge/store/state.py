@@ -1,4 +1,5 @@
-"""Small named values kept in the store: GHL pause, last GHL error, caches, watermarks."""
+"""Small named values kept in the store: GHL pause, last GHL error, a capped Retry-After,
+caches, watermarks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from bridge.clock import now_iso
 
 GHL_PAUSE = "ghl_pause"
 GHL_LAST_ERROR = "ghl_last_error"
+# The last 429 that asked for a longer wait than the cap: {asked, waited_seconds, at}.
+GHL_RETRY_AFTER_CAPPED = "ghl_retry_after_capped"
 
 
 def get(db: sqlite_utils.Database, name: str, default: Any = None) -> Any:

@@ -146,6 +146,10 @@ class Worker:
             delay = exc.retry_after if exc.retry_after is not None else 10.0
             inbox.retry_later(self.db, row["id"], delay, str(exc), count_attempt=False)
             self._note_error(exc)
+            if exc.asked:
+                # Asking for more than the cap is a broken answer: /healthz shows it.
+                capped = {"asked": exc.asked, "waited_seconds": delay, "at": now_iso()}
+                state.put(self.db, state.GHL_RETRY_AFTER_CAPPED, capped)
             log.warning("event %d: GHL rate limit, retrying in %.1f s", row["id"], delay)
         except GHLAuthError as exc:
             self._pause(exc)
