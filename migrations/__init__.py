@@ -194,3 +194,13 @@ def m032_timestamps_in_one_format(db: Database) -> None:
                 f"UPDATE {table} SET {column} = {canonical}"
                 f" WHERE {canonical} IS NOT NULL AND {column} != {canonical}"
             )
+
+
+@migrations()
+def m036_events_leased_email_index(db: Database) -> None:
+    """Index the leased events by email, so a claim can skip a contact another worker holds.
+    Partial on 'processing': a webhook inserts 'pending' rows and never writes it."""
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS idx_events_leased_email"
+        " ON events (email, lease_until) WHERE status = 'processing'"
+    )

@@ -55,7 +55,8 @@ def test_missing_email_is_a_bad_event():
 
 def test_claim_leases_one_event_and_counts_the_attempt(db):
     first = inbox.enqueue(db, from_webhook(reply_payload(email_id="r1")), now=100.0)
-    inbox.enqueue(db, from_webhook(reply_payload(email_id="r2")), now=100.0)
+    other = reply_payload(email_id="r2", lead_email="other@example.com", email="other@example.com")
+    inbox.enqueue(db, from_webhook(other), now=100.0)
     row = inbox.claim_next(db, lease_seconds=60, now=200.0)
     assert (row["id"], row["status"], row["attempts"]) == (first.event_id, "processing", 1)
     again = inbox.claim_next(db, lease_seconds=60, now=200.0)

@@ -118,27 +118,45 @@ def known_keys(db: sqlite_utils.Database, keys: list[str]) -> set[str]:
     return found
 
 
+# A due event whose contact (its email) has no other event under a live lease. Each branch
+# walks the status index in claim order and stops at its first free event, so a claim reads
+# few rows however long the queue; the partial index on leased rows answers "held?".
+_FREE = """NOT EXISTS (SELECT 1 FROM events AS held
+        WHERE held.status = 'processing' AND held.email = due.email AND held.lease_until >= :now)"""
+_CLAIMABLE = f"""
+    SELECT id FROM (
+        SELECT * FROM (
+            SELECT due.id, due.next_attempt_at FROM events AS due
+            WHERE due.status = 'pending' AND due.next_attempt_at <= :now AND {_FREE}
+            ORDER BY due.next_attempt_at, due.id LIMIT 1)
+        UNION ALL
+        SELECT * FROM (
+            SELECT due.id, due.next_attempt_at FROM events AS due
+            WHERE due.status = 'processing' AND due.lease_until < :now AND {_FREE}
+            ORDER BY due.next_attempt_at, due.id LIMIT 1)
+    ) ORDER BY next_attempt_at, id LIMIT 1
+"""
+
+
 def claim_next(
     db: sqlite_utils.Database,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     now: float | None = None,
 ) -> dict[str, Any] | None:
-    """Lease the next due event (pending, or processing with an expired lease).
+    """Lease the next due event (pending, or processing with an expired lease) whose
+    contact no other event holds: one contact's events are synced one at a time, by
+    whichever worker, drain or reconcile run claims them, in the order they came due.
 
+    A holder that outlives its lease loses that guarantee: the event and its contact's
+    next events can then be claimed by another worker while the first is still writing.
+    An event's few GHL calls (35 s timeout each) fit well inside the default 5 minutes;
+    a stopped process, or a long rate-limit wait inside the client, can outlast it.
     The attempt is counted at claim time, so an event that crashes its worker
     every time still reaches its maximum and is dead-lettered.
     """
     now = time.time() if now is None else now
     with immediate(db):
-        row = db.execute(
-            """
-            SELECT id FROM events
-            WHERE (status = 'pending' AND next_attempt_at <= :now)
-               OR (status = 'processing' AND lease_until < :now)
-            ORDER BY next_attempt_at, id LIMIT 1
-            """,
-            {"now": now},
-        ).fetchone()
+        row = db.execute(_CLAIMABLE, {"now": now}).fetchone()
         if row is None:
             return None
         db.execute(

