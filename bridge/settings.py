@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-import string
 import tomllib
 from importlib.resources.abc import Traversable
 from typing import Any
@@ -15,6 +14,7 @@ import tomli_w
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from bridge.clock import now_iso
+from bridge.events import template
 from bridge.events.types import STATUS_BY_EVENT
 from bridge.store.db import immediate
 
@@ -72,9 +72,9 @@ def _template_check(allowed: set[str]):
 
     def check(value: str) -> None:
         try:
-            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
-        except ValueError as exc:
-            raise ValidationError(f"bad template {value!r}: {exc}") from None
+            names = set(template.check(value))
+        except template.BadTemplate as exc:
+            raise ValidationError(str(exc)) from None
         unknown = names - allowed
         if unknown:
             raise ValidationError(

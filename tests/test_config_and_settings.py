@@ -97,6 +97,28 @@ def test_shipped_defaults_validate():
             "bad template",
         ),
         (
+            lambda s: s["events"]["reply_received"].update(tags=["x-{campaign_name:{step}}"]),
+            "events.reply_received.tags.0",
+            "placeholder {campaign_name:{step}} in 'x-{campaign_name:{step}}' is not allowed",
+        ),
+        (
+            lambda s: s["events"]["lead_unsubscribed"].update(
+                tags=["ok", "x-{campaign_name:{step.__class__.__mro__}}"]
+            ),
+            "events.lead_unsubscribed.tags.1",
+            "placeholder {campaign_name:{step.__class__.__mro__}} in",
+        ),
+        (
+            lambda s: s["interest"].update(custom_label_tags=["l-{label!r}"]),
+            "interest.custom_label_tags.0",
+            "placeholder {label!r} in",
+        ),
+        (
+            lambda s: s["actions"]["opportunity"].update(name="{name:>99999}"),
+            "actions.opportunity.name",
+            "placeholder {name:>99999} in",
+        ),
+        (
             lambda s: s["events"].update(email_opened={"enabled": True}),
             "events.email_opened",
             "Must be one of",
@@ -147,6 +169,15 @@ def test_save_bumps_the_version_the_worker_polls(db):
     assert settings_mod.version(db) == version + 1
     cache = settings_mod.SettingsCache()
     assert cache.get(db)["sync"]["source"] == "Cold email"
+
+
+def test_a_stored_tag_template_with_a_format_spec_stops_start_up_naming_it(config, db):
+    db.execute(
+        "UPDATE settings SET body = json_set(body, '$.events.reply_received.tags[1]', ?)",
+        ["x-{campaign_name:{step}}"],
+    )
+    with pytest.raises(settings_mod.SettingsError, match="events.reply_received.tags.1"):
+        create_app({"BRIDGE_CONFIG": config, "TESTING": True})
 
 
 def test_a_bad_stored_setting_stops_start_up_naming_it(config, db):

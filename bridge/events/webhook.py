@@ -167,7 +167,9 @@ def from_webhook(
         raise BadEvent(f"lead_email {str(raw)[:80]!r} is not an email address")
     timestamp = _text(loaded.get("timestamp"))
     moment = parse_time(timestamp) or received_at or datetime.now(UTC)
-    campaign_id = _text(loaded.get("campaign_id"))
+    # A lead's custom variable named campaign_id arrives in campaign_id; the lead's own
+    # `campaign` still names the real campaign (api-notes), so it wins when present.
+    campaign_id = _text(data.get("campaign")) or _text(loaded.get("campaign_id"))
     email_id = _text(loaded.get("email_id"))
     return Event(
         key=idempotency_key(event_type, email, campaign_id, timestamp, email_id),

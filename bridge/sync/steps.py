@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import logging
 import re
-import string
 from dataclasses import dataclass
 from typing import Any
 
 import sqlite_utils
 
 from bridge.clients.ghl import GHLClient, GHLRejected
+from bridge.events import template
 from bridge.events.event import Event
 from bridge.store import contacts
 from bridge.sync.fieldmap import CustomFieldIds, build_fields, upsert_body
 
 log = logging.getLogger("bridge.sync")
+
+# A tag is a short label: cut to this, a long campaign name or custom variable (values a
+# lead's data can write) cannot hang a page of text on every contact.
+MAX_TAG_LENGTH = 100
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,6 @@ def add_missing_tags(
     return missing
 
 
-class _Blank(dict):
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
 def tag_values(event: Event) -> dict[str, str]:
     """The placeholder values a tag template may use."""
     payload = event.payload
@@ -94,20 +93,21 @@ def render_tags(
     A template whose placeholders all render empty is skipped, so a missing campaign
     name never produces a bare 'instantly-campaign-' tag.
     """
-    values = _Blank(values if values is not None else tag_values(event))
+    values = values if values is not None else tag_values(event)
     out: list[str] = []
-    for template in templates:
-        names = [n for _, n, _, _ in string.Formatter().parse(template) if n]
+    for text in templates:
+        names = template.names(text)
         if names and not any(values.get(n) for n in names):
             continue
-        tag = normalise_tag(template.format_map(values))
+        tag = normalise_tag(template.fill(text, values))
         if tag and tag not in out:
             out.append(tag)
     return out
 
 
 def normalise_tag(tag: str) -> str:
-    return " ".join(tag.split()).strip().lower()
+    """A tag as GHL keeps it (lowercase, single spaces), cut to MAX_TAG_LENGTH."""
+    return " ".join(tag.split()).lower()[:MAX_TAG_LENGTH].rstrip()
 
 
 def _uses_custom_fields(settings: dict) -> bool:
