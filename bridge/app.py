@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bridge import settings as settings_mod
 from bridge.config import Config, load_config
@@ -29,6 +30,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     if test_config:
         app.config.update(test_config)
+    if config.trusted_proxies:
+        # The client's address and scheme as the trusted proxies forwarded them; without
+        # the setting, X-Forwarded-For is anyone's to forge and is ignored.
+        n = config.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
     configure_logging(config)
 
     db = store.connect(config.database)

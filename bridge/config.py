@@ -16,6 +16,9 @@ DEFAULT_PORT = 8000
 # How long a worker holds a claimed event. A worker killed mid-event keeps its event this
 # long before another pass may take it; BRIDGE_LEASE_SECONDS shortens it (fault tests do).
 DEFAULT_LEASE_SECONDS = 300.0
+# How many proxies in front of the bridge it believes X-Forwarded-For and -Proto from
+# (BRIDGE_TRUSTED_PROXIES); more hops than this is a mistake, not a deployment.
+MAX_TRUSTED_PROXIES = 10
 # The bridge keeps its files in the folder it is started from (./.env, ./instance): the
 # repository for `make run`, the app's folder on a platform, any folder for an installed
 # bridge. Not the package's folder, which is site-packages once installed.
@@ -42,6 +45,7 @@ class Config:
     secret_key: str = ""
     port: int = DEFAULT_PORT
     lease_seconds: float = DEFAULT_LEASE_SECONDS
+    trusted_proxies: int = 0
     instance_path: str = str(DEFAULT_INSTANCE)
     extra: dict = field(default_factory=dict)
 
@@ -89,6 +93,7 @@ def load_config(env: dict[str, str] | None = None, dotenv_path: str | None = Non
         secret_key=env.get("BRIDGE_SECRET_KEY", "").strip() or _instance_secret_key(instance),
         port=_port(env),
         lease_seconds=_seconds(env, "BRIDGE_LEASE_SECONDS", DEFAULT_LEASE_SECONDS),
+        trusted_proxies=_trusted_proxies(env),
         instance_path=str(instance),
     )
 
@@ -130,6 +135,16 @@ def _port(env: dict[str, str]) -> int:
     if not 0 < port < 65536:
         raise ConfigError(f"PORT: {port} is out of range")
     return port
+
+
+def _trusted_proxies(env: dict[str, str]) -> int:
+    raw = env.get("BRIDGE_TRUSTED_PROXIES", "").strip() or "0"
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_TRUSTED_PROXIES:
+        raise ConfigError(
+            f"BRIDGE_TRUSTED_PROXIES: expected how many proxies stand in front of the bridge"
+            f" (0 to {MAX_TRUSTED_PROXIES}), got {raw!r}"
+        )
+    return int(raw)
 
 
 def _seconds(env: dict[str, str], name: str, default: float) -> float:

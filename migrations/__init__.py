@@ -204,3 +204,18 @@ def m036_events_leased_email_index(db: Database) -> None:
         "CREATE INDEX IF NOT EXISTS idx_events_leased_email"
         " ON events (email, lease_until) WHERE status = 'processing'"
     )
+
+
+@migrations()
+def m033_login_attempts(db: Database) -> None:
+    """Password tries, one small row per client address instead of one JSON row of them all
+    rewritten at every wrong password. `at` is the latest try of an address, or the start
+    of the current window for the limit across all addresses (address '*'); rows an hour
+    old are pruned by it."""
+    db["login_attempts"].create(
+        {"address": str, "attempts": int, "at": float},
+        pk="address",
+        not_null={"attempts", "at"},
+    )
+    db["login_attempts"].create_index(["at"])
+    db.execute("DELETE FROM state WHERE name = 'login_failures'")

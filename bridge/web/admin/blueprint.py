@@ -3,6 +3,9 @@ configuration and database of the request, the secret mask and the error pages."
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+
 import sqlite_utils
 from flask import Blueprint, Response, current_app, render_template
 from flask.typing import ResponseReturnValue
@@ -15,6 +18,7 @@ from bridge.store import db as store
 
 bp = Blueprint("admin", __name__)
 csrf = CSRFProtect()
+log = logging.getLogger("bridge.admin")
 
 # Shorter values are not masked in pages: replacing every "1234" would garble them,
 # and no page renders a secret on purpose; this is the net under that rule.
@@ -58,3 +62,15 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     """Pages answer errors as pages (the app's JSON errors are for the API)."""
     code = exc.code or 500
     return render_template("error.html", code=code, message=exc.description or exc.name), code
+
+
+@bp.errorhandler(sqlite3.OperationalError)
+def _database_unwritable(exc: sqlite3.OperationalError) -> ResponseReturnValue:
+    """A full disk, a read-only file or a lock held too long: say so instead of a 500. (Even
+    login writes: it counts each try before checking the password.)"""
+    log.error("config page: the database cannot be written (%s); answering 503", exc)
+    message = (
+        f"The bridge's database cannot be written right now ({exc}), so nothing was done."
+        " Free some disk space or fix the database file's permissions, then try again."
+    )
+    return render_template("error.html", code=503, message=message), 503
