@@ -13,7 +13,7 @@ from bridge import settings as settings_mod
 from bridge.config import Config, load_config
 from bridge.logs import configure_logging
 from bridge.store import db as store
-from bridge.web import admin, errors, health, metrics, webhooks
+from bridge.web import admin, errors, headers, health, metrics, webhooks
 from bridge.web.errors import MAX_BODY_BYTES
 
 
@@ -48,5 +48,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     metrics.init_app(app)
     admin.init_app(app)
     errors.init_app(app)
+    headers.init_app(app)
     logging.getLogger("bridge").info("web app ready, database %s", config.database)
     return app

@@ -10,7 +10,7 @@ from bridge.events.webhook import from_webhook
 from bridge.store import inbox
 from bridge.web.admin import throttle
 from tests.helpers import reply_payload
-from tests.web_helpers import ADMIN_PASSWORD, admin_env, csrf_token, login, post
+from tests.web_helpers import ADMIN_PASSWORD, CSRF_RE, admin_env, csrf_token, login, post
 
 PAGES = ["/", "/events", "/events/1", "/dead", "/settings", "/settings/export"]
 FORMS = [
@@ -116,6 +116,48 @@ def test_logout_ends_the_session(client):
     response = client.post("/logout", data={"csrf_token": csrf_token(client, "/")})
     assert response.location == "/login"
     assert client.get("/").status_code == 302
+
+
+def test_a_copied_session_cookie_is_refused_after_logout(app, client):
+    login(client)
+    copy = app.test_client()
+    copy.set_cookie("session", client.get_cookie("session").value)
+    assert copy.get("/").status_code == 200
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/")})
+    assert copy.get("/").status_code == 302
+    assert login(client).status_code == 302
+    assert client.get("/").status_code == 200
+
+
+def session_cookie_of_login(client, url: str, headers: dict | None = None) -> str:
+    """The Set-Cookie header a login at `url` answers with (over https Flask-WTF also wants
+    a Referer from the same site)."""
+    headers = {"Referer": f"{url.replace('http:', 'https:')}/login", **(headers or {})}
+    page = client.get("/login", base_url=url, headers=headers).get_data(as_text=True)
+    token = CSRF_RE.search(page).group(1)
+    response = client.post(
+        "/login",
+        base_url=url,
+        headers=headers,
+        data={"password": ADMIN_PASSWORD, "csrf_token": token},
+    )
+    assert response.status_code == 302
+    (cookie,) = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("session=")]
+    return cookie
+
+
+def test_session_cookie_is_secure_over_https_and_not_over_http(app):
+    assert "Secure" in session_cookie_of_login(app.test_client(), "https://bridge.example.com")
+    assert "Secure" not in session_cookie_of_login(app.test_client(), "http://bridge.example.com")
+
+
+@pytest.mark.parametrize(("proxies", "secure"), [("1", True), ("0", False)])
+def test_session_cookie_is_secure_when_a_trusted_proxy_says_https(env, db, proxies, secure):
+    config = load_config({**env, "BRIDGE_TRUSTED_PROXIES": proxies})
+    client = create_app({"BRIDGE_CONFIG": config, "TESTING": True}).test_client()
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.5"}
+    cookie = session_cookie_of_login(client, "http://localhost", forwarded)
+    assert ("Secure" in cookie) is secure
 
 
 def test_changing_the_password_logs_everyone_out(env, db, client):

@@ -13,6 +13,7 @@ from flask import Flask
 from bridge.web import webhooks
 from bridge.web.admin import auth, settings_page, views  # noqa: F401  (their routes)
 from bridge.web.admin.blueprint import bp, csrf
+from bridge.web.admin.sessions import SessionInterface
 
 __all__ = ["csrf", "init_app"]
 
@@ -23,6 +24,7 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
     # Flask keeps a session 31 days by default; an admin login should not outlive a day.
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=12)
+    app.session_interface = SessionInterface()
     csrf.init_app(app)
     csrf.exempt(webhooks.bp)
     app.register_blueprint(bp)

@@ -1,8 +1,8 @@
-"""Login with BRIDGE_ADMIN_PASSWORD (throttle.py slows guessing down), and logout."""
+"""Login with BRIDGE_ADMIN_PASSWORD (throttle.py slows guessing down), and logout
+(sessions.py: what a session carries)."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 
@@ -16,24 +16,21 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
-from bridge.web.admin import throttle
+from bridge.web.admin import sessions, throttle
 from bridge.web.admin.blueprint import bp, config, database
 from bridge.web.admin.redirects import safe_next
 
 OPEN_ENDPOINTS = {"admin.login"}
 
 
-def session_mark(password: str, secret_key: str) -> str:
-    """What a logged-in session carries: changing the password logs everyone out."""
-    return hmac.new(secret_key.encode(), b"admin:" + password.encode(), hashlib.sha256).hexdigest()
-
-
 def logged_in() -> bool:
-    cfg = config()
     mark = session.get("admin")
-    return bool(mark) and hmac.compare_digest(
-        str(mark), session_mark(cfg.admin_password, cfg.secret_key)
-    )
+    return bool(mark) and hmac.compare_digest(str(mark), _current_mark())
+
+
+def _current_mark() -> str:
+    cfg = config()
+    return sessions.mark(cfg.admin_password, cfg.secret_key, sessions.epoch(database()))
 
 
 def _clock() -> float:
@@ -71,12 +68,13 @@ def login() -> ResponseReturnValue:
     # A fresh session on login: nothing from before the login carries over.
     session.clear()
     session.permanent = True
-    session["admin"] = session_mark(cfg.admin_password, cfg.secret_key)
+    session["admin"] = _current_mark()
     return redirect(next_url)
 
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
+    sessions.end_all(database())
     session.clear()
     return redirect(url_for("admin.login"))
 
