@@ -219,3 +219,29 @@ def m033_login_attempts(db: Database) -> None:
     )
     db["login_attempts"].create_index(["at"])
     db.execute("DELETE FROM state WHERE name = 'login_failures'")
+
+
+@migrations()
+def m034_emails_in_nfc(db: Database) -> None:
+    """Rewrite stored emails in the form the bridge now keys them by: NFC, lowercase, NFC.
+    Before, a precomposed "é" and "e" + combining accent were two addresses; an old
+    decomposed row must still be found, or its contact is upserted again and the interest
+    status it holds is lost. A contact-map row whose NFC form has a row already is left as
+    it is: both are GHL contacts by now, and events find the NFC one. Only rows holding a
+    character outside printable ASCII are read."""
+    import unicodedata
+
+    def nfc(email: str) -> str:
+        return unicodedata.normalize("NFC", unicodedata.normalize("NFC", email).lower())
+
+    outside_ascii = "*[^ -~]*"  # a GLOB: any character but printable ASCII
+    found = db.execute("SELECT email FROM contacts WHERE email GLOB ?", [outside_ascii])
+    for (email,) in found.fetchall():
+        db.execute(
+            "UPDATE contacts SET email = ? WHERE email = ?"
+            " AND NOT EXISTS (SELECT 1 FROM contacts WHERE email = ?)",
+            [nfc(email), email, nfc(email)],
+        )
+    found = db.execute("SELECT id, email FROM events WHERE email GLOB ?", [outside_ascii])
+    for event_id, email in found.fetchall():
+        db.execute("UPDATE events SET email = ? WHERE id = ?", [nfc(email), event_id])

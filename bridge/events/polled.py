@@ -8,13 +8,15 @@ webhook carries lead fields top level in camelCase with custom variables beside 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
 from bridge.clock import iso, parse_time
-from bridge.events.event import Event, idempotency_key, normalise_email
+from bridge.events.event import BadEmail, Event, checked_email, idempotency_key, normalise_email
 
 SOURCE = "poll"
+log = logging.getLogger("bridge.reconcile")
 
 # REST Lead field -> the name the webhook gives the same value.
 LEAD_FIELDS = {
@@ -52,8 +54,16 @@ RESERVED = frozenset(
 
 
 def lead_email(record: dict[str, Any]) -> str:
-    """The normalised email of a REST Lead ('' when it has none)."""
-    return normalise_email(record.get("email"))
+    """The normalised email of a REST Lead; '' when it has none, or one the webhook would
+    refuse (logged, without the address, so a skipped lead is seen)."""
+    value = record.get("email")
+    if value is None or value == "":
+        return ""
+    try:
+        return checked_email(value)
+    except BadEmail as exc:
+        log.warning("polled lead %s skipped: its email %s", record.get("id") or "?", exc)
+        return ""
 
 
 def lead_fields(lead: dict[str, Any] | None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 from bridge.clock import iso, parse_time
-from bridge.events.event import Event, idempotency_key, normalise_email
+from bridge.events.event import BadEmail, Event, checked_email, idempotency_key
 
 # Where Instantly delivers to the bridge, and the header carrying BRIDGE_WEBHOOK_SECRET:
 # the web layer serves them, and webhook registration tells Instantly to use them.
@@ -159,12 +159,7 @@ def from_webhook(
     if loaded is None:
         loaded = load_webhook(data)
     event_type = loaded["event_type"].strip()
-    email = normalise_email(loaded.get("lead_email")) or normalise_email(loaded.get("email"))
-    if not email:
-        raw = loaded.get("lead_email") or loaded.get("email")
-        if raw in (None, ""):
-            raise BadEvent(f"lead_email is missing; a {event_type} event needs the lead's email")
-        raise BadEvent(f"lead_email {str(raw)[:80]!r} is not an email address")
+    email = _lead_email(loaded, event_type)
     timestamp = _text(loaded.get("timestamp"))
     moment = parse_time(timestamp) or received_at or datetime.now(UTC)
     # A lead's custom variable named campaign_id arrives in campaign_id; the lead's own
@@ -182,6 +177,21 @@ def from_webhook(
         source="webhook",
         payload_json=text,
     )
+
+
+def _lead_email(loaded: dict[str, Any], event_type: str) -> str:
+    """The lead's address: lead_email, else the lead's own email field; BadEvent naming
+    the field and what is wrong with it when neither is an address."""
+    refused: str | None = None
+    for name in ("lead_email", "email"):
+        raw = loaded.get(name)
+        if raw is None or raw == "":
+            continue
+        try:
+            return checked_email(raw)
+        except BadEmail as exc:
+            refused = refused or f"{name} {exc}"
+    raise BadEvent(refused or f"lead_email is missing; a {event_type} event needs the lead's email")
 
 
 def _text(value: Any) -> str:
