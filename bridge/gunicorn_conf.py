@@ -6,7 +6,9 @@ from bridge.config import DEFAULT_INSTANCE
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
+# gthread, except that the event loop reads each request whole before a thread takes it,
+# so slow clients cannot hold the threads (bridge/web/buffered_worker.py).
+worker_class = "bridge.web.buffered_worker.BufferedThreadWorker"
 # A webhook thread spends part of each request waiting for the disk (the fsync before its
 # 202), and the deliveries waiting together share one commit: more threads, bigger
 # commits.
