@@ -17,6 +17,9 @@ threads = int(os.environ.get("WEB_THREADS", "8"))
 timeout = 30
 graceful_timeout = 20
 accesslog = "-" if os.environ.get("BRIDGE_ACCESS_LOG", "1") == "1" else None
+# gunicorn's default format, less what can carry a secret or a lead's address: the query
+# string (%(r)s is the whole request line) and the Referer.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s"'
 
 # Webhook outcome counters are per process; prometheus-client's multiprocess mode keeps
 # them in files here so /metrics adds up every web process. Set before the app (and so
