@@ -20,6 +20,9 @@ accesslog = "-" if os.environ.get("BRIDGE_ACCESS_LOG", "1") == "1" else None
 # gunicorn's default format, less what can carry a secret or a lead's address: the query
 # string (%(r)s is the whole request line) and the Referer.
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s"'
+# gunicorn's control socket is one path per user (~/.gunicorn/gunicorn.ctl), shared by every
+# gunicorn that user runs; nothing here uses it.
+control_socket_disable = True
 
 # Webhook outcome counters are per process; prometheus-client's multiprocess mode keeps
 # them in files here so /metrics adds up every web process. Set before the app (and so
