@@ -390,6 +390,10 @@ def parse_toml(text: str) -> dict:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError({"toml": [str(exc)]}) from None
+    except RecursionError:
+        # tomllib descends by recursion: a few hundred nested arrays or inline tables
+        # exhaust the stack. No settings file nests more than three deep.
+        raise SettingsError({"toml": ["the settings file is nested too deeply"]}) from None
     return validate_settings(raw)
 
 

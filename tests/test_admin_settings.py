@@ -262,6 +262,17 @@ def test_bad_import_is_refused_with_the_setting_named(logged_in, db, ghl_fields,
     assert settings_mod.version(db) == 1
 
 
+@pytest.mark.parametrize(("opening", "depth"), [("[", 120_000), ("{a=", 80_000)])
+def test_import_nested_too_deeply_is_a_400_that_says_so(logged_in, db, ghl_fields, opening, depth):
+    # tomllib parses by recursion: this deep (under the upload's size limit), arrays or
+    # inline tables exhaust Python's stack long before the end.
+    text = "x = " + opening * depth
+    response = post(logged_in, "/settings/import", {"toml": text})
+    assert response.status_code == 400
+    assert "toml: the settings file is nested too deeply" in response.get_data(as_text=True)
+    assert settings_mod.version(db) == 1
+
+
 def test_empty_or_binary_import_is_a_400(logged_in, ghl_fields):
     assert post(logged_in, "/settings/import", {"toml": "  "}).status_code == 400
     response = post(

@@ -6,9 +6,10 @@ from __future__ import annotations
 import click
 
 from bridge.cli import queue, reconcile, service, setup
+from bridge.cli.common import BridgeGroup
 
 
-@click.group()
+@click.group(cls=BridgeGroup)
 def main() -> None:
     """instantly-ghl-bridge: Instantly events in, GoHighLevel contacts out."""
 

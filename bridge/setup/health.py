@@ -11,7 +11,7 @@ from bridge.clock import parse_time
 from bridge.config import Config
 from bridge.reconcile import runs
 from bridge.store import db as store
-from bridge.store import inbox, state
+from bridge.store import inbox, probe, state
 
 # An event still waiting after this long means the worker is down or stuck.
 STALE_PENDING_SECONDS = 3600
@@ -34,6 +34,10 @@ def report(db: sqlite_utils.Database, config: Config, now: float | None = None) 
     if pending:
         problems.append(f"database not migrated: run `bridge migrate` ({len(pending)} pending)")
         return {"database": "not migrated", "missing": missing, "problems": problems}
+    # Reads succeed on a full disk or a read-only file; only a commit shows it.
+    unwritable = probe.write_failure(db, config.database)
+    if unwritable:
+        problems.append(f"database cannot be written: {unwritable}")
     counts = inbox.counts(db)
     oldest = inbox.oldest_pending_age(db, now)
     pause = state.get(db, state.GHL_PAUSE)
@@ -51,7 +55,7 @@ def report(db: sqlite_utils.Database, config: Config, now: float | None = None) 
             "last reconciliation failed: " + "; ".join(last["errors"] or ["see the run log"])
         )
     return {
-        "database": "ok",
+        "database": "ok" if unwritable is None else "cannot be written",
         "queue": counts,
         "oldest_pending_seconds": None if oldest is None else round(oldest, 1),
         "ghl_paused": pause,

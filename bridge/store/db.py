@@ -125,12 +125,13 @@ def immediate(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
     db.conn.execute("BEGIN IMMEDIATE")
     try:
         yield db
+        db.conn.execute("COMMIT")
     except BaseException:
+        # A COMMIT that fails (a full disk, a deferred constraint) leaves the transaction
+        # open, holding the write lock, until it is rolled back.
         if db.conn.in_transaction:
             db.conn.execute("ROLLBACK")
         raise
-    else:
-        db.conn.execute("COMMIT")
 
 
 def sync_fd(fd: int) -> None:

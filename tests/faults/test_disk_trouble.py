@@ -1,5 +1,6 @@
 """Disk trouble: while the web app cannot write its database, the webhook answers 503 (so
-Instantly delivers again) and acknowledges nothing it did not store.
+Instantly delivers again) and acknowledges nothing it did not store, and /healthz says the
+database cannot be written.
 
 How the writes are made to fail: the kernel refuses them. RLIMIT_FSIZE lowered to 0 on the
 running gunicorn workers (prlimit(2), allowed on one's own processes without privileges)
@@ -75,6 +76,9 @@ def test_webhook_answers_503_while_the_database_cannot_be_written(stack):
     assert [(a.status_code, a.json()) for a in refused] == [(503, NOT_STORED)] * len(during)
     # Already stored, so "duplicate" is the truth even now; it needs no write.
     assert (known.status_code, known.json()["status"]) == (200, "duplicate")
+    # Every read still works, so only a write tells /healthz the store is in trouble.
+    assert health.status_code == 503, health.text
+    assert "database cannot be written: disk I/O error" in health.json()["problems"]
     keys = {row[0] for row in stack.db().execute("SELECT key FROM events")}
     assert not keys & {f"reply:{r.email_id}" for r in during}, "refused events were stored"
     assert acknowledged_but_missing(stack) == []
