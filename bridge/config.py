@@ -24,6 +24,9 @@ MAX_TRUSTED_PROXIES = 10
 # bridge. Not the package's folder, which is site-packages once installed.
 RUN_DIR = Path.cwd()
 DEFAULT_INSTANCE = RUN_DIR / "instance"
+# BRIDGE_LOG_EMAILS: lead addresses in log lines masked (j***@example.com), or in full.
+LOG_EMAILS_MASK = "mask"
+LOG_EMAILS_FULL = "full"
 
 
 class ConfigError(ValueError):
@@ -47,6 +50,7 @@ class Config:
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     trusted_proxies: int = 0
     instance_path: str = str(DEFAULT_INSTANCE)
+    log_emails: str = LOG_EMAILS_MASK
     extra: dict = field(default_factory=dict)
 
     @property
@@ -95,6 +99,7 @@ def load_config(env: dict[str, str] | None = None, dotenv_path: str | None = Non
         lease_seconds=_seconds(env, "BRIDGE_LEASE_SECONDS", DEFAULT_LEASE_SECONDS),
         trusted_proxies=_trusted_proxies(env),
         instance_path=str(instance),
+        log_emails=_choice(env, "BRIDGE_LOG_EMAILS", (LOG_EMAILS_MASK, LOG_EMAILS_FULL)),
     )
 
 
@@ -124,6 +129,13 @@ def _url(env: dict[str, str], name: str, default: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ConfigError(f"{name}: expected an http(s) URL, got {value!r}")
     return value
+
+
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower() or choices[0]
+    if raw not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def _port(env: dict[str, str]) -> int:
@@ -164,7 +176,8 @@ def _instance_secret_key(instance: Path) -> str:
     """A signing key kept in the instance folder, so all web workers share it."""
     path = instance / "secret_key"
     if not path.exists():
-        instance.mkdir(parents=True, exist_ok=True)
+        # 0700: the folder holds this key and, by default, the database.
+        instance.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = instance / f".secret_key.{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

@@ -68,20 +68,23 @@ def worker(drain: bool) -> None:
 def init_env(path: str) -> None:
     """Create a .env with generated secrets if there is none (never overwrites)."""
     target = Path(path)
-    if target.exists():
+    try:
+        # Made 0600 by the call that creates it, never readable by others in between; and
+        # O_EXCL never follows a link left where the file should be.
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
         click.echo(f"{target} exists; left as it is")
         return
-    webhook_secret = secrets.token_urlsafe(24)
-    target.write_text(
-        "# Written by `bridge init-env`. Fill in the GHL and Instantly values.\n"
-        f"BRIDGE_WEBHOOK_SECRET={webhook_secret}\n"
-        f"BRIDGE_SECRET_KEY={secrets.token_urlsafe(32)}\n"
-        "# BRIDGE_ADMIN_PASSWORD=\n"
-        "# GHL_TOKEN=\n"
-        "# GHL_LOCATION_ID=\n"
-        "# INSTANTLY_API_KEY=\n"
-    )
-    target.chmod(0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(
+            "# Written by `bridge init-env`. Fill in the GHL and Instantly values.\n"
+            f"BRIDGE_WEBHOOK_SECRET={secrets.token_urlsafe(24)}\n"
+            f"BRIDGE_SECRET_KEY={secrets.token_urlsafe(32)}\n"
+            "# BRIDGE_ADMIN_PASSWORD=\n"
+            "# GHL_TOKEN=\n"
+            "# GHL_LOCATION_ID=\n"
+            "# INSTANTLY_API_KEY=\n"
+        )
     click.echo(
         f"wrote {target} with a new BRIDGE_WEBHOOK_SECRET (send it as the X-Bridge-Secret "
         "header from Instantly) and BRIDGE_SECRET_KEY"

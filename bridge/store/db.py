@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,15 @@ import sqlite_utils
 
 # Writers wait this long for the lock instead of failing with "database is locked".
 BUSY_TIMEOUT_SECONDS = 30.0
+# The database holds lead addresses and replies: only this user may read it. SQLite gives
+# the -wal and -shm files it makes the database file's mode, so the three stay private.
+PRIVATE_FILE = 0o600
+PRIVATE_FOLDER = 0o700
+# Made beside the database: SQLite's, and the writers' and migrations' lock files (which
+# anyone who can open could flock, stalling every writer).
+SIDE_FILES = ("-wal", "-shm", "-journal", ".write-lock", ".migrate-lock")
+
+log = logging.getLogger("bridge.store")
 
 _local = threading.local()
 _writers: dict[str, WriterLock] = {}
@@ -27,7 +38,7 @@ def connect(path: str | Path) -> sqlite_utils.Database:
     lock; multi-statement writes use `immediate()` explicitly.
     """
     if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        make_private(Path(path))
     conn = sqlite3.connect(
         str(path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
     )
@@ -37,6 +48,31 @@ def connect(path: str | Path) -> sqlite_utils.Database:
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     return sqlite_utils.Database(conn, execute_plugins=False)
+
+
+def make_private(path: Path) -> None:
+    """Create the database file 0600 (in a 0700 folder when the folder is new) before
+    SQLite opens it, whatever the umask; a file left readable by others (made by an
+    older bridge) is made private, with its -wal and -shm."""
+    path.parent.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+        return
+    except FileExistsError:
+        pass
+    for name in (str(path), *(str(path) + suffix for suffix in SIDE_FILES)):
+        _tighten(name)
+
+
+def _tighten(name: str) -> None:
+    try:
+        info = os.stat(name)
+    except FileNotFoundError:
+        return
+    # Only our own files: another user's database is theirs to share.
+    if info.st_mode & 0o077 and info.st_uid == os.getuid():
+        os.chmod(name, stat.S_IMODE(info.st_mode) & ~0o077)
+        log.warning("%s was readable by other users; it is now private to this one", name)
 
 
 def cached(path: str | Path) -> sqlite_utils.Database:
@@ -182,9 +218,12 @@ def _file_lock(path: Path | None) -> Iterator[None]:
     if path is None:
         yield
         return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
