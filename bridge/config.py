@@ -7,6 +7,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
 
@@ -50,6 +51,8 @@ class Config:
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     trusted_proxies: int = 0
     instance_path: str = str(DEFAULT_INSTANCE)
+    public_url: str = ""
+    allow_private_webhook_url: bool = False
     log_emails: str = LOG_EMAILS_MASK
     extra: dict = field(default_factory=dict)
 
@@ -99,6 +102,8 @@ def load_config(env: dict[str, str] | None = None, dotenv_path: str | None = Non
         lease_seconds=_seconds(env, "BRIDGE_LEASE_SECONDS", DEFAULT_LEASE_SECONDS),
         trusted_proxies=_trusted_proxies(env),
         instance_path=str(instance),
+        public_url=_public_url(env),
+        allow_private_webhook_url=_flag(env, "BRIDGE_ALLOW_PRIVATE_WEBHOOK_URL"),
         log_emails=_choice(env, "BRIDGE_LOG_EMAILS", (LOG_EMAILS_MASK, LOG_EMAILS_FULL)),
     )
 
@@ -129,6 +134,41 @@ def _url(env: dict[str, str], name: str, default: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ConfigError(f"{name}: expected an http(s) URL, got {value!r}")
     return value
+
+
+def _public_url(env: dict[str, str]) -> str:
+    """BRIDGE_PUBLIC_URL: where Instantly reaches this bridge, e.g. https://bridge.example.com.
+
+    The dashboard offers it as the webhook URL instead of trusting the request's Host
+    header, which any visitor chooses.
+    """
+    value = env.get("BRIDGE_PUBLIC_URL", "").strip().rstrip("/")
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"BRIDGE_PUBLIC_URL: expected an http(s) URL such as https://bridge.example.com,"
+            f" got {value!r}"
+        )
+    if "?" in value or "#" in value:
+        raise ConfigError(f"BRIDGE_PUBLIC_URL: no query string or fragment, got {value!r}")
+    if parts.username is not None:
+        raise ConfigError("BRIDGE_PUBLIC_URL: no user name or password in the URL")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        raise ConfigError(f"BRIDGE_PUBLIC_URL: bad port in {value!r}") from None
+    return value
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name}: expected 1 or 0, got {raw!r}")
 
 
 def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:

@@ -294,6 +294,20 @@ def test_without_a_saved_url_any_bridge_path_counts(config, db, replies_only):
     assert check.ok is True
 
 
+def test_bridge_public_url_names_the_webhooks_that_count(env, db, replies_only):
+    config = load_config({**env, "BRIDGE_PUBLIC_URL": "https://bridge.example.com"})
+    state.put(db, subscriptions.WEBHOOK_URL_STATE, "https://old.example/webhooks/instantly")
+    elsewhere = instantly_webhook(
+        "w1", "reply_received", url="https://old.example/webhooks/instantly", headers=SECRET_HEADERS
+    )
+    with responses.RequestsMock() as rsps:
+        healthy(rsps, hooks=[elsewhere])
+        check = by_name(doctor.run_checks(config))["Instantly webhooks"]
+    assert check.ok is False
+    assert f"no webhook to {BRIDGE_URL} for: reply_received" in check.detail
+    assert check.fix == f"run `bridge webhook register --url {BRIDGE_URL}`"
+
+
 def test_default_settings_need_the_interest_and_unsubscribe_webhooks(config, db):
     state.put(db, subscriptions.WEBHOOK_URL_STATE, BRIDGE_URL)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:

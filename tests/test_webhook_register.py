@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 
 import pytest
 import responses
 
+from bridge import create_app
 from bridge import settings as settings_mod
 from bridge.clients.instantly import InstantlyClient, InstantlyError
+from bridge.config import ConfigError, load_config
 from bridge.setup import subscriptions
 from bridge.store import state
 from tests.helpers import WEBHOOK_SECRET
@@ -18,17 +22,57 @@ from tests.web_helpers import (
     INSTANTLY_KEY,
     admin_env,
     check_against_specs,
+    csrf_token,
     instantly_webhook,
     login,
     post,
 )
 
 HOOKS = f"{INSTANTLY}/api/v2/webhooks"
+PUBLIC_IP = "93.184.215.14"
+# What the names below resolve to in these tests: no test asks a real DNS server.
+DNS = {
+    "bridge.example.com": [PUBLIC_IP],
+    "metadata.internal": ["169.254.169.254"],
+    "intranet.example.com": ["10.1.2.3"],
+    "two-faced.example.com": [PUBLIC_IP, "127.0.0.1"],
+}
 
 
 @pytest.fixture
 def env(env):
     return admin_env(env)
+
+
+@pytest.fixture(autouse=True)
+def dns(monkeypatch):
+    """socket.getaddrinfo from the DNS table; address literals resolve to themselves."""
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        try:
+            addresses = [str(ipaddress.ip_address(host))]
+        except ValueError:
+            addresses = DNS.get(host) or [_inet_aton_form(host)]
+        return [
+            (
+                socket.AF_INET6 if ":" in a else socket.AF_INET,
+                socket.SOCK_STREAM,
+                6,
+                "",
+                (a, port, 0, 0) if ":" in a else (a, port),
+            )
+            for a in addresses
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def _inet_aton_form(host: str) -> str:
+    """What the resolver makes of 2852039166 or 0xa9.254.169.254: an IPv4 address."""
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
 
 
 @pytest.fixture
@@ -342,3 +386,164 @@ def test_dashboard_button_registers_and_shows_each_action(client, db, replies_on
     bad = post(client, "/instantly-webhooks", {"url": "not a url"})
     assert bad.status_code == 400
     assert "is not an http(s) URL" in bad.get_data(as_text=True)
+
+
+# --- where the webhook may point ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://169.254.169.254/webhooks/instantly", "169.254.169.254 is a link-local address"),
+        (
+            "https://metadata.internal/webhooks/instantly",
+            "metadata.internal resolves to 169.254.169.254, which is a link-local address",
+        ),
+        ("https://127.0.0.1:8000/webhooks/instantly", "127.0.0.1 is a loopback address"),
+        ("https://[::1]/webhooks/instantly", "::1 is a loopback address"),
+        ("https://[::ffff:10.0.0.1]/webhooks/instantly", "is a private address"),
+        ("https://intranet.example.com/webhooks/instantly", "10.1.2.3, which is a private"),
+        ("https://two-faced.example.com/webhooks/instantly", "127.0.0.1, which is a loopback"),
+        ("https://0.0.0.0/webhooks/instantly", "is a unspecified address"),
+        ("https://224.0.0.1/webhooks/instantly", "is a multicast address"),
+        ("https://240.0.0.1/webhooks/instantly", "is a reserved address"),
+        ("https://100.64.0.1/webhooks/instantly", "is a non-public address"),
+        ("https://2852039166/webhooks/instantly", "169.254.169.254, which is a link-local"),
+    ],
+)
+def test_a_url_on_an_address_that_is_not_public_is_refused(url, message):
+    with pytest.raises(subscriptions.UnsafeWebhookURL, match=message.replace("[", r"\[")):
+        subscriptions.check_public(url)
+
+
+def test_a_name_that_does_not_resolve_is_refused():
+    with pytest.raises(subscriptions.UnsafeWebhookURL, match="cannot resolve nowhere.example"):
+        subscriptions.check_public("https://nowhere.example/webhooks/instantly")
+
+
+def test_a_public_address_passes():
+    subscriptions.check_public(BRIDGE_URL)
+    subscriptions.check_public(f"https://{PUBLIC_IP}/webhooks/instantly")
+
+
+def test_dashboard_form_refuses_a_metadata_address_and_calls_nobody(client, db):
+    login(client)
+    token = csrf_token(client, "/")
+    with responses.RequestsMock() as rsps:
+        response = client.post(
+            "/instantly-webhooks", data={"csrf_token": token, "url": "http://169.254.169.254"}
+        )
+        assert len(rsps.calls) == 0
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert "169.254.169.254 is a link-local address" in page
+    assert "BRIDGE_ALLOW_PRIVATE_WEBHOOK_URL=1" in page
+    assert state.get(db, subscriptions.WEBHOOK_URL_STATE) is None
+
+
+def app_with(env: dict, **extra: str):
+    return create_app({"BRIDGE_CONFIG": load_config({**env, **extra}), "TESTING": True})
+
+
+def test_dashboard_form_accepts_a_private_address_when_the_operator_allows_it(
+    env, db, replies_only
+):
+    client = app_with(env, BRIDGE_ALLOW_PRIVATE_WEBHOOK_URL="1").test_client()
+    login(client)
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, json={"items": []})
+        rsps.add_callback(
+            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
+        )
+        response = post(client, "/instantly-webhooks", {"url": "https://intranet.example.com"})
+    assert response.status_code == 302
+    assert state.get(db, subscriptions.WEBHOOK_URL_STATE) == (
+        "https://intranet.example.com/webhooks/instantly"
+    )
+
+
+def visiting_as(client, host: str):
+    """The client, every request of it (login too) sent with this Host header."""
+    client.environ_base["HTTP_HOST"] = host
+    login(client)
+    return client
+
+
+def test_dashboard_offers_bridge_public_url_never_the_host_header(env, db):
+    client = app_with(env, BRIDGE_PUBLIC_URL="https://bridge.example.com/").test_client()
+    page = visiting_as(client, "evil.example").get("/").get_data(as_text=True)
+    assert f'value="{BRIDGE_URL}"' in page
+    assert "evil.example" not in page
+    assert 'id="public-url-missing"' not in page
+    assert 'id="webhook-url-http"' not in page
+
+
+def test_dashboard_without_bridge_public_url_says_how_to_set_it(client, db):
+    page = visiting_as(client, "evil.example").get("/").get_data(as_text=True)
+    assert "evil.example" not in page
+    assert 'id="public-url-missing"' in page
+    assert "BRIDGE_PUBLIC_URL=https://bridge.example.com" in page
+    assert 'name="url" value=""' in page
+
+
+def test_dashboard_warns_when_the_url_is_plain_http(env, db):
+    client = app_with(env, BRIDGE_PUBLIC_URL="http://bridge.example.com").test_client()
+    login(client)
+    page = client.get("/").get_data(as_text=True)
+    assert 'id="webhook-url-http"' in page
+    assert "unencrypted" in page
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "bridge.example.com",
+        "ftp://bridge.example.com",
+        "https://bridge.example.com/?token=1",
+        "https://bridge.example.com/#top",
+        "https://user:pass@bridge.example.com",
+        "https://bridge.example.com:99999",
+    ],
+)
+def test_bridge_public_url_must_be_a_plain_http_url(env, value):
+    with pytest.raises(ConfigError, match="BRIDGE_PUBLIC_URL"):
+        load_config({**env, "BRIDGE_PUBLIC_URL": value})
+
+
+def test_cli_registers_at_bridge_public_url_by_default(runner, db, replies_only, monkeypatch):
+    monkeypatch.setenv("BRIDGE_PUBLIC_URL", "https://bridge.example.com")
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, json={"items": []})
+        rsps.add_callback(
+            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
+        )
+        result = runner.invoke(["webhook", "register"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == f"webhooks delivering to {BRIDGE_URL}:"
+
+
+def test_cli_without_url_or_bridge_public_url_says_what_to_give(runner, db):
+    result = runner.invoke(["webhook", "register"])
+    assert result.exit_code == 2
+    assert "give --url https://<your bridge>/webhooks/instantly, or set BRIDGE_PUBLIC_URL" in (
+        result.output
+    )
+
+
+def test_cli_refuses_a_private_url_unless_allow_private(runner, db, replies_only):
+    with responses.RequestsMock() as rsps:
+        refused = runner.invoke(["webhook", "register", "--url", "https://intranet.example.com"])
+        assert len(rsps.calls) == 0
+    assert refused.exit_code == 2
+    assert "10.1.2.3, which is a private address" in refused.output
+    assert "--allow-private" in refused.output
+    with responses.RequestsMock() as rsps:
+        rsps.get(HOOKS, json={"items": []})
+        rsps.add_callback(
+            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
+        )
+        allowed = runner.invoke(
+            ["webhook", "register", "--url", "https://intranet.example.com", "--allow-private"]
+        )
+    assert allowed.exit_code == 0, allowed.output
+    assert "created          reply_received" in allowed.output

@@ -80,6 +80,7 @@ def init_env(path: str) -> None:
             "# Written by `bridge init-env`. Fill in the GHL and Instantly values.\n"
             f"BRIDGE_WEBHOOK_SECRET={secrets.token_urlsafe(24)}\n"
             f"BRIDGE_SECRET_KEY={secrets.token_urlsafe(32)}\n"
+            "# BRIDGE_PUBLIC_URL=https://bridge.example.com\n"
             "# BRIDGE_ADMIN_PASSWORD=\n"
             "# GHL_TOKEN=\n"
             "# GHL_LOCATION_ID=\n"

@@ -47,9 +47,19 @@ def webhook() -> None:
 
 
 @webhook.command("register")
-@click.option("--url", "raw_url", required=True, help="https://<your bridge>/webhooks/instantly")
+@click.option(
+    "--url",
+    "raw_url",
+    default=None,
+    help="https://<your bridge>/webhooks/instantly (default: from BRIDGE_PUBLIC_URL).",
+)
 @click.option("--resume", is_flag=True, help="Also re-enable webhooks Instantly switched off.")
-def webhook_register(raw_url: str, resume: bool) -> None:
+@click.option(
+    "--allow-private",
+    is_flag=True,
+    help="Accept a URL on a private, loopback or link-local address (a test set-up).",
+)
+def webhook_register(raw_url: str | None, resume: bool, allow_private: bool) -> None:
     """Create or update the Instantly webhooks for the enabled event types.
 
     The only change the bridge ever makes in Instantly: its own webhook subscriptions.
@@ -58,6 +68,11 @@ def webhook_register(raw_url: str, resume: bool) -> None:
     from bridge.setup import subscriptions
 
     config = load_config_or_exit()
+    raw_url = raw_url or subscriptions.public_webhook_url(config)
+    if not raw_url:
+        raise click.UsageError(
+            "give --url https://<your bridge>/webhooks/instantly, or set BRIDGE_PUBLIC_URL"
+        )
     try:
         url = subscriptions.webhook_url(raw_url)
     except ValueError as exc:
@@ -65,7 +80,11 @@ def webhook_register(raw_url: str, resume: bool) -> None:
     if url.startswith("http://"):
         click.echo("warning: http:// sends the X-Bridge-Secret header unencrypted; use https://")
     try:
-        actions = subscriptions.register_for_bridge(open_database(config), config, url, resume)
+        actions = subscriptions.register_for_bridge(
+            open_database(config), config, url, resume, allow_private=allow_private
+        )
+    except subscriptions.UnsafeWebhookURL as exc:
+        raise click.BadParameter(str(exc), param_hint="--url") from None
     except (subscriptions.SetupMissing, InstantlyError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"webhooks delivering to {url}:")

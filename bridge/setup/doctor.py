@@ -78,6 +78,9 @@ def run_checks(
         )
     key_check = _instantly_key(config, instantly)
     checks.append(key_check)
+    if webhook_url is None:
+        # The configured address is this bridge's; the one registered last may be older.
+        webhook_url = subscriptions.public_webhook_url(config)
     if webhook_url is None and settings is not None:
         webhook_url = state.get(db, subscriptions.WEBHOOK_URL_STATE)
     checks.append(_webhooks(config, instantly if key_check.ok else None, settings, webhook_url))

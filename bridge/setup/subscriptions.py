@@ -7,6 +7,8 @@ Instantly names some events differently when subscribing and when delivering (su
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -28,14 +30,26 @@ class SetupMissing(ValueError):
     """A setting registering needs is not set; the message names it."""
 
 
+class UnsafeWebhookURL(ValueError):
+    """The webhook URL leads to an address Instantly should not be sent to with the secret."""
+
+
 def register_for_bridge(
-    db: sqlite_utils.Database, config: Config, url: str, resume: bool = False
+    db: sqlite_utils.Database,
+    config: Config,
+    url: str,
+    resume: bool = False,
+    allow_private: bool = False,
 ) -> list[Action]:
     """Register this bridge's webhooks for the event types settings sync, and remember
     the URL for doctor: the one path the page and `bridge webhook register` share.
 
-    Raises SetupMissing for a missing setting, InstantlyError when Instantly refuses.
+    Raises UnsafeWebhookURL for a URL leading to a private address (unless allowed here or
+    by BRIDGE_ALLOW_PRIVATE_WEBHOOK_URL), SetupMissing for a missing setting,
+    InstantlyError when Instantly refuses.
     """
+    if not (allow_private or config.allow_private_webhook_url):
+        check_public(url)
     if not config.instantly_api_key:
         raise SetupMissing("INSTANTLY_API_KEY is not set: the bridge cannot reach Instantly")
     if not config.webhook_secret:
@@ -109,14 +123,72 @@ def webhook_url(raw: str) -> str:
     A bare site address gets the webhook path added, since that is what people paste.
     """
     parts = urlsplit(raw.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{raw!r} is not an http(s) URL, e.g. https://bridge.example.com")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        raise ValueError(f"{raw!r} has a bad port") from None
     path = parts.path.rstrip("/")
     if path in ("", "/"):
         path = WEBHOOK_PATH
     if not path.endswith(WEBHOOK_PATH):
         raise ValueError(f"the webhook URL must end with {WEBHOOK_PATH}, got {raw!r}")
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def public_webhook_url(config: Config) -> str | None:
+    """The webhook URL under BRIDGE_PUBLIC_URL (which may carry a path prefix, behind a
+    proxy); None when it is not set."""
+    base = config.public_url
+    if not base:
+        return None
+    return base if base.endswith(WEBHOOK_PATH) else base + WEBHOOK_PATH
+
+
+def check_public(url: str) -> None:
+    """Refuse a URL whose host is, or resolves to, an address that is not public.
+
+    Instantly could not deliver to a private address anyway; one there (a cloud metadata
+    service, an internal admin page) is where someone would point the secret header.
+    Every address the name resolves to is checked, since any of them may be used.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UnsafeWebhookURL(
+            f"cannot resolve {host}: {exc}; Instantly must be able to reach the webhook URL"
+        ) from None
+    for *_, sockaddr in found:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+        kind = non_public_kind(address)
+        if kind:
+            shown = host if host == str(address) else f"{host} resolves to {address}, which"
+            raise UnsafeWebhookURL(
+                f"{shown} is a {kind} address: Instantly cannot deliver there, and the"
+                " X-Bridge-Secret header would be sent to it. Use the bridge's public URL,"
+                " or set BRIDGE_ALLOW_PRIVATE_WEBHOOK_URL=1 (the command: --allow-private)"
+                " if Instantly really reaches it"
+            )
+
+
+def non_public_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """What kind of non-public address this is ("loopback", "private", ...); None if public."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    kinds = (
+        ("unspecified", address.is_unspecified),
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("reserved", address.is_reserved),
+        ("private", address.is_private),
+        ("non-public", not address.is_global),
+    )
+    return next((kind for kind, found in kinds if found), None)
 
 
 def ours(hook: dict[str, Any], url: str | None) -> bool:

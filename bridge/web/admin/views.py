@@ -44,12 +44,16 @@ def dashboard() -> ResponseReturnValue:
     facts = health.report(db, config())
     latest_events = list(db["events"].rows_where(order_by="id DESC", limit=LATEST))
     last_checks = doctor.last_result(db)
+    # Never from the request's Host header: any visitor sets that, and the URL typed here
+    # is where Instantly will send the webhook secret.
+    public_url = subscriptions.public_webhook_url(config())
     return render_template(
         "dashboard.html",
         facts=facts,
         events=latest_events,
         checks=last_checks,
-        webhook_url=state.get(db, subscriptions.WEBHOOK_URL_STATE) or _guess_webhook_url(),
+        webhook_url=public_url or state.get(db, subscriptions.WEBHOOK_URL_STATE) or "",
+        public_url_set=public_url is not None,
     )
 
 
@@ -170,6 +174,8 @@ def register_webhooks() -> ResponseReturnValue:
         actions = subscriptions.register_for_bridge(
             database(), cfg, url, resume="resume" in request.form
         )
+    except subscriptions.UnsafeWebhookURL as exc:
+        abort(400, str(exc))
     except subscriptions.SetupMissing as exc:
         abort(409, str(exc))
     except InstantlyError as exc:
@@ -178,6 +184,8 @@ def register_webhooks() -> ResponseReturnValue:
         flash(f"Webhook {action.line()}", "ok")
     if not actions:
         flash("No event type is enabled in settings, so no webhook is needed.", "ok")
+    if url.startswith("http://"):
+        flash("http:// sends the X-Bridge-Secret header unencrypted: use https://", "error")
     return redirect(url_for("admin.dashboard") + "#checks")
 
 
@@ -215,7 +223,3 @@ def _reply_text(payload: Any) -> str:
 
 def _back(default: str) -> str:
     return safe_next(request.form.get("next", ""), default)
-
-
-def _guess_webhook_url() -> str:
-    return request.url_root.rstrip("/") + subscriptions.WEBHOOK_PATH
