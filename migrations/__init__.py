@@ -245,3 +245,23 @@ def m034_emails_in_nfc(db: Database) -> None:
     found = db.execute("SELECT id, email FROM events WHERE email GLOB ?", [outside_ascii])
     for event_id, email in found.fetchall():
         db.execute("UPDATE events SET email = ? WHERE id = ?", [nfc(email), event_id])
+
+
+@migrations()
+def m034b_future_event_times(db: Database) -> None:
+    """Order by its arrival an event stored with a time more than 5 minutes after it
+    arrived, as the bridge now does on arrival (its payload keeps the time it claimed), and
+    give a contact whose status was applied at such a time the arrival of the event that
+    set it (else the row's last update): a status dated 2999 superseded every real one."""
+    ahead = "strftime('%Y-%m-%dT%H:%M:%fZ', {arrived}, '+5 minutes')"
+    db.execute(
+        "UPDATE contacts SET interest_at = COALESCE("
+        " (SELECT MAX(e.received_at) FROM events e"
+        "  WHERE e.email = contacts.email AND e.occurred_at = contacts.interest_at),"
+        " updated_at)"
+        f" WHERE interest_at > {ahead.format(arrived='updated_at')}"
+    )
+    db.execute(
+        "UPDATE events SET occurred_at = received_at"
+        f" WHERE occurred_at > {ahead.format(arrived='received_at')}"
+    )

@@ -4,6 +4,7 @@ the same way, so the inbox stores it once."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -105,11 +106,28 @@ def _refused(char: str) -> str | None:
 
 
 def idempotency_key(
-    event_type: str, email: str, campaign_id: str, timestamp: str, email_id: str
+    event_type: str,
+    email: str,
+    campaign_id: str,
+    timestamp: str,
+    email_id: str,
+    content: str = "",
 ) -> str:
     """`reply:<email_id>` for replies that carry one (the id polling sees too),
-    otherwise a hash of what identifies the delivery."""
+    otherwise a hash of what identifies the delivery.
+
+    `content` is the delivery's canonical body (canonical_body) when it has no readable
+    timestamp: without a time, type, email and campaign name the lead, not one event, and
+    two bookings of one lead would be one.
+    """
     if email_id and event_type in ("reply_received", "auto_reply_received"):
         return f"reply:{email_id}"
-    digest = hashlib.sha256("\x1f".join([event_type, email, campaign_id, timestamp]).encode())
+    parts = [event_type, email, campaign_id, timestamp, *([content] if content else [])]
+    digest = hashlib.sha256("\x1f".join(parts).encode())
     return f"{event_type}:{digest.hexdigest()[:32]}"
+
+
+def canonical_body(data: dict[str, Any]) -> str:
+    """A delivery's body in one form whatever its key order and spacing, so a redelivery of
+    the same body keys alike."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

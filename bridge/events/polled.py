@@ -12,8 +12,9 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from bridge.clock import iso, parse_time
+from bridge.clock import parse_time
 from bridge.events.event import BadEmail, Event, checked_email, idempotency_key, normalise_email
+from bridge.events.times import occurred_at
 
 SOURCE = "poll"
 log = logging.getLogger("bridge.reconcile")
@@ -101,9 +102,10 @@ def reply_event(
     event_type: str,
     lead: dict[str, Any] | None,
     campaign_name: str,
+    found_at: datetime | None = None,
 ) -> Event | None:
-    """An Email from `GET /api/v2/emails` (a received reply) as a reply event; None
-    when it names no lead."""
+    """An Email from `GET /api/v2/emails` (a received reply) as a reply event, found by a
+    poll at `found_at` (now); None when it names no lead."""
     address = normalise_email(email.get("lead")) or normalise_email(email.get("from_address_email"))
     email_id = str(email.get("id") or "")
     if not address or not email_id:
@@ -132,13 +134,20 @@ def reply_event(
         # The webhook's step/variant are those of the email the lead replied to.
         payload["step"] = lead.get("email_replied_step")
         payload["variant"] = lead.get("email_replied_variant")
-    return _event(event_type, address, campaign_id, campaign_name, timestamp, email_id, payload)
+    return _event(
+        event_type, address, campaign_id, campaign_name, timestamp, email_id, payload, found_at
+    )
 
 
 def interest_event(
-    lead: dict[str, Any], event_type: str, campaign_name: str, changed_at: str
+    lead: dict[str, Any],
+    event_type: str,
+    campaign_name: str,
+    changed_at: str,
+    found_at: datetime | None = None,
 ) -> Event | None:
-    """A lead whose interest status changed, as the interest webhook would deliver it."""
+    """A lead whose interest status changed, as the interest webhook would deliver it,
+    found by a poll at `found_at` (now)."""
     address = lead_email(lead)
     if not address:
         return None
@@ -154,7 +163,9 @@ def interest_event(
         "lead_email": address,
         "email": address,
     }
-    return _event(event_type, address, campaign_id, campaign_name, changed_at, "", payload)
+    return _event(
+        event_type, address, campaign_id, campaign_name, changed_at, "", payload, found_at
+    )
 
 
 def _event(
@@ -165,8 +176,11 @@ def _event(
     timestamp: str,
     email_id: str,
     payload: dict[str, Any],
+    found_at: datetime | None,
 ) -> Event:
-    moment: datetime | None = parse_time(timestamp)
+    # A polled status without a time stays without one (superseded by any applied status);
+    # one dated ahead of the poll is ordered by the poll, as the webhook orders by arrival.
+    claimed = parse_time(timestamp)
     return Event(
         key=idempotency_key(event_type, address, campaign_id, timestamp, email_id),
         event_type=event_type,
@@ -174,6 +188,6 @@ def _event(
         payload={k: v for k, v in payload.items() if v is not None},
         campaign_id=campaign_id,
         campaign_name=campaign_name,
-        occurred_at=iso(moment) if moment else "",
+        occurred_at=occurred_at(claimed, found_at) if claimed else "",
         source=SOURCE,
     )

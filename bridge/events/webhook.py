@@ -10,13 +10,20 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
-from bridge.clock import iso, parse_time
-from bridge.events.event import BadEmail, Event, checked_email, idempotency_key
+from bridge.clock import parse_time
+from bridge.events.event import (
+    BadEmail,
+    Event,
+    canonical_body,
+    checked_email,
+    idempotency_key,
+)
+from bridge.events.times import occurred_at
 
 # Where Instantly delivers to the bridge, and the header carrying BRIDGE_WEBHOOK_SECRET:
 # the web layer serves them, and webhook registration tells Instantly to use them.
@@ -161,19 +168,21 @@ def from_webhook(
     event_type = loaded["event_type"].strip()
     email = _lead_email(loaded, event_type)
     timestamp = _text(loaded.get("timestamp"))
-    moment = parse_time(timestamp) or received_at or datetime.now(UTC)
+    claimed = parse_time(timestamp)
     # A lead's custom variable named campaign_id arrives in campaign_id; the lead's own
     # `campaign` still names the real campaign (api-notes), so it wins when present.
     campaign_id = _text(data.get("campaign")) or _text(loaded.get("campaign_id"))
     email_id = _text(loaded.get("email_id"))
+    # Without a readable time, only the body tells two deliveries of one lead apart.
+    content = "" if claimed else canonical_body(data)
     return Event(
-        key=idempotency_key(event_type, email, campaign_id, timestamp, email_id),
+        key=idempotency_key(event_type, email, campaign_id, timestamp, email_id, content),
         event_type=event_type,
         email=email,
         payload=data,
         campaign_id=campaign_id,
         campaign_name=_text(loaded.get("campaign_name")),
-        occurred_at=iso(moment),
+        occurred_at=occurred_at(claimed, received_at),
         source="webhook",
         payload_json=text,
     )

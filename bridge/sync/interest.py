@@ -9,6 +9,7 @@ import sqlite_utils
 from bridge.clients.ghl import GHLClient
 from bridge.clock import parse_time
 from bridge.events.event import Event
+from bridge.events.times import ahead_note
 from bridge.events.types import interest_status, label_of
 from bridge.store import contacts
 from bridge.sync.opportunity import place_opportunity
@@ -24,16 +25,20 @@ def sync_interest(
     if status is None:
         raise ValueError(f"{event.event_type} sets no interest status")
     record = contacts.get(db, event.email)
+    # An event dated ahead of its arrival was given its arrival as its time: say so in
+    # what the event shows, whichever way it ends.
+    ahead = ahead_note(event)
     stale = superseded_by(record, status, event.occurred_at)
     if stale:
-        return Outcome("superseded", record.contact_id if record else None, stale)
+        note = f"{stale}; {ahead}" if ahead else stale
+        return Outcome("superseded", record.contact_id if record else None, note)
     record = ensure_contact(db, event, settings, client)
     apply_status(db, record, status, status_tags(settings, status, event), event, client)
     # Also for a status already applied: each action is keyed, so a repeat costs no call,
     # and an action that failed after the status was recorded is completed on retry.
     add_to_workflow(db, record, status, settings, client)
     place_opportunity(db, record, event, status, settings, client)
-    return Outcome("done", record.contact_id)
+    return Outcome("done", record.contact_id, ahead)
 
 
 def superseded_by(record: contacts.ContactRecord | None, status: str, at: str) -> str | None:
