@@ -151,6 +151,12 @@ def test_session_cookie_is_secure_over_https_and_not_over_http(app):
     assert "Secure" not in session_cookie_of_login(app.test_client(), "http://bridge.example.com")
 
 
+def test_session_cookie_is_secure_when_the_public_url_is_https(env, db):
+    config = load_config({**env, "BRIDGE_PUBLIC_URL": "https://bridge.example.com"})
+    client = create_app({"BRIDGE_CONFIG": config, "TESTING": True}).test_client()
+    assert "Secure" in session_cookie_of_login(client, "http://localhost")
+
+
 @pytest.mark.parametrize(("proxies", "secure"), [("1", True), ("0", False)])
 def test_session_cookie_is_secure_when_a_trusted_proxy_says_https(env, db, proxies, secure):
     config = load_config({**env, "BRIDGE_TRUSTED_PROXIES": proxies})

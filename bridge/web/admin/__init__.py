@@ -24,6 +24,10 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
     # Flask keeps a session 31 days by default; an admin login should not outlive a day.
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=12)
+    # Served at an https address, the cookie is Secure even if a proxy fails to say https.
+    app.config["SESSION_COOKIE_SECURE"] = app.config["BRIDGE_CONFIG"].public_url.startswith(
+        "https://"
+    )
     app.session_interface = SessionInterface()
     csrf.init_app(app)
     csrf.exempt(webhooks.bp)
