@@ -9,6 +9,7 @@ stays in its payload and in the note its sync records.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from bridge.clock import iso, parse_time
@@ -18,15 +19,18 @@ __all__ = ["MAX_AHEAD", "ahead_note", "occurred_at"]
 
 # Instantly's clock and this machine's may differ by seconds; minutes ahead is no drift.
 MAX_AHEAD = timedelta(minutes=5)
+_MAX_AHEAD_SECONDS = MAX_AHEAD.total_seconds()
 
 
 def occurred_at(claimed: datetime | None, arrived: datetime | None = None) -> str:
     """The time an event is ordered by: the time it claims (its parsed timestamp), or its
     arrival when it claims none or one more than MAX_AHEAD after the arrival."""
-    arrived = arrived or datetime.now(UTC)
-    if claimed is None or claimed > arrived + MAX_AHEAD:
-        return iso(arrived)
-    return iso(claimed)
+    if claimed is not None:
+        # Epoch seconds, not datetimes: this runs for every webhook, and is cheaper so.
+        now = arrived.timestamp() if arrived else time.time()
+        if claimed.timestamp() <= now + _MAX_AHEAD_SECONDS:
+            return iso(claimed)
+    return iso(arrived or datetime.now(UTC))
 
 
 def ahead_note(event: Event) -> str | None:
