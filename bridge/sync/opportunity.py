@@ -4,11 +4,11 @@ stage each chosen interest status calls for."""
 from __future__ import annotations
 
 import logging
-import string
 
 import sqlite_utils
 
 from bridge.clients.ghl import GHLClient, GHLRejected
+from bridge.events import template as templates
 from bridge.events.event import Event
 from bridge.events.types import label_of
 from bridge.settings import stage_for
@@ -119,5 +119,5 @@ def opportunity_name(template: str, event: Event, status: str) -> str:
         "campaign_name": event.campaign_name,
         "status": label_of(status) or status.replace("_", " "),
     }
-    name = " ".join(string.Formatter().vformat(template, (), values).split())
+    name = " ".join(templates.fill(template, values).split())
     return (name or event.email)[:MAX_NAME_CHARS]

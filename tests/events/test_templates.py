@@ -7,6 +7,7 @@ import pytest
 
 from bridge.events import template
 from bridge.events.webhook import from_webhook
+from bridge.sync.opportunity import opportunity_name
 from bridge.sync.steps import MAX_TAG_LENGTH, render_tags, tag_values
 from tests.helpers import reply_payload
 
@@ -70,3 +71,10 @@ def test_the_campaign_is_the_leads_campaign_when_a_custom_variable_shadows_campa
     assert tag_values(event)["campaign_id"] == "real-campaign"
     plain = from_webhook(reply_payload())
     assert plain.campaign_id == "f1631d04-7c81-4444-84bb-73a3a0c3a44b"
+
+
+def test_an_opportunity_name_template_with_a_spec_renders_as_text():
+    event = from_webhook(reply_payload(firstName="Ada", lastName="Lovelace", step="Z>20000000"))
+    name = opportunity_name("{name}: {campaign_name:{step}} ({status})", event, "interested")
+    # No str.format: the braces stay as text; {step} is no opportunity placeholder.
+    assert name == "Ada Lovelace: {campaign_name:} (interested)"
