@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge import create_app
 from bridge.events.webhook import from_webhook
 from bridge.reconcile import runs
+from bridge.setup.health import report
+from bridge.store import db as store
 from bridge.store import inbox, state
 from bridge.web import metrics
 from tests.helpers import post_webhook, reply_payload
@@ -16,6 +23,14 @@ from tests.web_helpers import admin_env, all_secrets
 @pytest.fixture
 def env(env):
     return admin_env(env)
+
+
+@pytest.fixture
+def app(config, db):
+    # Every scrape reads the store afresh, so a test sees what it just wrote.
+    app = create_app({"BRIDGE_CONFIG": config, "TESTING": True, "BRIDGE_METRICS_CACHE_SECONDS": 0})
+    yield app
+    store.forget_cached()
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:
@@ -148,3 +163,148 @@ def test_unreadable_store_is_reported_not_a_500(client, monkeypatch):
     monkeypatch.setattr(metrics.StoreCollector, "_families", broken)
     samples = scrape(client)
     assert samples[("bridge_store_up", ())] == 0
+
+
+# --- cost: /metrics and /healthz need no login, so what they read must not grow -----------
+
+DONE_AT = "2026-01-05T10:00:00.000Z"
+
+
+def seed_history(db, first: int, n: int) -> None:
+    """`n` finished events with two GHL calls each, and a reconciliation run per 25 events,
+    written straight to the tables as years of use would leave them."""
+    types = ("reply_received", "lead_interested", "lead_meeting_booked")
+    statuses = ("done",) * 8 + ("ignored", "dead")
+    ids = range(first, first + n)
+    with store.immediate(db):
+        db.conn.executemany(
+            "INSERT INTO events (id, key, source, event_type, email, payload, status, attempts,"
+            " next_attempt_at, received_at, updated_at) VALUES (?, ?, 'webhook', ?, ?, '{}', ?,"
+            " 1, 0, ?, ?)",
+            (
+                (i, f"k{i}", types[i % 3], f"l{i}@example.com", statuses[i % 10], DONE_AT, DONE_AT)
+                for i in ids
+            ),
+        )
+        db.conn.executemany(
+            "INSERT INTO ghl_calls (event_id, method, path, status, duration_ms, at)"
+            " VALUES (?, 'POST', '/contacts/upsert', ?, ?, ?)",
+            ((i, 200 if i % 7 else 429, 40.0 + i % 500, DONE_AT) for i in ids for _ in "ab"),
+        )
+        db.conn.executemany(
+            "INSERT INTO reconcile_runs (trigger, status, started_at, finished_at, events_found,"
+            " events_new) VALUES ('schedule', 'ok', ?, ?, 4, 1)",
+            ((DONE_AT, DONE_AT) for _ in range(n // 25)),
+        )
+
+
+def vm_steps(db, read) -> int:
+    """SQLite virtual-machine instructions `read()` runs on `db`: the rows it visits, counted
+    without a clock."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    db.conn.set_progress_handler(count, 1)
+    try:
+        read()
+    finally:
+        db.conn.set_progress_handler(None, 1)
+    return steps
+
+
+def test_a_scrape_reads_as_much_at_50k_events_as_at_1k(config, db):
+    for i in range(5):
+        inbox.enqueue(db, from_webhook(reply_payload(email_id=f"queued{i}")))
+    seed_history(db, 100, 1_000)
+    collector = metrics.StoreCollector(config.database, ttl=0)
+    reader = store.cached(config.database)
+    small = vm_steps(reader, lambda: list(collector.collect()))
+    seed_history(db, 10_000, 49_000)
+    assert vm_steps(reader, lambda: list(collector.collect())) == small
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in collector.collect()
+        for s in family.samples
+    }
+    done = ("bridge_events", (("event_type", "reply_received"), ("status", "done")))
+    assert (
+        samples[done]
+        == db.execute(
+            "SELECT COUNT(*) FROM events WHERE event_type = 'reply_received' AND status = 'done'"
+        ).fetchone()[0]
+    )
+    assert samples[("bridge_queue_depth", ())] == 5
+    assert (
+        samples[("bridge_ghl_calls_total", (("status", "429"),))]
+        == db.execute("SELECT COUNT(*) FROM ghl_calls WHERE status = 429").fetchone()[0]
+    )
+    assert samples[("bridge_reconcile_runs_total", (("status", "ok"),))] == 2_000
+
+
+def test_health_reads_as_much_at_50k_events_as_at_1k(config, db):
+    seed_history(db, 100, 1_000)
+    small = vm_steps(db, lambda: report(db, config))
+    seed_history(db, 10_000, 49_000)
+    grown = vm_steps(db, lambda: report(db, config))
+    # Not equal: the write probe commits at most once a second, so one of the two reports
+    # may skip it. 49,000 more events cost at least one step each if anything scanned them.
+    assert grown <= small + 500, (small, grown)
+    (done,) = db.execute("SELECT COUNT(*) FROM events WHERE status = 'done'").fetchone()
+    assert report(db, config)["queue"]["done"] == done == 40_000
+
+
+# --- the cache: scrapers looping on /metrics read the store once per interval -------------
+
+
+class FrozenClock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_concurrent_scrapes_within_the_interval_read_the_store_once(config, db, monkeypatch):
+    app = create_app({"BRIDGE_CONFIG": config, "TESTING": True})
+    clock = FrozenClock()
+    app.extensions[metrics.EXTENSION].snapshot.clock = clock
+    reads = []
+    read_store = metrics.StoreCollector._families
+
+    def counted(self, db):
+        reads.append(threading.get_ident())
+        # Hold the read a moment, so the other scrapes arrive while it runs.
+        time.sleep(0.05)
+        return list(read_store(self, db))
+
+    monkeypatch.setattr(metrics.StoreCollector, "_families", counted)
+    scrapers = 16
+    together = threading.Barrier(scrapers)
+
+    def scrape_once(_: int) -> str:
+        together.wait()
+        try:
+            return app.test_client().get("/metrics").get_data(as_text=True)
+        finally:
+            store.forget_cached()
+
+    with ThreadPoolExecutor(scrapers) as pool:
+        bodies = set(pool.map(scrape_once, range(scrapers)))
+    assert len(reads) == 1 and len(bodies) == 1
+    assert "bridge_queue_depth 0.0" in bodies.pop()
+
+    inbox.enqueue(db, from_webhook(reply_payload()))
+    clock.now += metrics.CACHE_SECONDS - 0.01
+    assert "bridge_queue_depth 0.0" in scrape_once_plain(app)
+    clock.now += 0.02
+    assert "bridge_queue_depth 1.0" in scrape_once_plain(app)
+    assert len(reads) == 2
+    store.forget_cached()
+
+
+def scrape_once_plain(app) -> str:
+    return app.test_client().get("/metrics").get_data(as_text=True)

@@ -2,8 +2,11 @@
 
 gunicorn runs several web processes and the worker is another, so per-process counters
 would each tell part of the story. Whatever the store knows (events, queue, GHL calls,
-reconciliation runs) is therefore read from SQLite at scrape time by a custom collector,
-and adds nothing to the webhook's path. Only webhook answers that store nothing
+reconciliation runs) is therefore read from SQLite by a custom collector, from totals the
+store keeps (m035) and the queue's index, so a scrape costs the same at any history
+length; and the answer is computed at most once per CACHE_SECONDS per process, so
+scrapers looping on it (no login needed) cannot crowd out the webhook. It adds nothing
+to the webhook's path. Only webhook answers that store nothing
 (ignored, rejected, unauthorized) are counted in the process that gave them; under
 gunicorn those counters use prometheus-client's multiprocess mode
 (PROMETHEUS_MULTIPROC_DIR, set in gunicorn_conf.py) so every process adds to one total.
@@ -30,12 +33,16 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from bridge.reconcile import runs
 from bridge.store import db as store
 from bridge.store import inbox, state
+from bridge.web.snapshot import Snapshot
 
 bp = Blueprint("metrics", __name__)
+EXTENSION = "bridge.metrics"
 
 WEBHOOK_ENDPOINT = "webhooks.receive_instantly"
-# GHL answers in tens to hundreds of milliseconds; a timeout takes 30 s.
-LATENCY_BUCKETS_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# How long one reading of the store answers every scrape of a process; Prometheus scrapes
+# every 15 s or more, so it never sees a stale one. The app's BRIDGE_METRICS_CACHE_SECONDS
+# overrides it (tests set 0).
+CACHE_SECONDS = 2.0
 
 log = logging.getLogger("bridge.metrics")
 
@@ -80,12 +87,16 @@ def _outcome(response: Response) -> str:
 
 
 class StoreCollector:
-    """Reads the metrics the store holds, at scrape time."""
+    """Reads the metrics the store holds, at most once per `ttl` seconds."""
 
-    def __init__(self, database: str):
+    def __init__(self, database: str, ttl: float = CACHE_SECONDS):
         self.database = database
+        self.snapshot = Snapshot(self._read, ttl)
 
     def collect(self) -> Iterator[Metric]:
+        return iter(self.snapshot.get())
+
+    def _read(self) -> list[Metric]:
         up = GaugeMetricFamily("bridge_store_up", "1 when the SQLite store could be read.")
         try:
             db = store.cached(self.database)
@@ -93,11 +104,9 @@ class StoreCollector:
         except sqlite3.Error:
             store.forget_cached()
             up.add_metric([], 0)
-            yield up
-            return
+            return [up]
         up.add_metric([], 1)
-        yield up
-        yield from families
+        return [up, *families]
 
     def _families(self, db) -> Iterator[Metric]:
         events = GaugeMetricFamily(
@@ -105,9 +114,7 @@ class StoreCollector:
             "Events received and stored, by event type and current status.",
             labels=["event_type", "status"],
         )
-        for event_type, status, n in db.execute(
-            "SELECT event_type, status, COUNT(*) FROM events GROUP BY event_type, status"
-        ):
+        for event_type, status, n in inbox.counts_by_type(db):
             events.add_metric([event_type, status], n)
         yield events
 
@@ -134,7 +141,7 @@ class StoreCollector:
             "GHL API calls made, by HTTP status (0 = network error or timeout).",
             labels=["status"],
         )
-        for status, n in db.execute("SELECT status, COUNT(*) FROM ghl_calls GROUP BY status"):
+        for status, n in db.execute("SELECT status, calls FROM ghl_call_totals ORDER BY status"):
             calls.add_metric([str(status)], n)
         yield calls
         yield self._latency(db)
@@ -158,15 +165,14 @@ class StoreCollector:
         )
 
     def _latency(self, db) -> HistogramMetricFamily:
-        bounds_ms = [b * 1000 for b in LATENCY_BUCKETS_SECONDS]
-        cases = ", ".join(
-            f"COALESCE(SUM(CASE WHEN duration_ms <= {b} THEN 1 ELSE 0 END), 0)" for b in bounds_ms
-        )
-        row = db.execute(
-            f"SELECT COUNT(*), COALESCE(SUM(duration_ms), 0), {cases} FROM ghl_calls"
+        total, sum_ms = db.execute(
+            "SELECT IFNULL(SUM(calls), 0), IFNULL(SUM(duration_ms), 0) FROM ghl_call_totals"
         ).fetchone()
-        total, sum_ms, cumulative = row[0], row[1], row[2:]
-        buckets = [(_bound(b), n) for b, n in zip(LATENCY_BUCKETS_SECONDS, cumulative, strict=True)]
+        # Each bucket's count is kept cumulative (calls at or under its bound).
+        buckets = [
+            (_bound(le_ms / 1000), n)
+            for le_ms, n in db.execute("SELECT le_ms, calls FROM ghl_call_latency ORDER BY le_ms")
+        ]
         buckets.append(("+Inf", total))
         return HistogramMetricFamily(
             "bridge_ghl_call_duration_seconds",
@@ -180,10 +186,10 @@ def _bound(seconds: float) -> str:
     return repr(float(seconds))
 
 
-def registry(database: str) -> CollectorRegistry:
+def registry(collector: StoreCollector) -> CollectorRegistry:
     """A registry for one scrape: the store collector plus the webhook outcome counter."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(StoreCollector(database))
+    reg.register(collector)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(reg)
     else:
@@ -193,11 +199,15 @@ def registry(database: str) -> CollectorRegistry:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    config = current_app.config["BRIDGE_CONFIG"]
-    body = generate_latest(registry(config.database))
+    body = generate_latest(registry(current_app.extensions[EXTENSION]))
     return Response(body, content_type=CONTENT_TYPE_LATEST)
 
 
 def init_app(app: Flask) -> None:
+    """The /metrics route, its store collector (one per app, so its cache serves every
+    thread of the process), and the webhook outcome counter."""
+    config = app.config["BRIDGE_CONFIG"]
+    ttl = app.config.get("BRIDGE_METRICS_CACHE_SECONDS", CACHE_SECONDS)
+    app.extensions[EXTENSION] = StoreCollector(config.database, ttl)
     app.register_blueprint(bp)
     app.after_request(count_delivery)
