@@ -17,6 +17,8 @@ import contextlib
 import errno
 import json
 import selectors
+import socket
+import threading
 import time
 from enum import Enum
 from functools import partial
@@ -35,6 +37,10 @@ MAX_HEAD_BYTES = 64 * 1024
 # excess is answered 503 rather than the worker's memory growing without bound.
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 RECV_BYTES = 64 * 1024
+# A closing connection is read on (and what comes dropped) this long and this much at most:
+# enough for the rest of a refused 1 MiB body, so its sender sees the 413.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 2 * MAX_BODY_BYTES
 
 
 class Arrival(Enum):
@@ -139,12 +145,14 @@ OVERLOADED = _refusal("503 Service Unavailable", "too many requests in progress;
 class BufferedConn(TConn):
     """A connection whose next request is read into memory before a thread takes it."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, worker: BufferedThreadWorker, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.worker = worker
         self.buffered = bytearray()
         self.deadline = 0.0
         self.drain = True  # False: close after the response instead of reading what is left
         self.continued = False  # `100 Continue` sent for the request arriving
+        self.lingered = 0  # bytes read and dropped while closing
 
     def init(self) -> None:
         """gthread's set-up (in the thread), then the parser reads the buffered request."""
@@ -152,6 +160,19 @@ class BufferedConn(TConn):
         if self.buffered:
             self.parser.unreader.unread(bytes(self.buffered))
             self.buffered = bytearray()
+
+    def close(self, graceful: bool = False) -> None:
+        """A graceful close lingers in the event loop instead of blocking it.
+
+        gthread's graceful close (after a `Connection: close` answer, or one whose body was
+        not read) reads what the client still sends for up to 2 s, blocking, on the event
+        loop's own thread: a client that neither sends nor hangs up stalls every other
+        connection of the worker that long.
+        """
+        if graceful and threading.current_thread() is threading.main_thread():
+            self.worker.linger(self)
+        else:
+            super().close(graceful)
 
 
 class BufferedThreadWorker(ThreadWorker):
@@ -161,6 +182,7 @@ class BufferedThreadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.arriving: dict[BufferedConn, None] = {}  # in order of their deadlines
         self.buffered_bytes = 0
+        self.lingering: dict[BufferedConn, float] = {}  # closing: until when to read on
 
     def accept(self, listener) -> None:
         """gthread's accept, making a BufferedConn."""
@@ -172,7 +194,7 @@ class BufferedThreadWorker(ThreadWorker):
             return
         self.nr_conns += 1
         client_sock.setblocking(True)
-        conn = BufferedConn(self.cfg, client_sock, client_addr, listener.getsockname())
+        conn = BufferedConn(self, self.cfg, client_sock, client_addr, listener.getsockname())
         self.enqueue_req(conn)
 
     def enqueue_req(self, conn) -> None:
@@ -243,15 +265,49 @@ class BufferedThreadWorker(ThreadWorker):
         with contextlib.suppress(OSError):
             conn.sock.send(data)
 
+    def linger(self, conn: BufferedConn) -> None:
+        """Close after the answer: send FIN, then read and drop what the client still sends
+        until it hangs up, for at most LINGER_SECONDS and LINGER_BYTES, so the kernel does
+        not reset the connection (and lose the answer) over unread bytes."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+            conn.sock.setblocking(False)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._drop_more, conn))
+        except (OSError, ValueError):
+            conn.sock.close()
+            return
+        conn.lingered = 0
+        self.lingering[conn] = time.monotonic() + LINGER_SECONDS
+
+    def _drop_more(self, conn: BufferedConn, _client) -> None:
+        try:
+            data = conn.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        conn.lingered += len(data)
+        if not data or conn.lingered > LINGER_BYTES:
+            self._end_linger(conn)
+
+    def _end_linger(self, conn: BufferedConn) -> None:
+        del self.lingering[conn]
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            self.poller.unregister(conn.sock)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+
     def murder_pending(self) -> None:
-        """gthread's sweep, and the requests past their deadline (all of them on the way
-        out: a stopping worker must not wait for clients still sending)."""
+        """gthread's sweep, then the requests and closing connections past their deadline
+        (all of them on the way out: a stopping worker must not wait for slow clients)."""
         super().murder_pending()
+        now = time.monotonic()
+        for conn in [c for c, until in self.lingering.items() if until <= now or not self.alive]:
+            self._end_linger(conn)
         if not self.alive:
             for conn in list(self.arriving):
                 self._close_arriving(conn)
             return
-        now = time.monotonic()
         expired = [conn for conn in self.arriving if conn.deadline <= now]
         for conn in expired:
             self._close_arriving(conn, TOO_SLOW)
@@ -263,8 +319,8 @@ class BufferedThreadWorker(ThreadWorker):
             )
 
     def _keepalive_after(self, conn, keepalive: bool) -> bool:
-        """An oversized body is not drained (it could arrive as slowly as its sender likes):
-        the connection closes after its answer."""
+        """An oversized body is not drained by the thread (it could arrive as slowly as its
+        sender likes): the connection closes after its answer, lingering in the event loop."""
         if isinstance(conn, BufferedConn) and not conn.drain:
             return False
         return super()._keepalive_after(conn, keepalive)

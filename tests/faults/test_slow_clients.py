@@ -17,7 +17,7 @@ from bridge.web.buffered_worker import READ_DEADLINE_SECONDS
 from tests.faults.harness import HOST, Stack
 from tests.faults.procs import wait_until
 from tests.faults.scenario import replies
-from tests.support.slow_clients import SlowClients
+from tests.support.slow_clients import Lingerers, SlowClients
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +26,11 @@ DELIVERY_EVERY = 0.5
 ANSWER_WITHIN = 1.0
 
 
-def test_slow_clients_do_not_stall_the_webhook(stack: Stack) -> None:
+@pytest.mark.parametrize("kind", [SlowClients, Lingerers])
+def test_slow_clients_do_not_stall_the_webhook(stack: Stack, kind: type[SlowClients]) -> None:
     stack.configure()
     stack.start_web(workers=2, threads=8)  # the Procfile's defaults
-    attackers = SlowClients(HOST, stack.port, count=50, interval=2.0)
+    attackers = kind(HOST, stack.port, count=50, interval=2.0)
     attackers.start()
     time.sleep(3.0)  # every attacker connected and holding
     answers: list[tuple[int, float]] = []

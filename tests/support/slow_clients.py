@@ -3,6 +3,8 @@
 Each holds one connection to the server and trickles its request: a header line at a time
 (slowloris) or, after complete headers, a large announced body a byte at a time (slow
 POST). None ever finishes its request on purpose; the point is what it costs the server.
+`Lingerers` are the other end: each sends a whole request asking to close, then neither
+reads the answer nor hangs up.
 """
 
 from __future__ import annotations
@@ -68,3 +70,17 @@ class SlowClients:
         while not self._stop.wait(self.interval):
             sock.sendall(b" ")
 
+
+@dataclass
+class Lingerers(SlowClients):
+    """Connections that send a complete `Connection: close` request and then sit still."""
+
+    def start(self) -> None:
+        for _ in range(self.count):
+            thread = threading.Thread(target=self._run, args=(self._sit,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _sit(self, sock: socket.socket) -> None:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: bridge\r\nConnection: close\r\n\r\n")
+        self._stop.wait(self.interval)  # then close, reconnect and do it again
