@@ -197,16 +197,6 @@ def m032_timestamps_in_one_format(db: Database) -> None:
 
 
 @migrations()
-def m036_events_leased_email_index(db: Database) -> None:
-    """Index the leased events by email, so a claim can skip a contact another worker holds.
-    Partial on 'processing': a webhook inserts 'pending' rows and never writes it."""
-    db.execute(
-        "CREATE INDEX IF NOT EXISTS idx_events_leased_email"
-        " ON events (email, lease_until) WHERE status = 'processing'"
-    )
-
-
-@migrations()
 def m033_login_attempts(db: Database) -> None:
     """Password tries, one small row per client address instead of one JSON row of them all
     rewritten at every wrong password. `at` is the latest try of an address, or the start
@@ -250,9 +240,29 @@ def m034_emails_in_nfc(db: Database) -> None:
 # The upper bounds of the GHL call latency histogram, in milliseconds: GHL answers in tens
 # to hundreds of milliseconds; a timeout takes 30 s. Counted per bucket as calls are made,
 # so changing them takes a step of its own.
+@migrations()
+def m035_future_event_times(db: Database) -> None:
+    """Order by its arrival an event stored with a time more than 5 minutes after it
+    arrived, as the bridge now does on arrival (its payload keeps the time it claimed), and
+    give a contact whose status was applied at such a time the arrival of the event that
+    set it (else the row's last update): a status dated 2999 superseded every real one."""
+    ahead = "strftime('%Y-%m-%dT%H:%M:%fZ', {arrived}, '+5 minutes')"
+    db.execute(
+        "UPDATE contacts SET interest_at = COALESCE("
+        " (SELECT MAX(e.received_at) FROM events e"
+        "  WHERE e.email = contacts.email AND e.occurred_at = contacts.interest_at),"
+        " updated_at)"
+        f" WHERE interest_at > {ahead.format(arrived='updated_at')}"
+    )
+    db.execute(
+        "UPDATE events SET occurred_at = received_at"
+        f" WHERE occurred_at > {ahead.format(arrived='received_at')}"
+    )
+
+
 LATENCY_BOUNDS_MS = (50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0)
 QUEUED = "('pending', 'processing')"
-M035_TOTALS = (
+RUNNING_TOTALS = (
     """
 CREATE TABLE event_totals (
     event_type TEXT NOT NULL, status TEXT NOT NULL, events INTEGER NOT NULL,
@@ -364,7 +374,7 @@ END
 
 
 @migrations()
-def m035_running_totals(db: Database) -> None:
+def m036_running_totals(db: Database) -> None:
     """Totals kept by triggers, so /metrics and /healthz cost the same at any history length
     (a full count took 4 s at a year's events): finished events by type and status, GHL calls
     by status with their latency histogram, reconciliation runs by status. Pending and
@@ -372,7 +382,7 @@ def m035_running_totals(db: Database) -> None:
     webhook's insert writes nothing more. GHL call totals count calls made: deleting a call
     row leaves them. A later step that rebuilds one of these tables (sqlite-utils
     `transform`) drops its triggers and must create them again."""
-    for statement in M035_TOTALS:
+    for statement in RUNNING_TOTALS:
         db.execute(statement)
     for bound in LATENCY_BOUNDS_MS:
         db.execute(
@@ -383,20 +393,10 @@ def m035_running_totals(db: Database) -> None:
 
 
 @migrations()
-def m034b_future_event_times(db: Database) -> None:
-    """Order by its arrival an event stored with a time more than 5 minutes after it
-    arrived, as the bridge now does on arrival (its payload keeps the time it claimed), and
-    give a contact whose status was applied at such a time the arrival of the event that
-    set it (else the row's last update): a status dated 2999 superseded every real one."""
-    ahead = "strftime('%Y-%m-%dT%H:%M:%fZ', {arrived}, '+5 minutes')"
+def m037_events_leased_email_index(db: Database) -> None:
+    """Index the leased events by email, so a claim can skip a contact another worker holds.
+    Partial on 'processing': a webhook inserts 'pending' rows and never writes it."""
     db.execute(
-        "UPDATE contacts SET interest_at = COALESCE("
-        " (SELECT MAX(e.received_at) FROM events e"
-        "  WHERE e.email = contacts.email AND e.occurred_at = contacts.interest_at),"
-        " updated_at)"
-        f" WHERE interest_at > {ahead.format(arrived='updated_at')}"
-    )
-    db.execute(
-        "UPDATE events SET occurred_at = received_at"
-        f" WHERE occurred_at > {ahead.format(arrived='received_at')}"
+        "CREATE INDEX IF NOT EXISTS idx_events_leased_email"
+        " ON events (email, lease_until) WHERE status = 'processing'"
     )

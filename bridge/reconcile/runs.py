@@ -210,7 +210,7 @@ def report(db: sqlite_utils.Database, clock: Callable[[], float] = time.time) ->
 
 def totals(db: sqlite_utils.Database) -> dict[str, Any]:
     """Runs by status and events found/new over all runs, for /metrics: read from the
-    totals m035's triggers keep, since a run every 15 minutes is 35,000 rows a year."""
+    totals m036's triggers keep, since a run every 15 minutes is 35,000 rows a year."""
     rows = db.execute(
         "SELECT status, runs, events_found, events_new FROM reconcile_totals WHERE runs > 0"
     ).fetchall()

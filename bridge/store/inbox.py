@@ -273,7 +273,7 @@ def counts_by_type(db: sqlite_utils.Database) -> list[tuple[str, str, int]]:
     """(event type, status, events) for each pair that has events.
 
     /metrics and /healthz ask this without a login, so it costs the same at any history
-    length: finished events come from the totals m035's triggers keep, the queue through
+    length: finished events come from the totals m036's triggers keep, the queue through
     the status index.
     """
     finished = db.execute(

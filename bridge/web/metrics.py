@@ -3,7 +3,7 @@
 gunicorn runs several web processes and the worker is another, so per-process counters
 would each tell part of the story. Whatever the store knows (events, queue, GHL calls,
 reconciliation runs) is therefore read from SQLite by a custom collector, from totals the
-store keeps (m035) and the queue's index, so a scrape costs the same at any history
+store keeps (m036) and the queue's index, so a scrape costs the same at any history
 length; and the answer is computed at most once per CACHE_SECONDS per process, so
 scrapers looping on it (no login needed) cannot crowd out the webhook. It adds nothing
 to the webhook's path. Only webhook answers that store nothing

@@ -103,9 +103,9 @@ def test_a_polled_status_without_a_time_keeps_the_key_polling_computes():
     assert one.key == two.key and one.occurred_at == ""
 
 
-def test_m034b_orders_stored_future_events_by_arrival_and_thaws_their_contacts(config):
+def test_m035_orders_stored_future_events_by_arrival_and_thaws_their_contacts(config):
     database = store.connect(config.database)
-    store.load_migrations().apply(database, stop_before="m034b_future_event_times")
+    store.load_migrations().apply(database, stop_before="m035_future_event_times")
     arrived, updated = "2026-03-01T12:00:00.000Z", "2026-03-02T08:00:00.000Z"
     for key, occurred in [("future", FAR_FUTURE), ("past", "2026-02-01T00:00:00.000Z")]:
         database["events"].insert(
@@ -123,7 +123,7 @@ def test_m034b_orders_stored_future_events_by_arrival_and_thaws_their_contacts(c
         [updated, "2026-02-01T00:00:00.000Z"],
     )
 
-    assert "m034b_future_event_times" in store.migrate(database)
+    assert "m035_future_event_times" in store.migrate(database)
 
     occurred = dict(database.execute("SELECT key, occurred_at FROM events").fetchall())
     assert occurred == {"future": arrived, "past": "2026-02-01T00:00:00.000Z"}

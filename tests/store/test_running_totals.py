@@ -1,5 +1,5 @@
-"""m035's running totals: every change of an event, a GHL call or a reconciliation run is
-counted where /metrics and /healthz read it, and rows written before m035 are counted too."""
+"""m036's running totals: every change of an event, a GHL call or a reconciliation run is
+counted where /metrics and /healthz read it, and rows written before m036 are counted too."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from bridge.store import db as store
 from bridge.store import inbox
 from tests.helpers import reply_payload
 
-M035 = "m035_running_totals"
+M036 = "m036_running_totals"
 
 
 def counted(db) -> list[tuple]:
@@ -78,9 +78,9 @@ def test_reconcile_totals_follow_a_run_from_start_to_end(db):
     assert runs.totals(db) == {"by_status": {"error": 1}, "found": 7, "new": 3}
 
 
-def test_rows_written_before_m035_are_counted(config):
+def test_rows_written_before_m036_are_counted(config):
     database = store.connect(config.database)
-    store.load_migrations().apply(database, stop_before=M035)
+    store.load_migrations().apply(database, stop_before=M036)
     for i in range(3):
         inbox.enqueue(database, from_webhook(reply_payload(email_id=f"e{i}")))
     database.execute("UPDATE events SET status = 'done' WHERE id < 3")
@@ -89,7 +89,7 @@ def test_rows_written_before_m035_are_counted(config):
     database["reconcile_runs"].insert(
         {"trigger": "cli", "status": "ok", "started_at": "a", "events_found": 5, "events_new": 1}
     )
-    assert M035 in store.migrate(database)
+    assert M036 in store.migrate(database)
     assert sorted(inbox.counts_by_type(database)) == counted(database)
     assert latency(database)[:2] == [(50.0, 1), (100.0, 2)]
     calls = database.execute("SELECT status, calls FROM ghl_call_totals ORDER BY 1").fetchall()
