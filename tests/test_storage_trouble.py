@@ -18,7 +18,8 @@ import textwrap
 import pytest
 
 from bridge.store import db as store
-from bridge.store import probe, state
+from bridge.store import group_commit, probe, state
+from tests.helpers import reply_payload
 
 # The child: a web app on the test's database, whose writes fail once its connection is
 # open (the limit covers files only; stdout is a pipe).
@@ -135,3 +136,27 @@ def test_a_corrupt_database_is_one_line_naming_the_file(runner, corrupt, args):
     assert "malformed" in lines[0] or "not a database" in lines[0]
     assert "restore it from a backup" in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_a_webhook_that_could_not_be_stored_makes_the_next_health_check_probe_again(
+    client, config, monkeypatch
+):
+    # A health check just said "ok", and its answer is kept for a second...
+    assert client.get("/healthz").status_code == 200
+    # ...then the disk fills: the webhook's write fails, and /healthz must not repeat "ok".
+    full = sqlite3.OperationalError("database or disk is full")
+    monkeypatch.setattr(probe, "_commit", lambda db, path: str(full))
+
+    def fail(*_args, **_kwargs):
+        raise full
+
+    monkeypatch.setattr(group_commit.Arrival, "enqueue", fail)
+    answer = client.post(
+        "/webhooks/instantly",
+        json=reply_payload(),
+        headers={"X-Bridge-Secret": config.webhook_secret},
+    )
+    assert answer.status_code == 503
+    health = client.get("/healthz")
+    assert health.status_code == 503
+    assert "database cannot be written: database or disk is full" in health.get_json()["problems"]

@@ -46,3 +46,10 @@ def _commit(db: sqlite_utils.Database, path: str) -> str | None:
         # OSError: the writers' lock file beside the database cannot be made.
         return str(exc)
     return None
+
+
+def forget(path: str) -> None:
+    """Drop the answer kept for `path`: a write just failed there, so the next health check
+    must try again rather than repeat an "ok" from before the trouble."""
+    with _guard:
+        _answers.pop(path, None)

@@ -22,7 +22,7 @@ from bridge.events.webhook import (
     parse_delivery,
 )
 from bridge.store import db as store
-from bridge.store import group_commit
+from bridge.store import group_commit, probe
 from bridge.web.errors import MAX_BODY_BYTES
 
 bp = Blueprint("webhooks", __name__)
@@ -110,6 +110,7 @@ def _store(config: Config, body: bytes, arrival: group_commit.Arrival):
         # failed (a full or gone disk).
         log.error("webhook not stored, answering 503: %s", exc)
         store.forget_cached()
+        probe.forget(config.database)
         return _answer(503, error="the event could not be stored; retry later")
 
     # Debug, not info: gunicorn's access log already has a line per delivery and the
