@@ -9,6 +9,7 @@ dashboard and the settings page land in tests/artifacts/.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -141,8 +142,25 @@ def env(env, ghl_server, fake_instantly):
     }
 
 
+PUBLIC_HOST, PUBLIC_ADDRESS = "bridge.example.com", "93.184.215.14"
+
+
 @pytest.fixture
-def server(app):
+def public_dns(monkeypatch):
+    """The bridge's public name resolves to a public address, as it would in DNS: the
+    register form refuses a URL whose host does not (tests never query real DNS)."""
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == PUBLIC_HOST:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC_ADDRESS, port or 443))]
+        return resolve(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.fixture
+def server(app, public_dns):
     """The real app, as a browser reaches it."""
     url, stop = serve(app)
     yield url
@@ -202,7 +220,7 @@ def test_newcomer_sets_up_changes_a_tag_and_replays_a_dead_event(
     # First checks: everything works but no Instantly webhook delivers here yet.
     page.click("button:has-text('Run checks')")
     page.wait_for_selector(".banner.error:has-text('1 of 9 checks failed')")
-    page.fill("#webhook-url", "https://bridge.example.com")
+    page.fill("#webhook-url", f"https://{PUBLIC_HOST}")
     page.click("button:has-text('Register webhooks')")
     page.wait_for_selector(".banner.ok:has-text('created')")
     # One webhook per event type the default settings sync: replies, unsubscribes, statuses.
