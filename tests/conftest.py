@@ -13,14 +13,16 @@ from bridge import settings as settings_mod
 from bridge.config import load_config
 from bridge.store import db as store
 from tests.helpers import GHL_TOKEN, LOCATION_ID, WEBHOOK_SECRET
+from tests.web_helpers import admin_env, login
 
 pytest_plugins = ["tests.support.fixtures"]
 
 
 @pytest.fixture
-def env(tmp_path):
-    """The environment a configured bridge runs with."""
-    return {
+def env(tmp_path, request):
+    """The environment a configured bridge runs with; tests marked `admin` (the config page,
+    doctor, webhook registration) also get an admin password and an Instantly key."""
+    base = {
         "BRIDGE_INSTANCE_PATH": str(tmp_path / "instance"),
         "BRIDGE_DATABASE": str(tmp_path / "bridge.sqlite3"),
         "BRIDGE_WEBHOOK_SECRET": WEBHOOK_SECRET,
@@ -28,6 +30,7 @@ def env(tmp_path):
         "GHL_TOKEN": GHL_TOKEN,
         "GHL_LOCATION_ID": LOCATION_ID,
     }
+    return admin_env(base) if request.node.get_closest_marker("admin") else base
 
 
 @pytest.fixture
@@ -72,6 +75,13 @@ class BridgeCliRunner:
         from bridge.cli import main
 
         return CliRunner().invoke(main, list(args), catch_exceptions=catch_exceptions)
+
+
+@pytest.fixture
+def logged_in(client):
+    """The test client, logged in to the config page (needs the `admin` mark)."""
+    login(client)
+    return client
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ from bridge.events.webhook import from_webhook
 from bridge.store import inbox
 from bridge.web.admin import throttle
 from tests.helpers import reply_payload
-from tests.web_helpers import ADMIN_PASSWORD, CSRF_RE, admin_env, csrf_token, login, post
+from tests.web_helpers import ADMIN_PASSWORD, CSRF_RE, csrf_token, login, post
+
+pytestmark = pytest.mark.admin
 
 PAGES = ["/", "/events", "/events/1", "/dead", "/settings", "/settings/export"]
 FORMS = [
@@ -23,11 +25,6 @@ FORMS = [
     "/settings/import",
     "/settings/refresh-lists",
 ]
-
-
-@pytest.fixture
-def env(env):
-    return admin_env(env)
 
 
 @pytest.fixture

@@ -10,20 +10,11 @@ from bridge.events.webhook import from_webhook
 from bridge.reconcile import runs
 from bridge.store import inbox, state
 from tests.helpers import LOCATION_ID, reply_payload
-from tests.web_helpers import admin_env, all_secrets, login, post
+from tests.web_helpers import all_secrets, post
+
+pytestmark = pytest.mark.admin
 
 XSS = '<script>alert("x")</script>'
-
-
-@pytest.fixture
-def env(env):
-    return admin_env(env)
-
-
-@pytest.fixture
-def logged_in(client):
-    login(client)
-    return client
 
 
 def enqueue(db, **overrides):

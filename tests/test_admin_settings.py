@@ -19,7 +19,6 @@ from bridge.web.admin import forms, lookups
 from tests.helpers import LOCATION_ID
 from tests.web_helpers import (
     GHL,
-    admin_env,
     csrf_token,
     ghl_custom_field,
     ghl_error,
@@ -27,16 +26,7 @@ from tests.web_helpers import (
     post,
 )
 
-
-@pytest.fixture
-def env(env):
-    return admin_env(env)
-
-
-@pytest.fixture
-def logged_in(client):
-    login(client)
-    return client
+pytestmark = pytest.mark.admin
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from tests.web_helpers import (
     BRIDGE_URL,
     GHL,
     INSTANTLY,
-    admin_env,
     all_secrets,
     check_against_specs,
     ghl_custom_field,
@@ -25,12 +24,9 @@ from tests.web_helpers import (
     post,
 )
 
+pytestmark = pytest.mark.admin
+
 SECRET_HEADERS = {"X-Bridge-Secret": WEBHOOK_SECRET}
-
-
-@pytest.fixture
-def env(env):
-    return admin_env(env)
 
 
 @pytest.fixture

@@ -19,14 +19,11 @@ from bridge.store import db as store
 from bridge.store import state
 from bridge.web.admin import auth, throttle
 from tests.support.threads import map_in_threads
-from tests.web_helpers import ADMIN_PASSWORD, admin_env
+from tests.web_helpers import ADMIN_PASSWORD
+
+pytestmark = pytest.mark.admin
 
 START = 10_000.0
-
-
-@pytest.fixture
-def env(env):
-    return admin_env(env)
 
 
 @pytest.fixture

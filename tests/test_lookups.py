@@ -6,14 +6,11 @@ import pytest
 import responses
 
 from bridge.web.admin import lookups
-from tests.web_helpers import INSTANTLY, admin_env
+from tests.web_helpers import INSTANTLY
+
+pytestmark = pytest.mark.admin
 
 ALL_PICKERS = set(lookups.PICKERS)
-
-
-@pytest.fixture
-def env(env):
-    return admin_env(env)
 
 
 def test_ghl_pickers_list_custom_fields_workflows_pipelines_and_stages(

@@ -17,12 +17,9 @@ from bridge.store import db as store
 from bridge.store import inbox, state
 from bridge.web import metrics
 from tests.helpers import post_webhook, reply_payload
-from tests.web_helpers import admin_env, all_secrets
+from tests.web_helpers import all_secrets
 
-
-@pytest.fixture
-def env(env):
-    return admin_env(env)
+pytestmark = pytest.mark.admin
 
 
 @pytest.fixture

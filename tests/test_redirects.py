@@ -14,7 +14,9 @@ from bridge.events.webhook import from_webhook
 from bridge.store import inbox
 from bridge.web.admin.redirects import safe_next
 from tests.helpers import reply_payload
-from tests.web_helpers import admin_env, csrf_token, login
+from tests.web_helpers import csrf_token
+
+pytestmark = pytest.mark.admin
 
 # One "/" and then anything but another "/" or a backslash: a path on this site, never a host.
 SAME_SITE_PATH = re.compile(r"^/(?![/\\])")
@@ -38,17 +40,6 @@ OFF_SITE = [
 # tricky combinations, beside arbitrary text.
 TRICKY = st.text(alphabet="/\\\t\n\r\x0b\x0c\x00\x7f \u00a0\u2028\u3000.:@%?#ex", max_size=8)
 NEXT_VALUES = st.one_of(st.text(), TRICKY, TRICKY.map(lambda s: "/" + s))
-
-
-@pytest.fixture
-def env(env):
-    return admin_env(env)
-
-
-@pytest.fixture
-def logged_in(client):
-    login(client)
-    return client
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import WEBHOOK_SECRET, reply_payload
-from tests.web_helpers import admin_env, login
+from tests.web_helpers import login
+
+pytestmark = pytest.mark.admin
 
 EXPECTED = {
     "X-Frame-Options": "DENY",
@@ -14,11 +16,6 @@ EXPECTED = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
-
-
-@pytest.fixture
-def env(env):
-    return admin_env(env)
 
 
 @pytest.mark.parametrize(

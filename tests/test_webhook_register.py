@@ -20,13 +20,14 @@ from tests.web_helpers import (
     BRIDGE_URL,
     INSTANTLY,
     INSTANTLY_KEY,
-    admin_env,
     check_against_specs,
     csrf_token,
     instantly_webhook,
     login,
     post,
 )
+
+pytestmark = pytest.mark.admin
 
 HOOKS = f"{INSTANTLY}/api/v2/webhooks"
 PUBLIC_IP = "93.184.215.14"
@@ -37,11 +38,6 @@ DNS = {
     "intranet.example.com": ["10.1.2.3"],
     "two-faced.example.com": [PUBLIC_IP, "127.0.0.1"],
 }
-
-
-@pytest.fixture
-def env(env):
-    return admin_env(env)
 
 
 @pytest.fixture(autouse=True)
