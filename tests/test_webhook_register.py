@@ -81,16 +81,19 @@ def created(request):
     return instantly_webhook("new-1", body["event_type"], body["target_hook_url"], body["headers"])
 
 
+def answer_as_instantly(rsps: responses.RequestsMock, existing: list | None = None) -> None:
+    """Instantly's webhooks API: these webhooks exist, and a POST creates one."""
+    rsps.get(HOOKS, json={"items": existing or []})
+    rsps.add_callback(responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r))))
+
+
 def writes(rsps):
     return [c.request for c in rsps.calls if c.request.method != "GET"]
 
 
 def test_creates_a_webhook_for_each_enabled_event_type(instantly):
     with responses.RequestsMock() as rsps:
-        rsps.get(HOOKS, json={"items": []})
-        rsps.add_callback(
-            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
-        )
+        answer_as_instantly(rsps)
         actions = subscriptions.register(instantly, BRIDGE_URL, WEBHOOK_SECRET, ["reply_received"])
         sent = json.loads(writes(rsps)[0].body)
     assert [a.what for a in actions] == ["created"]
@@ -193,10 +196,7 @@ def test_webhooks_elsewhere_or_for_other_events_are_never_touched(instantly):
         instantly_webhook("old-event", "email_opened", headers={"X-Bridge-Secret": WEBHOOK_SECRET}),
     ]
     with responses.RequestsMock() as rsps:
-        rsps.get(HOOKS, json={"items": hooks})
-        rsps.add_callback(
-            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
-        )
+        answer_as_instantly(rsps, hooks)
         actions = subscriptions.register(instantly, BRIDGE_URL, WEBHOOK_SECRET, ["reply_received"])
         assert [(r.method, r.url) for r in writes(rsps)] == [("POST", HOOKS)]
     assert [(a.what, a.event_type) for a in actions] == [
@@ -280,10 +280,7 @@ def replies_only(db):
 
 def test_cli_prints_what_it_did_and_remembers_the_url(runner, db, replies_only):
     with responses.RequestsMock() as rsps:
-        rsps.get(HOOKS, json={"items": []})
-        rsps.add_callback(
-            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
-        )
+        answer_as_instantly(rsps)
         result = runner.invoke(["webhook", "register", "--url", "https://bridge.example.com"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
@@ -318,10 +315,7 @@ def test_cli_with_nothing_enabled_creates_nothing(runner, db, replies_only):
 
 def test_cli_with_the_default_settings_subscribes_interest_and_unsubscribes(runner, db):
     with responses.RequestsMock() as rsps:
-        rsps.get(HOOKS, json={"items": []})
-        rsps.add_callback(
-            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
-        )
+        answer_as_instantly(rsps)
         result = runner.invoke(["webhook", "register", "--url", BRIDGE_URL])
         subscribed = sorted(json.loads(r.body)["event_type"] for r in writes(rsps))
     assert result.exit_code == 0, result.output
@@ -371,10 +365,7 @@ def test_cli_instantly_error_is_a_message_not_a_traceback(runner, db):
 def test_dashboard_button_registers_and_shows_each_action(client, db, replies_only):
     login(client)
     with responses.RequestsMock() as rsps:
-        rsps.get(HOOKS, json={"items": []})
-        rsps.add_callback(
-            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
-        )
+        answer_as_instantly(rsps)
         response = post(client, "/instantly-webhooks", {"url": "https://bridge.example.com"})
     page = client.get(response.location).get_data(as_text=True)
     assert "Webhook created          reply_received (webhook new-1)" in page
@@ -447,10 +438,7 @@ def test_dashboard_form_accepts_a_private_address_when_the_operator_allows_it(
     client = app_with(env, BRIDGE_ALLOW_PRIVATE_WEBHOOK_URL="1").test_client()
     login(client)
     with responses.RequestsMock() as rsps:
-        rsps.get(HOOKS, json={"items": []})
-        rsps.add_callback(
-            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
-        )
+        answer_as_instantly(rsps)
         response = post(client, "/instantly-webhooks", {"url": "https://intranet.example.com"})
     assert response.status_code == 302
     assert state.get(db, subscriptions.WEBHOOK_URL_STATE) == (
@@ -509,10 +497,7 @@ def test_bridge_public_url_must_be_a_plain_http_url(env, value):
 def test_cli_registers_at_bridge_public_url_by_default(runner, db, replies_only, monkeypatch):
     monkeypatch.setenv("BRIDGE_PUBLIC_URL", "https://bridge.example.com")
     with responses.RequestsMock() as rsps:
-        rsps.get(HOOKS, json={"items": []})
-        rsps.add_callback(
-            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
-        )
+        answer_as_instantly(rsps)
         result = runner.invoke(["webhook", "register"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0] == f"webhooks delivering to {BRIDGE_URL}:"
@@ -534,10 +519,7 @@ def test_cli_refuses_a_private_url_unless_allow_private(runner, db, replies_only
     assert "10.1.2.3, which is a private address" in refused.output
     assert "--allow-private" in refused.output
     with responses.RequestsMock() as rsps:
-        rsps.get(HOOKS, json={"items": []})
-        rsps.add_callback(
-            responses.POST, HOOKS, callback=lambda r: (200, {}, json.dumps(created(r)))
-        )
+        answer_as_instantly(rsps)
         allowed = runner.invoke(
             ["webhook", "register", "--url", "https://intranet.example.com", "--allow-private"]
         )
