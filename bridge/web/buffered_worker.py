@@ -9,6 +9,10 @@ serve it, from memory. A request that is not complete within READ_DEADLINE_SECON
 answered 408 and closed, so a slow client costs a socket and a small buffer for a bounded
 time, never a thread. TLS connections (gunicorn's own certfile) are served as gthread
 serves them: the bridge expects TLS to end at a proxy in front of it (README).
+
+It overrides parts of gunicorn 27's gthread worker that are not a public API (TConn,
+enqueue_req, murder_pending, _keepalive_after), so pyproject.toml holds gunicorn to 27.x;
+tests/faults/test_slow_clients.py is what tells whether a new major version still fits.
 """
 
 from __future__ import annotations
