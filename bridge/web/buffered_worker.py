@@ -11,7 +11,7 @@ time, never a thread. TLS connections (gunicorn's own certfile) are served as gt
 serves them: the bridge expects TLS to end at a proxy in front of it (README).
 
 It overrides parts of gunicorn 27's gthread worker that are not a public API (TConn,
-enqueue_req, murder_pending, _keepalive_after), so pyproject.toml holds gunicorn to 27.x;
+enqueue_req, murder_pending, handle_request), so pyproject.toml holds gunicorn to 27.x;
 tests/faults/test_slow_clients.py is what tells whether a new major version still fits.
 """
 
@@ -322,9 +322,11 @@ class BufferedThreadWorker(ThreadWorker):
                 READ_DEADLINE_SECONDS,
             )
 
-    def _keepalive_after(self, conn, keepalive: bool) -> bool:
-        """An oversized body is not drained by the thread (it could arrive as slowly as its
-        sender likes): the connection closes after its answer, lingering in the event loop."""
+    def handle_request(self, req, conn):
+        """gthread's, except that the answer to an oversized body says `Connection: close`
+        (and the thread does not drain the body, which could arrive as slowly as its sender
+        likes): the connection closes after the answer, lingering in the event loop. Without
+        the header a client could send its next request on a connection being closed."""
         if isinstance(conn, BufferedConn) and not conn.drain:
-            return False
-        return super()._keepalive_after(conn, keepalive)
+            req.must_close = True
+        return super().handle_request(req, conn)

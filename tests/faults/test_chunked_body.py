@@ -31,5 +31,8 @@ def test_gunicorn_refuses_an_oversized_chunked_body_like_one_with_a_length(stack
 
     assert with_length.status_code == 413
     assert (chunked.status_code, chunked.json()) == (413, with_length.json())
+    # The rest of a refused body is not read, so the connection cannot carry another
+    # request: the answer says so, or the client would send its next one into the close.
+    assert with_length.headers["Connection"] == chunked.headers["Connection"] == "close"
     assert small.status_code == 202, small.text
     assert stack.counts()["pending"] == 1
