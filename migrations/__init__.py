@@ -400,3 +400,10 @@ def m037_events_leased_email_index(db: Database) -> None:
         "CREATE INDEX IF NOT EXISTS idx_events_leased_email"
         " ON events (email, lease_until) WHERE status = 'processing'"
     )
+
+
+@migrations()
+def m038_event_lease_owner(db: Database) -> None:
+    """Which sync loop holds an event's lease (bridge/store/leases.py), so a lease whose
+    holder died is released at once instead of when it expires."""
+    db["events"].add_column("lease_owner", str)

@@ -77,11 +77,15 @@ def test_worker_leases_for_the_configured_time(env, db):
     assert load_config(env).lease_seconds == 300.0
     inbox.enqueue(db, from_webhook(reply_payload()))
     worker = Worker(config, db=db)
-    worker.process = lambda row: worker.stop()  # claim one event, sync nothing
+    held = []
+    # Claim one event, sync nothing, stop.
+    worker.process = lambda row: (held.append(row["lease_until"]), worker.stop())
     before = time.time()
     assert worker.run() == 1
-    (lease_until,) = db.execute("SELECT lease_until FROM events").fetchone()
-    assert before + 42 <= lease_until <= time.time() + 42
+    assert before + 42 <= held[0] <= time.time() + 42
+    # Stopping released it: the next worker need not wait for the 42 s.
+    row = db.execute("SELECT status, lease_until, lease_owner FROM events").fetchone()
+    assert tuple(row) == ("pending", None, None)
 
 
 def test_retry_later_waits_and_rate_limits_do_not_use_up_attempts(db):

@@ -142,6 +142,7 @@ def claim_next(
     db: sqlite_utils.Database,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     now: float | None = None,
+    owner: str | None = None,
 ) -> dict[str, Any] | None:
     """Lease the next due event (pending, or processing with an expired lease) whose
     contact no other event holds: one contact's events are synced one at a time, by
@@ -161,11 +162,11 @@ def claim_next(
             return None
         db.execute(
             """
-            UPDATE events SET status = 'processing', lease_until = ?, attempts = attempts + 1,
-                updated_at = ?
+            UPDATE events SET status = 'processing', lease_until = ?, lease_owner = ?,
+                attempts = attempts + 1, updated_at = ?
             WHERE id = ?
             """,
-            [now + lease_seconds, now_iso(), row[0]],
+            [now + lease_seconds, owner, now_iso(), row[0]],
         )
         return get(db, row[0])
 
@@ -200,7 +201,7 @@ def finish(
     db.execute(
         """
         UPDATE events SET status = ?, contact_id = COALESCE(?, contact_id), last_error = ?,
-            lease_until = NULL, updated_at = ?
+            lease_until = NULL, lease_owner = NULL, updated_at = ?
         WHERE id = ?
         """,
         [status, contact_id, note, now_iso(), event_id],
@@ -224,7 +225,7 @@ def retry_later(
     db.execute(
         """
         UPDATE events SET status = 'pending', next_attempt_at = ?, lease_until = NULL,
-            last_error = ?, attempts = attempts - ?, updated_at = ?
+            lease_owner = NULL, last_error = ?, attempts = attempts - ?, updated_at = ?
         WHERE id = ?
         """,
         [now + delay, error, 0 if count_attempt else 1, now_iso(), event_id],
@@ -234,7 +235,8 @@ def retry_later(
 def dead(db: sqlite_utils.Database, event_id: int, error: str) -> None:
     """Dead-letter an event: kept, visible, replayable."""
     db.execute(
-        "UPDATE events SET status = 'dead', lease_until = NULL, last_error = ?, updated_at = ?"
+        "UPDATE events SET status = 'dead', lease_until = NULL, lease_owner = NULL,"
+        " last_error = ?, updated_at = ?"
         " WHERE id = ?",
         [error, now_iso(), event_id],
     )

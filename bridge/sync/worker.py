@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import signal
@@ -26,8 +27,9 @@ from bridge.clock import now_iso
 from bridge.config import Config
 from bridge.settings import SettingsCache
 from bridge.store import db as store
-from bridge.store import inbox, state
+from bridge.store import inbox, leases, state
 from bridge.store.inbox import event_from_row
+from bridge.store.leases import LeaseOwner
 from bridge.sync.dispatch import sync_event
 from bridge.sync.fieldmap import FieldMapError
 
@@ -37,6 +39,8 @@ IDLE_SECONDS = 0.5
 DB_RETRY_SECONDS = 5.0
 # While GHL rejects the token, try one event this often to see if it was fixed.
 AUTH_PROBE_SECONDS = 60.0
+# How often the loop looks for leases held by a worker that died.
+OWNER_CHECK_SECONDS = 2.0
 
 
 def backoff_delay(
@@ -65,6 +69,8 @@ class Worker:
         if self.client is not None and self.client.recorder is None:
             self.client.recorder = self._record_call
         self._stop = threading.Event()
+        self._owner: LeaseOwner | None = None  # while run() runs
+        self._next_owner_check = 0.0
         self.sleep = sleep or self._stop.wait
 
     def _default_client(self) -> GHLClient | None:
@@ -86,9 +92,21 @@ class Worker:
 
     def run(self, drain: bool = False) -> int:
         """Loop until stopped; with drain, return once no event is due. Returns events handled."""
-        handled = 0
         if self.client is None:
             log.warning("GHL_TOKEN / GHL_LOCATION_ID not set: events stay queued until they are")
+        self._owner = LeaseOwner(self.config.database)
+        try:
+            return self._loop(drain)
+        finally:
+            # Stopped (SIGTERM, Ctrl-C) or drained: what this loop holds is due at once for
+            # the next one, and the id's lock goes with it.
+            with contextlib.suppress(sqlite3.Error), store.immediate(self.db):
+                leases.release(self.db, self._owner.id)
+            self._owner.close()
+            self._owner = None
+
+    def _loop(self, drain: bool) -> int:
+        handled = 0
         while not self._stop.is_set():
             try:
                 step = self._step(drain)
@@ -120,7 +138,8 @@ class Worker:
         if wait > 0:
             self.sleep(min(wait, 5.0))
             return 0
-        row = inbox.claim_next(self.db, self.config.lease_seconds)
+        self._release_dead_owners()
+        row = inbox.claim_next(self.db, self.config.lease_seconds, owner=self._owner.id)
         if row is None:
             if drain:
                 return None
@@ -128,6 +147,15 @@ class Worker:
             return 0
         self.process(row)
         return 1
+
+    def _release_dead_owners(self) -> None:
+        """Free, at once, what a worker that died still holds (at most every few seconds:
+        a check is a query and a flock per live owner)."""
+        now = time.monotonic()
+        if now < self._next_owner_check:
+            return
+        self._next_owner_check = now + OWNER_CHECK_SECONDS
+        leases.release_dead_owners(self.db, self.config.database, self._owner.id)
 
     def _paused_for(self) -> float:
         pause = state.get(self.db, state.GHL_PAUSE)
