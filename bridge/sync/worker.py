@@ -86,9 +86,15 @@ class Worker:
     def stop(self, *_: Any) -> None:
         self._stop.set()
 
+    def _on_signal(self, *_: Any) -> None:
+        # Event.set takes a lock that the code this handler interrupted may hold (the
+        # worker's own wait, or a stop from an earlier signal), which would deadlock the
+        # process; a thread sets it once the interrupted code lets go.
+        threading.Thread(target=self._stop.set, name="stop", daemon=True).start()
+
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
 
     def run(self, drain: bool = False) -> int:
         """Loop until stopped; with drain, return once no event is due. Returns events handled."""

@@ -1,0 +1,93 @@
+"""A worker killed with SIGKILL while it holds an event: the next worker takes the event at
+once, not when the dead one's lease (5 minutes by default) would have expired. And a
+worker stopped with SIGTERM finishes its event, hands back what it holds, and exits."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests.faults.harness import Stack
+from tests.faults.procs import wait_until
+from tests.faults.scenario import replies
+
+pytestmark = pytest.mark.slow
+
+TAKEOVER_WITHIN = 5.0
+GHL_DELAY = 1.0  # every GHL call takes this long, so the worker is caught holding an event
+
+
+def slow_ghl(stack: Stack, delay: float) -> None:
+    handle = stack.fake.handle
+
+    def slowly(*args):
+        time.sleep(delay)
+        return handle(*args)
+
+    stack.fake.handle = slowly
+
+
+def held(stack: Stack) -> list[tuple[int, str]]:
+    return [
+        (row[0], row[1])
+        for row in stack.db().execute(
+            "SELECT id, lease_owner FROM events WHERE status = 'processing'"
+        )
+    ]
+
+
+def test_a_killed_workers_event_is_taken_over_at_once(stack: Stack) -> None:
+    stack.configure()  # the default lease: 300 s
+    stack.start_web()
+    sent = replies(3, emails=3, seed=31, prefix="k")
+    assert [stack.post_event(r.body).status_code for r in sent] == [202] * 3
+    slow_ghl(stack, GHL_DELAY)
+
+    first = stack.start_worker()
+    ((event_id, owner),) = wait_until(lambda: held(stack), 20, "the worker to hold an event")
+    assert owner
+    first.kill9()
+
+    started = time.monotonic()
+    stack.start_worker()
+    wait_until(
+        lambda: (
+            stack.db().execute("SELECT status FROM events WHERE id = ?", [event_id]).fetchone()[0]
+            == "done"
+        ),
+        30,
+        f"event {event_id} to be done",
+    )
+    took = time.monotonic() - started
+    assert took < TAKEOVER_WITHIN, f"the dead worker's event took {took:.1f} s"
+    assert "leased by a worker that died" in stack.workers[-1].log()
+    stack.wait_all_final(3, timeout=60)
+
+
+# Ctrl-C on `bridge run` sends SIGINT to the group and `bridge run` then SIGTERMs the
+# worker: two signals at once once left the worker waiting on itself for ever.
+@pytest.mark.parametrize(
+    "signals", [[signal.SIGTERM], [signal.SIGINT, signal.SIGTERM]], ids=["term", "int+term"]
+)
+def test_stopping_finishes_the_event_in_hand_releases_and_exits(
+    stack: Stack, signals: list[int]
+) -> None:
+    stack.configure()
+    stack.start_web()
+    sent = replies(3, emails=3, seed=32, prefix="t")
+    assert [stack.post_event(r.body).status_code for r in sent] == [202] * 3
+    slow_ghl(stack, GHL_DELAY)
+
+    worker = stack.start_worker()
+    ((event_id, _),) = wait_until(lambda: held(stack), 20, "the worker to hold an event")
+    worker.ended_by_test = True
+    for sig in signals:
+        worker.popen.send_signal(sig)
+    worker.popen.wait(timeout=10)  # exits within 10 s, or this raises
+
+    status = stack.db().execute("SELECT status FROM events WHERE id = ?", [event_id]).fetchone()
+    assert status[0] in ("done", "pending"), status  # finished, or handed back: never held
+    assert held(stack) == []
+    assert list((stack.workdir / "bridge.sqlite3.owners").iterdir()) == []
