@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.faults.harness import Stack
-from tests.faults.procs import wait_until
+from tests.faults.procs import Proc, wait_until
 from tests.faults.scenario import replies
 
 pytestmark = pytest.mark.slow
@@ -38,15 +38,20 @@ def held(stack: Stack) -> list[tuple[int, str]]:
     ]
 
 
-def test_a_killed_workers_event_is_taken_over_at_once(stack: Stack) -> None:
+def worker_holding_an_event(stack: Stack, seed: int) -> tuple[Proc, int, str]:
+    """Three replies queued, GHL slow, a worker started: it, the event it holds, its id."""
     stack.configure()  # the default lease: 300 s
     stack.start_web()
-    sent = replies(3, emails=3, seed=31, prefix="k")
+    sent = replies(3, emails=3, seed=seed, prefix=f"s{seed}")
     assert [stack.post_event(r.body).status_code for r in sent] == [202] * 3
     slow_ghl(stack, GHL_DELAY)
-
-    first = stack.start_worker()
+    worker = stack.start_worker()
     ((event_id, owner),) = wait_until(lambda: held(stack), 20, "the worker to hold an event")
+    return worker, event_id, owner
+
+
+def test_a_killed_workers_event_is_taken_over_at_once(stack: Stack) -> None:
+    first, event_id, owner = worker_holding_an_event(stack, seed=31)
     assert owner
     first.kill9()
 
@@ -74,14 +79,7 @@ def test_a_killed_workers_event_is_taken_over_at_once(stack: Stack) -> None:
 def test_stopping_finishes_the_event_in_hand_releases_and_exits(
     stack: Stack, signals: list[int]
 ) -> None:
-    stack.configure()
-    stack.start_web()
-    sent = replies(3, emails=3, seed=32, prefix="t")
-    assert [stack.post_event(r.body).status_code for r in sent] == [202] * 3
-    slow_ghl(stack, GHL_DELAY)
-
-    worker = stack.start_worker()
-    ((event_id, _),) = wait_until(lambda: held(stack), 20, "the worker to hold an event")
+    worker, event_id, _ = worker_holding_an_event(stack, seed=32)
     worker.ended_by_test = True
     for sig in signals:
         worker.popen.send_signal(sig)
