@@ -72,3 +72,22 @@ def switch_on_opportunity(
         stages={status: stage[name] for status, name in by_status.items()},
     )
     return pipeline["id"], stage
+
+
+def calls(fake) -> list[tuple[str, str, Any]]:
+    """The fake GHL's calls as (method, path, JSON body)."""
+    return [(c.method, c.path, c.json) for c in fake.calls]
+
+
+def assert_moved_from_interested_to_booked(fake, contact_id: str) -> None:
+    """One tag added and one removed, and GHL keeps the tags that are not the bridge's."""
+    assert calls(fake) == [
+        ("POST", f"/contacts/{contact_id}/tags", {"tags": ["instantly-meeting-booked"]}),
+        ("DELETE", f"/contacts/{contact_id}/tags", {"tags": ["instantly-interested"]}),
+    ]
+    assert sorted(fake.contact_by_email(EMAIL)["tags"]) == [
+        "instantly-campaign-trust attorneys q4",
+        "instantly-meeting-booked",
+        "instantly-replied",
+        "vip",
+    ]

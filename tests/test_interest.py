@@ -10,7 +10,13 @@ from bridge.events.event import Event
 from bridge.store import contacts, inbox
 from bridge.sync.worker import Worker
 from tests.helpers import post_webhook, reply_payload, sample_payloads
-from tests.interest_helpers import EMAIL, change_settings, interest_payload
+from tests.interest_helpers import (
+    EMAIL,
+    assert_moved_from_interested_to_booked,
+    calls,
+    change_settings,
+    interest_payload,
+)
 
 T1, T2, T3 = "2025-06-11T10:00:00.000Z", "2025-06-12T10:00:00.000Z", "2025-06-13T10:00:00.000Z"
 
@@ -26,10 +32,6 @@ def deliver(client, worker, body):
     assert answer.status_code in (200, 202), answer.json
     worker.run(drain=True)
     return answer
-
-
-def calls(fake):
-    return [(c.method, c.path, c.json) for c in fake.calls]
 
 
 def event_row(db, event_id):
@@ -66,16 +68,7 @@ def test_a_status_change_removes_the_previous_status_tag_and_only_it(client, db,
 
     deliver(client, worker, interest_payload("lead_meeting_booked", T2))
 
-    assert calls(fake_ghl) == [
-        ("POST", f"/contacts/{contact_id}/tags", {"tags": ["instantly-meeting-booked"]}),
-        ("DELETE", f"/contacts/{contact_id}/tags", {"tags": ["instantly-interested"]}),
-    ]
-    assert sorted(fake_ghl.contact_by_email(EMAIL)["tags"]) == [
-        "instantly-campaign-trust attorneys q4",
-        "instantly-meeting-booked",
-        "instantly-replied",
-        "vip",
-    ]
+    assert_moved_from_interested_to_booked(fake_ghl, contact_id)
     record = contacts.get(db, EMAIL)
     assert record.interest_status == "meeting_booked"
     assert "instantly-interested" not in record.tags

@@ -14,7 +14,13 @@ from bridge.store import contacts, ghl_writes
 from bridge.sync.dispatch import sync_event
 from bridge.sync.reply_note import marker
 from tests.helpers import reply_payload
-from tests.interest_helpers import EMAIL, change_settings, interest_payload
+from tests.interest_helpers import (
+    EMAIL,
+    assert_moved_from_interested_to_booked,
+    calls,
+    change_settings,
+    interest_payload,
+)
 
 T1, T2, T3 = "2025-06-11T10:00:00.000Z", "2025-06-12T10:00:00.000Z", "2025-06-13T10:00:00.000Z"
 REPLY_TAGS = ["instantly-campaign-trust attorneys q4", "instantly-replied"]
@@ -48,10 +54,6 @@ def reply(**overrides):
 
 def status_event(event_type, timestamp):
     return from_webhook(interest_payload(event_type, timestamp))
-
-
-def calls(fake):
-    return [(c.method, c.path, c.json) for c in fake.calls]
 
 
 # --- plain events -----------------------------------------------------------------------
@@ -209,16 +211,7 @@ def test_a_newer_status_removes_the_previous_statuses_tags_and_only_those(db, gh
     outcome = sync(db, status_event("lead_meeting_booked", T2), ghl)
 
     assert outcome.status == "done"
-    assert calls(fake_ghl) == [
-        ("POST", f"/contacts/{contact_id}/tags", {"tags": ["instantly-meeting-booked"]}),
-        ("DELETE", f"/contacts/{contact_id}/tags", {"tags": ["instantly-interested"]}),
-    ]
-    assert sorted(fake_ghl.contact_by_email(EMAIL)["tags"]) == [
-        "instantly-campaign-trust attorneys q4",
-        "instantly-meeting-booked",
-        "instantly-replied",
-        "vip",
-    ]
+    assert_moved_from_interested_to_booked(fake_ghl, contact_id)
     record = contacts.get(db, EMAIL)
     assert record.interest_tags == ["instantly-meeting-booked"]
     assert "instantly-interested" not in record.tags
