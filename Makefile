@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# `make run` listens on this machine only; HOST=0.0.0.0 make run opens it to the network.
+HOST ?= 127.0.0.1
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: run test lint bench clean
@@ -17,9 +19,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/bridge init-env
-	$(BIN)/bridge migrate
-	$(BIN)/bridge run
+	$(BIN)/instantly-ghl-bridge init-env
+	$(BIN)/instantly-ghl-bridge migrate
+	HOST=$(HOST) $(BIN)/instantly-ghl-bridge run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

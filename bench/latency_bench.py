@@ -1,7 +1,8 @@
 """Row 4: webhook received -> contact written at the fake GHL. Deliveries go to gunicorn
-(Procfile settings) at a steady rate; the worker (`bridge worker`) syncs them to a fake GHL
-enforcing 100 requests / 10 s. Latency runs from each delivery's scheduled send time to the
-moment the fake GHL accepted the call that completed the contact (its tags)."""
+(Procfile settings) at a steady rate; the worker (`instantly-ghl-bridge worker`) syncs
+them to a fake GHL enforcing 100 requests / 10 s. Latency runs from each delivery's
+scheduled send time to the moment the fake GHL accepted the call that completed the
+contact (its tags)."""
 
 from __future__ import annotations
 

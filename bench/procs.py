@@ -85,7 +85,7 @@ def web(workdir: Path, env: dict[str, str], port: int, app: str = PRODUCT_APP) -
 
 @contextlib.contextmanager
 def worker(workdir: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    """The Procfile's worker (`bridge worker`)."""
+    """The Procfile's worker (`instantly-ghl-bridge worker`)."""
     with _log(workdir, "worker") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bridge", "worker"], env=env, cwd=ROOT, stdout=log, stderr=log

@@ -130,7 +130,7 @@ Wall time {info["wall_seconds"]} s ({walls}).
 
 Every figure is set against a baseline measured in the same run on the same machine, or
 against a fixed floor or ceiling. Loopback and local fakes only. The web server is gunicorn
-with the Procfile's settings (2 processes x 8 threads); the worker is `bridge worker`.
+with the Procfile's settings (2 processes x 8 threads); the worker is `instantly-ghl-bridge worker`.
 How each row is measured: bench/README.md. What the webhook path cost and what changed:
 bench/PROFILE.md.
 

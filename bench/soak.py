@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.soak --minutes 10 --rate 4
 
-Runs gunicorn (the Procfile's command on 127.0.0.1), `bridge worker` and the fake GHL
+Runs gunicorn (the Procfile's command on 127.0.0.1), `instantly-ghl-bridge worker` and the fake GHL
 (100 requests / 10 s per location, spec-checked), delivers replies at a steady rate with a
 share of redeliveries, and meanwhile injects random faults: GHL 503 windows, 429s with
 Retry-After, 500 bursts, and `kill -9` of the worker followed by a restart. Then it waits for

@@ -1,5 +1,5 @@
-"""Row 3: sync throughput. The worker (`bridge worker`, as the Procfile runs it) drains a
-queue of new contacts against a fake GHL that enforces GHL's 100 requests / 10 s per
+"""Row 3: sync throughput. The worker (`instantly-ghl-bridge worker`, as the Procfile runs
+it) drains a queue of new contacts against a fake GHL that enforces GHL's 100 requests / 10 s per
 location; how close does it get to that ceiling, and how often does it meet a 429?"""
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""gunicorn settings for the web process (Procfile and `bridge run` use the same)."""
+"""gunicorn settings for the web process (Procfile and `instantly-ghl-bridge run` use the same)."""
 
 import os
 
 from bridge.config import DEFAULT_INSTANCE
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+# All interfaces, as a platform's router needs; `make run` sets HOST=127.0.0.1 on a laptop.
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # gthread, except that the event loop reads each request whole before a thread takes it,
 # so slow clients cannot hold the threads (bridge/web/buffered_worker.py).

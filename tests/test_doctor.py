@@ -1,4 +1,4 @@
-"""`bridge doctor` and the dashboard's checks, against healthy and broken setups."""
+"""`instantly-ghl-bridge doctor` and the dashboard's checks, against healthy and broken setups."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def test_unmigrated_database_says_run_migrate(env, tmp_path):
         healthy(rsps)
         found = by_name(doctor.run_checks(fresh))
     assert found["Database"].ok is False
-    assert found["Database"].fix == "run `bridge migrate`"
+    assert found["Database"].fix == "run `instantly-ghl-bridge migrate`"
     assert found["Field map custom fields"].ok is None
 
 
@@ -257,7 +257,7 @@ def test_broken_webhooks_fail_with_the_register_fix(
         check = by_name(doctor.run_checks(config))["Instantly webhooks"]
     assert check.ok is False
     assert detail in check.detail
-    assert check.fix.startswith("run `bridge webhook register --url")
+    assert check.fix.startswith("run `instantly-ghl-bridge webhook register --url")
     assert fix_tail in check.fix
     assert WEBHOOK_SECRET not in check.detail
 
@@ -301,7 +301,7 @@ def test_bridge_public_url_names_the_webhooks_that_count(env, db, replies_only):
         check = by_name(doctor.run_checks(config))["Instantly webhooks"]
     assert check.ok is False
     assert f"no webhook to {BRIDGE_URL} for: reply_received" in check.detail
-    assert check.fix == f"run `bridge webhook register --url {BRIDGE_URL}`"
+    assert check.fix == f"run `instantly-ghl-bridge webhook register --url {BRIDGE_URL}`"
 
 
 def test_default_settings_need_the_interest_and_unsubscribe_webhooks(config, db):
@@ -365,7 +365,7 @@ def test_cli_broken_exits_non_zero_with_fixes(runner, custom_field_map):
     assert "✗ GHL token and location: GET /locations/{id}: GHL 401: Invalid JWT" in lines
     assert "– GHL scopes: not checked: fix the GHL token and location first" in lines
     assert any(
-        line.startswith("    fix: run `bridge webhook register --url")
+        line.startswith("    fix: run `instantly-ghl-bridge webhook register --url")
         and line.endswith("--resume`")
         for line in lines
     )

@@ -201,7 +201,7 @@ def test_every_package_ships():
 @pytest.mark.slow
 def test_an_installed_bridge_migrates_and_runs_from_another_directory(tmp_path):
     """pip install . (not editable) into a fresh venv; then, from an unrelated folder,
-    `bridge migrate` finds the shipped migrations and defaults and `bridge run` serves."""
+    `instantly-ghl-bridge migrate` finds the shipped migrations and defaults and `instantly-ghl-bridge run` serves."""
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
@@ -236,7 +236,7 @@ def test_an_installed_bridge_migrates_and_runs_from_another_directory(tmp_path):
     ).stdout.strip()
     assert where.startswith(site), where
 
-    bridge_cmd = str(env_dir / "bin" / "bridge")
+    bridge_cmd = str(env_dir / "bin" / "instantly-ghl-bridge")
     migrated = subprocess.run(
         [bridge_cmd, "migrate"], cwd=elsewhere, env=clean_env, capture_output=True, text=True
     )
@@ -265,7 +265,7 @@ def test_an_installed_bridge_migrates_and_runs_from_another_directory(tmp_path):
 
 def _health(port: int, proc: subprocess.Popen) -> dict | None:
     """/healthz's answer (200 or 503: either means it serves), None while not listening."""
-    assert proc.poll() is None, "bridge run ended early"
+    assert proc.poll() is None, "instantly-ghl-bridge run ended early"
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
             return json.load(answer)

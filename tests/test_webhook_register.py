@@ -1,4 +1,4 @@
-"""`bridge webhook register`: the bridge's only write to Instantly, its own webhooks."""
+"""`instantly-ghl-bridge webhook register`: the bridge's only write to Instantly, its own webhooks."""
 
 from __future__ import annotations
 

@@ -20,10 +20,10 @@ DATABASE_META = "bridge.database"
 
 # SQLite's error names (extended ones start with these) and what the operator can do.
 FIXES = {
-    "SQLITE_CORRUPT": "restore it from a backup, or move it aside and run `bridge migrate`"
-    " to start an empty one",
-    "SQLITE_NOTADB": "restore it from a backup, or move it aside and run `bridge migrate`"
-    " to start an empty one",
+    "SQLITE_CORRUPT": "restore it from a backup, or move it aside and run"
+    " `instantly-ghl-bridge migrate` to start an empty one",
+    "SQLITE_NOTADB": "restore it from a backup, or move it aside and run"
+    " `instantly-ghl-bridge migrate` to start an empty one",
     "SQLITE_FULL": "free disk space on its file system",
     "SQLITE_READONLY": "check that this user may write the file and its folder",
     "SQLITE_CANTOPEN": "check that its folder exists and this user may write there",
@@ -71,12 +71,12 @@ def load_config_or_exit() -> Config:
 
 
 def open_database(config: Config) -> sqlite_utils.Database:
-    """The database, or an error saying to run `bridge migrate` when it is behind."""
+    """The database, or an error saying to run `instantly-ghl-bridge migrate` when it is behind."""
     db = store.connect(config.database)
     pending = store.pending_migrations(db)
     if pending:
         raise click.ClickException(
             f"database {config.database} is not migrated ({len(pending)} steps pending): "
-            "run `bridge migrate`"
+            "run `instantly-ghl-bridge migrate`"
         )
     return db

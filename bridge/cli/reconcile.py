@@ -1,4 +1,5 @@
-"""`bridge reconcile`: one reconciliation run by hand, with a progress bar and a summary."""
+"""`instantly-ghl-bridge reconcile`: one reconciliation run by hand, with a progress bar
+and a summary."""
 
 from __future__ import annotations
 
@@ -121,8 +122,8 @@ def reconcile(
 def sync_new_events(
     config: Config, db: sqlite_utils.Database, event_ids: list[int]
 ) -> dict[str, Any]:
-    """Process the queue now (as `bridge worker --drain` would) and report on this run's
-    events."""
+    """Process the queue now (as `instantly-ghl-bridge worker --drain` would) and report on
+    this run's events."""
     if not event_ids:
         return {"processed": 0}
     if not config.ghl_configured:

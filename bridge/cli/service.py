@@ -77,7 +77,7 @@ def init_env(path: str) -> None:
         return
     with os.fdopen(fd, "w") as handle:
         handle.write(
-            "# Written by `bridge init-env`. Fill in the GHL and Instantly values.\n"
+            "# Written by `instantly-ghl-bridge init-env`. Fill in the GHL and Instantly values.\n"
             f"BRIDGE_WEBHOOK_SECRET={secrets.token_urlsafe(24)}\n"
             f"BRIDGE_SECRET_KEY={secrets.token_urlsafe(32)}\n"
             "# BRIDGE_PUBLIC_URL=https://bridge.example.com\n"
@@ -109,8 +109,11 @@ def run() -> None:
         env=env,
     )
     worker_proc = subprocess.Popen([sys.executable, "-m", "bridge", "worker"], env=env)
+    host = env.get("HOST", "0.0.0.0")
+    where = "all interfaces" if host == "0.0.0.0" else f"{host} only"
     click.echo(
-        f"bridge running: http://127.0.0.1:{config.port}/  (webhook: POST /webhooks/instantly)"
+        f"bridge running: http://{'127.0.0.1' if host == '0.0.0.0' else host}:{config.port}/"
+        f" (listening on {where}; webhook: POST /webhooks/instantly)"
     )
     click.echo("Ctrl-C stops both the web app and the worker.")
 

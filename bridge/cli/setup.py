@@ -16,7 +16,8 @@ from bridge.store import db as store
     "--url",
     "webhook_url",
     default=None,
-    help="This bridge's webhook URL (default: the one `bridge webhook register` saved).",
+    help="This bridge's webhook URL (default: the one `instantly-ghl-bridge webhook register`"
+    " saved).",
 )
 def doctor(webhook_url: str | None) -> None:
     """Check the setup: database, GHL token and scopes, field map, Instantly key and webhooks."""

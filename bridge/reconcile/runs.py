@@ -1,8 +1,8 @@
 """Reconciliation runs: one at a time per database, recorded, requestable, reported.
 
 The lock lives in SQLite (with an expiry a live run keeps pushing back), so a second
-worker started by mistake, or `bridge reconcile` typed during a scheduled run, waits its
-turn instead of polling Instantly twice. The dashboard asks for a run by writing a
+worker started by mistake, or `instantly-ghl-bridge reconcile` typed during a scheduled
+run, waits its turn instead of polling Instantly twice. The dashboard asks for a run by writing a
 request the worker's scheduler picks up within seconds, so the page never runs a
 reconciliation inside a web request. Each run is a row of `reconcile_runs`; the page,
 /healthz and /metrics all read them through `report` and `totals` here.

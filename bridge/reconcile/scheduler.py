@@ -1,4 +1,5 @@
-"""The worker's schedule for reconciliation (APScheduler 3.x, inside `bridge worker` only).
+"""The worker's schedule for reconciliation (APScheduler 3.x, inside
+`instantly-ghl-bridge worker` only).
 
 One interval job runs reconciliation every `reconcile.interval_minutes`; a second job
 looks every few seconds for a "Reconcile now" request and for changed settings. Both

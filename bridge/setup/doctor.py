@@ -1,6 +1,6 @@
 """Setup checks as data: what works, what does not, and the one-line fix.
 
-`bridge doctor` prints them and the dashboard shows them; both call `run_checks`.
+`instantly-ghl-bridge doctor` prints them and the dashboard shows them; both call `run_checks`.
 Every call made here reads, so running the checks is always safe.
 """
 
@@ -136,7 +136,12 @@ def _database(config: Config) -> tuple[sqlite_utils.Database | None, dict | None
         return (
             db,
             None,
-            Check(name, False, f"{len(pending)} migration steps pending", "run `bridge migrate`"),
+            Check(
+                name,
+                False,
+                f"{len(pending)} migration steps pending",
+                "run `instantly-ghl-bridge migrate`",
+            ),
         )
     try:
         version, settings = settings_mod.current(db)
@@ -158,7 +163,8 @@ def _secret_check(config: Config) -> Check:
         "Webhook secret",
         False,
         "BRIDGE_WEBHOOK_SECRET is not set, so every webhook is refused",
-        "run `bridge init-env` on a new install, or set BRIDGE_WEBHOOK_SECRET and restart",
+        "run `instantly-ghl-bridge init-env` on a new install, or set BRIDGE_WEBHOOK_SECRET"
+        " and restart",
     )
 
 
@@ -360,7 +366,7 @@ def _webhooks(
     detail = "; ".join(parts)
     if found.ok:
         return Check(name, True, detail)
-    command = f"bridge webhook register --url {url or PLACEHOLDER_URL}"
+    command = f"instantly-ghl-bridge webhook register --url {url or PLACEHOLDER_URL}"
     if found.disabled:
         command += " --resume"
     return Check(name, False, detail, f"run `{command}`")

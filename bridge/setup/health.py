@@ -1,5 +1,5 @@
-"""Is the bridge able to do its job right now? The facts /healthz, `bridge status` and the
-dashboard show, and the problems among them."""
+"""Is the bridge able to do its job right now? The facts /healthz,
+`instantly-ghl-bridge status` and the dashboard show, and the problems among them."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ def report(db: sqlite_utils.Database, config: Config, now: float | None = None) 
             problems.append(f"{name} is not set: events are queued but not synced")
     pending = store.pending_migrations(db)
     if pending:
-        problems.append(f"database not migrated: run `bridge migrate` ({len(pending)} pending)")
+        problems.append(
+            f"database not migrated: run `instantly-ghl-bridge migrate` ({len(pending)} pending)"
+        )
         return {"database": "not migrated", "missing": missing, "problems": problems}
     # Reads succeed on a full disk or a read-only file; only a commit shows it.
     unwritable = probe.write_failure(db, config.database)
@@ -44,7 +46,10 @@ def report(db: sqlite_utils.Database, config: Config, now: float | None = None) 
     if pause:
         problems.append(f"GHL writes paused: {pause['reason']}")
     if oldest is not None and oldest > STALE_PENDING_SECONDS:
-        problems.append(f"oldest pending event is {int(oldest)} s old: is `bridge worker` running?")
+        problems.append(
+            f"oldest pending event is {int(oldest)} s old:"
+            " is `instantly-ghl-bridge worker` running?"
+        )
     capped = state.get(db, state.GHL_RETRY_AFTER_CAPPED)
     if capped and _seconds_since(capped["at"], now) < CAPPED_WAIT_PROBLEM_SECONDS:
         problems.append(_capped_wait_problem(capped))

@@ -42,7 +42,7 @@ def register_for_bridge(
     allow_private: bool = False,
 ) -> list[Action]:
     """Register this bridge's webhooks for the event types settings sync, and remember
-    the URL for doctor: the one path the page and `bridge webhook register` share.
+    the URL for doctor: the one path the page and `instantly-ghl-bridge webhook register` share.
 
     Raises UnsafeWebhookURL for a URL leading to a private address (unless allowed here or
     by BRIDGE_ALLOW_PRIVATE_WEBHOOK_URL), SetupMissing for a missing setting,
@@ -53,7 +53,9 @@ def register_for_bridge(
     if not config.instantly_api_key:
         raise SetupMissing("INSTANTLY_API_KEY is not set: the bridge cannot reach Instantly")
     if not config.webhook_secret:
-        raise SetupMissing("BRIDGE_WEBHOOK_SECRET is not set: run `bridge init-env` or set it")
+        raise SetupMissing(
+            "BRIDGE_WEBHOOK_SECRET is not set: run `instantly-ghl-bridge init-env` or set it"
+        )
     _, current = settings_mod.current(db)
     client = InstantlyClient.for_setup(config.instantly_base_url, config.instantly_api_key)
     actions = register(
@@ -278,7 +280,9 @@ def register(
     carry the secret (other headers kept), and with `resume` a disabled one is resumed.
     """
     if not secret:
-        raise ValueError("BRIDGE_WEBHOOK_SECRET is not set: run `bridge init-env` or set it")
+        raise ValueError(
+            "BRIDGE_WEBHOOK_SECRET is not set: run `instantly-ghl-bridge init-env` or set it"
+        )
     hooks = [h for h in client.webhooks() if ours(h, url)]
     actions: list[Action] = []
     wanted_names: set[str] = set()

@@ -1,7 +1,7 @@
 """Who holds a lease, and whether that process still lives.
 
-Each sync loop (a `bridge worker`, a drain, a reconcile run's sync) takes an id and holds
-an exclusive flock on a file of that name beside the database for as long as it lives;
+Each sync loop (an `instantly-ghl-bridge worker`, a drain, a reconcile run's sync) takes an
+id and holds an exclusive flock on a file of that name beside the database for as long as it lives;
 its leases carry the id. The kernel drops a flock when its process dies, however it dies,
 so a lease whose owner's lock can be taken belongs to a dead process and is released at
 once, rather than five minutes later when it would expire. A live owner's lock cannot be

@@ -1,4 +1,4 @@
-"""Run the real bridge as processes for fault tests: gunicorn, `bridge worker`, the CLI.
+"""Run the real bridge as processes for fault tests: gunicorn, `instantly-ghl-bridge worker`, the CLI.
 
 Everything listens on and talks to 127.0.0.1 only. The fake GHL runs in the test process
 (tests.support.ghl_server), so a test reads its recorded calls and their time-stamps directly.
@@ -159,7 +159,7 @@ class Stack:
         return True
 
     def start_worker(self, **env: str) -> Proc:
-        """`bridge worker` as the Procfile runs it."""
+        """`instantly-ghl-bridge worker` as the Procfile runs it."""
         argv = [sys.executable, "-m", "bridge", "worker"]
         proc = Proc("worker", argv, self.env(**env), self._log_path("worker"))
         self.workers.append(proc)

@@ -1,5 +1,5 @@
 """Outage: GHL answers 503 for a while. The worker backs off, then everything syncs; an
-outage longer than the retries ends in the dead-letter list, and `bridge replay` recovers it."""
+outage longer than the retries ends in the dead-letter list, and `instantly-ghl-bridge replay` recovers it."""
 
 from __future__ import annotations
 

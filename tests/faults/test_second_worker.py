@@ -1,4 +1,4 @@
-"""A second sync loop: two `bridge worker` processes and a `bridge worker --drain` sync one
+"""A second sync loop: two `instantly-ghl-bridge worker` processes and a `instantly-ghl-bridge worker --drain` sync one
 inbox at once. Each contact's events are applied one at a time and in order, so every lead
 that went interested -> meeting booked -> won carries only the won tag, and the contact
 map holds what GHL holds."""

@@ -55,7 +55,7 @@ def test_no_secret_shown_anywhere_during_a_full_run(stack):
     health = stack.request("GET", "/healthz").json()
     assert health["last_ghl_error"]["status"] == 422
 
-    # A refused token pauses writes; the reason is shown on /healthz and by `bridge status`.
+    # A refused token pauses writes; the reason is shown on /healthz and by `instantly-ghl-bridge status`.
     stack.fake.fail_next(1, 401, body=echoing(401, secrets.ghl_token))
     assert stack.post_event(good[3].body).status_code == 202
     wait_until(lambda: state.get(stack.db(), state.GHL_PAUSE), 30, "GHL writes to pause")

@@ -71,7 +71,7 @@ def test_a_killed_workers_event_is_taken_over_at_once(stack: Stack) -> None:
     stack.wait_all_final(3, timeout=60)
 
 
-# Ctrl-C on `bridge run` sends SIGINT to the group and `bridge run` then SIGTERMs the
+# Ctrl-C on `instantly-ghl-bridge run` sends SIGINT to the group and `instantly-ghl-bridge run` then SIGTERMs the
 # worker: two signals at once once left the worker waiting on itself for ever.
 @pytest.mark.parametrize(
     "signals", [[signal.SIGTERM], [signal.SIGINT, signal.SIGTERM]], ids=["term", "int+term"]

@@ -1,4 +1,4 @@
-"""`bridge reconcile` end to end: fake Instantly and fake GHL behind `responses`."""
+"""`instantly-ghl-bridge reconcile` end to end: fake Instantly and fake GHL behind `responses`."""
 
 from __future__ import annotations
 

@@ -197,7 +197,7 @@ def test_healthz_reports_reconciliation_and_a_failed_run(client, db):
 
 @pytest.mark.slow
 def test_bridge_worker_runs_a_requested_reconciliation(tmp_path, env):
-    """A real `bridge worker` process against the fake Instantly over HTTP."""
+    """A real `instantly-ghl-bridge worker` process against the fake Instantly over HTTP."""
     fake = FakeInstantly()
     populate(fake, leads=20)
     for i in range(4):
