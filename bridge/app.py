@@ -13,6 +13,7 @@ from bridge import settings as settings_mod
 from bridge.config import Config, load_config
 from bridge.logs import configure_logging
 from bridge.store import db as store
+from bridge.store import holders
 from bridge.web import admin, errors, headers, health, metrics, webhooks
 from bridge.web.errors import MAX_BODY_BYTES
 
@@ -37,6 +38,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
     configure_logging(config)
 
+    # Held for the app's life (this process's), so a restore refuses while it serves; taken
+    # before the database is opened, so a restore under way is waited for.
+    app.extensions["bridge.in_use"] = holders.hold_shared(config.database)
     db = store.connect(config.database)
     store.migrate(db)
     settings_mod.current(db)  # seeds and validates: a bad setting stops start-up here
