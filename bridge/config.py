@@ -25,6 +25,9 @@ MAX_TRUSTED_PROXIES = 10
 # bridge. Not the package's folder, which is site-packages once installed.
 RUN_DIR = Path.cwd()
 DEFAULT_INSTANCE = RUN_DIR / "instance"
+# BRIDGE_ENV_FILE names the .env to read instead of ./.env; a path that does not exist reads
+# none. The test session points it at such a path, so a configured .env never reaches a test.
+ENV_FILE_VAR = "BRIDGE_ENV_FILE"
 # BRIDGE_LOG_EMAILS: lead addresses in log lines masked (j***@example.com), or in full.
 LOG_EMAILS_MASK = "mask"
 LOG_EMAILS_FULL = "full"
@@ -85,7 +88,7 @@ class Config:
 def load_config(env: dict[str, str] | None = None, dotenv_path: str | None = None) -> Config:
     """Build the Config from `env` (default: os.environ after loading .env)."""
     if env is None:
-        load_dotenv(dotenv_path or RUN_DIR / ".env", override=False)
+        load_dotenv(dotenv_path or env_file_path(), override=False)
         env = dict(os.environ)
     instance = Path(env.get("BRIDGE_INSTANCE_PATH") or DEFAULT_INSTANCE)
     return Config(
@@ -106,6 +109,11 @@ def load_config(env: dict[str, str] | None = None, dotenv_path: str | None = Non
         allow_private_webhook_url=_flag(env, "BRIDGE_ALLOW_PRIVATE_WEBHOOK_URL"),
         log_emails=_choice(env, "BRIDGE_LOG_EMAILS", (LOG_EMAILS_MASK, LOG_EMAILS_FULL)),
     )
+
+
+def env_file_path() -> Path:
+    """The .env load_config reads: $BRIDGE_ENV_FILE when set, else ./.env."""
+    return Path(os.environ.get(ENV_FILE_VAR) or RUN_DIR / ".env")
 
 
 def read_key_file(path: str | Path) -> str:

@@ -3,19 +3,37 @@ payloads."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 
 import pytest
 from click.testing import CliRunner, Result
 
 from bridge import create_app
 from bridge import settings as settings_mod
-from bridge.config import load_config
+from bridge.config import ENV_FILE_VAR, load_config
 from bridge.store import db as store
 from tests.helpers import GHL_TOKEN, LOCATION_ID, WEBHOOK_SECRET
+from tests.support.env_names import PREFIXES, TEST_SUPPORT, bridge_env_names
 from tests.web_helpers import admin_env, login
 
 pytest_plugins = ["tests.support.fixtures"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment(tmp_path_factory) -> Iterator[str]:
+    """Tests never see the developer's settings: every variable the bridge reads is cleared,
+    and BRIDGE_ENV_FILE names a file that does not exist, so no process started in the
+    session (in-process CLI runs, the bridge as a child process) reads a `.env`.
+
+    Yields the path BRIDGE_ENV_FILE points at."""
+    nowhere = tmp_path_factory.mktemp("no-dotenv") / ".env"
+    owned = bridge_env_names() | {n for n in os.environ if n.startswith(PREFIXES)}
+    with pytest.MonkeyPatch.context() as patch:
+        for name in sorted(owned - TEST_SUPPORT):
+            patch.delenv(name, raising=False)
+        patch.setenv(ENV_FILE_VAR, str(nowhere))
+        yield str(nowhere)
 
 
 @pytest.fixture

@@ -100,7 +100,9 @@ class Stack:
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment every bridge process of this stack runs with."""
-        keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+        # BRIDGE_ENV_FILE: the test session's, so no process reads the repository's .env.
+        kept = ("PATH", "HOME", "LANG", "TMPDIR", "BRIDGE_ENV_FILE")
+        keep = {k: v for k, v in os.environ.items() if k in kept}
         return {
             **keep,
             "PYTHONUNBUFFERED": "1",
