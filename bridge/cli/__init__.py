@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from bridge.cli import queue, reconcile, service, setup
+from bridge.cli import backup, queue, reconcile, service, setup
 from bridge.cli.common import BridgeGroup
 
 
@@ -24,5 +24,7 @@ for command in (
     setup.doctor,
     setup.webhook,
     reconcile.reconcile,
+    backup.backup,
+    backup.restore,
 ):
     main.add_command(command)
