@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import sqlite3
 import tempfile
 from dataclasses import dataclass, replace
@@ -89,15 +90,16 @@ def restore(backup_file: str | Path, db_path: str | Path) -> Restored:
     source, database = Path(backup_file), Path(db_path)
     if source.resolve() == database.resolve():
         raise BackupError(f"{source} is the database itself: name a backup file")
-    verify(source)
+    _check_file(source, str(source))
     with holders.exclusive(database):
         temp = _temp_beside(database)
         try:
-            reader = _open_read_only(source)
-            try:
-                _copy(reader, temp, str(source))
-            finally:
-                reader.close()
+            # Checked as copied, so what is installed is what was checked, and SQLite never
+            # opens (or leaves a -wal beside) the operator's file.
+            _copy_private(source, temp)
+            _copy_wal(source, temp)
+            _settle(temp, str(source))
+            verify(temp, shown_as=str(source))
             _sync_file(temp)
             replaced = _move_aside(database)
             os.replace(temp, database)
@@ -121,10 +123,7 @@ def verify(path: str | Path, shown_as: str | None = None) -> Summary:
     """
     path = Path(path)
     name = shown_as or str(path)
-    if not path.is_file():
-        raise BackupError(f"{name} does not exist" if not path.exists() else f"{name} is a folder")
-    if path.stat().st_size == 0:
-        raise BackupError(f"{name} is empty: not a backup of the bridge")
+    _check_file(path, name)
     try:
         conn = _open_read_only(path)
     except sqlite3.Error as exc:
@@ -167,10 +166,20 @@ def summarize(conn: sqlite3.Connection, path: str | Path) -> Summary:
 # --- checks -----------------------------------------------------------------------------
 
 
+def _check_file(path: Path, name: str) -> None:
+    if not path.is_file():
+        raise BackupError(f"{name} does not exist" if not path.exists() else f"{name} is a folder")
+    if path.stat().st_size == 0:
+        raise BackupError(f"{name} is empty: not a backup of the bridge")
+
+
 def _check_integrity(conn: sqlite3.Connection, name: str) -> None:
-    problems = [row[0] for row in conn.execute("PRAGMA integrity_check(3)")]
-    if problems != ["ok"]:
-        raise BackupError(f"{name} is damaged (integrity check: {'; '.join(problems)})")
+    first = conn.execute("PRAGMA integrity_check(1)").fetchone()[0]
+    if first != "ok":
+        # One line, as every error the command gives: the first problem, shortened.
+        problem = " ".join(first.split())
+        problem = problem if len(problem) <= 160 else problem[:157] + "..."
+        raise BackupError(f"{name} is damaged (integrity check: {problem})")
 
 
 def _applied_migrations(conn: sqlite3.Connection, name: str) -> list[str]:
@@ -256,6 +265,33 @@ def _copy(source: sqlite3.Connection, temp: Path, name: str) -> None:
         raise BackupError(f"copying {name} to {temp.parent} failed: {exc}") from None
     finally:
         target.close()
+
+
+def _copy_private(source: Path, target: Path) -> None:
+    """Copy a file's bytes into `target`, made 0600 whatever the umask."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, store.PRIVATE_FILE)
+    with open(source, "rb") as reader, os.fdopen(fd, "wb") as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)
+
+
+def _copy_wal(source: Path, temp: Path) -> None:
+    """A WAL-mode file (a database copied while it ran) has commits in its -wal; they come
+    along, for SQLite to merge in when the copy is opened."""
+    wal = Path(f"{source}-wal")
+    if wal.is_file() and wal.stat().st_size:
+        _copy_private(wal, Path(f"{temp}-wal"))
+
+
+def _settle(temp: Path, name: str) -> None:
+    """Merge any -wal into the copy and make it one file (rollback-journal mode)."""
+    try:
+        conn = sqlite3.connect(str(temp), isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(_unreadable(name, exc)) from None
 
 
 def _temp_beside(target: Path) -> Path:
