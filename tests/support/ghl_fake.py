@@ -138,6 +138,8 @@ class FakeGHL:
         self.custom_fields: list[dict[str, Any]] = []
         self.pipelines: list[dict[str, Any]] = []
         self.workflows: list[dict[str, Any]] = []
+        # Addresses GHL refuses to take, with its answer's message (see refuse_email).
+        self.refused_emails: dict[str, str] = {}
         self.reset()
 
     # --- setup ----------------------------------------------------------------------------
@@ -231,6 +233,12 @@ class FakeGHL:
         headers = {} if retry_after is None else {"Retry-After": str(math.ceil(retry_after))}
         with self._lock:
             self._outage = (self.clock() + seconds, _Fault(status, headers, _error_body(status)))
+
+    def refuse_email(self, email: str, message: str = "email is not allowed") -> None:
+        """Answer 422 to every upsert of this address, as GHL does for a contact it will not
+        take (a validation rule of the location, a blocked domain); survives reset()."""
+        with self._lock:
+            self.refused_emails[email.strip().lower()] = message
 
     # --- queries for tests ----------------------------------------------------------------
 
@@ -441,6 +449,8 @@ class FakeGHL:
     def _upsert_contact(self, req: _Request) -> _Handled:
         self._check_location(req.body.get("locationId"))
         email = str(req.body.get("email") or "").strip().lower()
+        if email in self.refused_emails:
+            raise _Reject(422, self.refused_emails[email])
         contact_id = self._by_email.get(email) if email else None
         if contact_id is None and not email and req.body.get("phone"):
             contact_id = next(

@@ -1,4 +1,5 @@
-"""An in-memory Instantly API v2: the reads the bridge makes, behaving as the real one does.
+"""An in-memory Instantly API v2: the reads the bridge makes, and the webhooks API it writes
+its own subscriptions with (`/api/v2/webhooks`), behaving as the real one does.
 
 What it copies from the real API (../shared/notes/api-notes.md and the OpenAPI file):
 - cursor paging with `starting_after` / `next_starting_after`; a last page still carries
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import bisect
 import collections
+import copy
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +37,19 @@ ORGANIZATION = "086e295d-72ec-481b-8e54-260d8708afbf"
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 EMAILS_PER_MINUTE = 20
 LEADS_LIST = "/api/v2/leads/list"
+WEBHOOKS = "/api/v2/webhooks"
+_WEBHOOK_PATH = re.compile(re.escape(WEBHOOKS) + r"/([^/]+)(/resume)?")
+# A webhook's `status`: delivering, or switched off by Instantly after failed deliveries.
+WEBHOOK_ACTIVE, WEBHOOK_DISABLED = 1, -1
+# What PATCH /api/v2/webhooks/{id} may change (the spec's request body).
+WEBHOOK_EDITABLE = (
+    "campaign",
+    "name",
+    "target_hook_url",
+    "event_type",
+    "custom_interest_value",
+    "headers",
+)
 TOO_MANY = {"statusCode": 429, "error": "Too Many Requests", "message": "Rate limit exceeded"}
 
 # leads/list `filter` values the fake understands, as lt_interest_status codes.
@@ -120,6 +136,7 @@ class FakeInstantly:
         self.lists: list[dict[str, Any]] = []
         self.labels: list[dict[str, Any]] = []
         self.emails: list[dict[str, Any]] = []
+        self.webhooks: list[dict[str, Any]] = []
         self._leads: dict[str, dict[str, Any]] = {}
         self._lead_ids: list[str] = []  # sorted: leads/list pages in id order
         self._by_email: dict[str, list[str]] = collections.defaultdict(list)
@@ -274,6 +291,41 @@ class FakeInstantly:
             self.emails.sort(key=lambda e: (e["timestamp_created"], e["id"]))
         return email
 
+    def add_webhook(
+        self,
+        target_hook_url: str,
+        event_type: str | None,
+        headers: dict[str, str] | None = None,
+        status: int = WEBHOOK_ACTIVE,
+        name: str | None = None,
+        campaign: str | None = None,
+    ) -> dict[str, Any]:
+        """A webhook subscription as GET /api/v2/webhooks lists it (the `Webhook` schema)."""
+        now = stamp(datetime.now(UTC))
+        hook = {
+            "id": self._next_id(),
+            "organization": ORGANIZATION,
+            "campaign": campaign,
+            "name": name,
+            "target_hook_url": target_hook_url,
+            "event_type": event_type,
+            "custom_interest_value": None,
+            "headers": headers,
+            "timestamp_created": now,
+            "status": status,
+            "timestamp_error": now if status == WEBHOOK_DISABLED else None,
+        }
+        with self._lock:
+            self.webhooks.append(hook)
+        return copy.deepcopy(hook)
+
+    def disable_webhook(self, hook_id: str) -> None:
+        """Switch a webhook off, as Instantly does after its deliveries keep failing."""
+        hook = self._webhook(hook_id)
+        assert hook is not None, f"no webhook {hook_id}"
+        hook["status"] = WEBHOOK_DISABLED
+        hook["timestamp_error"] = stamp(datetime.now(UTC))
+
     def fail_next(
         self,
         method: str,
@@ -350,6 +402,8 @@ class FakeInstantly:
             return self._list_simple(self.lists, call.query)
         if route == ("GET", "/api/v2/lead-labels"):
             return self._list_simple(self.labels, call.query)
+        if call.path == WEBHOOKS or call.path.startswith(WEBHOOKS + "/"):
+            return self._webhooks_api(call)
         return 404, {}, _error(404, "Not Found", f"the fake has no {call.method} {call.path}")
 
     def _limit(self, raw: Any) -> int | None:
@@ -470,6 +524,61 @@ class FakeInstantly:
         if cursor:
             ordered = [r for r in ordered if r["id"] > cursor]
         return 200, {}, _page(ordered[:limit])
+
+    # --- the webhooks API: the one thing the bridge writes ------------------------------------
+
+    def _webhooks_api(self, call: Call) -> tuple[int, dict[str, str], Any]:
+        if call.path == WEBHOOKS:
+            if call.method == "GET":
+                return self._list_webhooks(call.query)
+            if call.method == "POST":
+                return self._create_webhook(call.json if isinstance(call.json, dict) else {})
+            return 404, {}, _error(404, "Not Found", f"the fake has no {call.method} {call.path}")
+        match = _WEBHOOK_PATH.fullmatch(call.path)
+        hook = self._webhook(match.group(1)) if match else None
+        if hook is None:
+            return 404, {}, _error(404, "Not Found", "Webhook not found")
+        action = (call.method, bool(match and match.group(2)))
+        if action == ("GET", False):
+            return 200, {}, copy.deepcopy(hook)
+        if action == ("PATCH", False):
+            body = call.json if isinstance(call.json, dict) else {}
+            hook.update({k: v for k, v in body.items() if k in WEBHOOK_EDITABLE})
+            return 200, {}, copy.deepcopy(hook)
+        if action == ("DELETE", False):
+            self.webhooks.remove(hook)
+            return 200, {}, copy.deepcopy(hook)
+        if action == ("POST", True):
+            hook["status"], hook["timestamp_error"] = WEBHOOK_ACTIVE, None
+            return 200, {}, copy.deepcopy(hook)
+        return 404, {}, _error(404, "Not Found", f"the fake has no {call.method} {call.path}")
+
+    def _list_webhooks(self, query: dict[str, list[str]]) -> tuple[int, dict[str, str], Any]:
+        one = {k: v[-1] for k, v in query.items()}
+        hooks = [
+            h
+            for h in self.webhooks
+            if one.get("event_type") in (None, h["event_type"])
+            and one.get("campaign") in (None, h["campaign"])
+        ]
+        return self._list_simple(copy.deepcopy(hooks), query)
+
+    def _create_webhook(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        url = body.get("target_hook_url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            return 400, {}, _error(400, "Bad Request", "body/target_hook_url must match ^https?://")
+        headers = body.get("headers")
+        hook = self.add_webhook(
+            url,
+            body.get("event_type"),
+            headers=dict(headers) if isinstance(headers, dict) else None,
+            name=body.get("name"),
+            campaign=body.get("campaign"),
+        )
+        return 200, {}, hook
+
+    def _webhook(self, hook_id: str) -> dict[str, Any] | None:
+        return next((h for h in self.webhooks if h["id"] == hook_id), None)
 
 
 def _page(items: list[dict[str, Any]]) -> dict[str, Any]:
