@@ -57,6 +57,7 @@ class Config:
     public_url: str = ""
     allow_private_webhook_url: bool = False
     log_emails: str = LOG_EMAILS_MASK
+    replica_url: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -108,6 +109,7 @@ def load_config(env: dict[str, str] | None = None, dotenv_path: str | None = Non
         public_url=_public_url(env),
         allow_private_webhook_url=_flag(env, "BRIDGE_ALLOW_PRIVATE_WEBHOOK_URL"),
         log_emails=_choice(env, "BRIDGE_LOG_EMAILS", (LOG_EMAILS_MASK, LOG_EMAILS_FULL)),
+        replica_url=_replica_url(env),
     )
 
 
@@ -167,6 +169,45 @@ def _public_url(env: dict[str, str]) -> str:
         parts.port  # noqa: B018 - urlsplit checks the port only when asked
     except ValueError:
         raise ConfigError(f"BRIDGE_PUBLIC_URL: bad port in {value!r}") from None
+    return value
+
+
+def _replica_url(env: dict[str, str]) -> str:
+    """BRIDGE_REPLICA_URL: where Litestream keeps the database's replica, s3://bucket/path or
+    file:///absolute/folder; empty for none.
+
+    The message never repeats the value: a URL pasted with a key in it must not reach a log.
+    S3 keys go in Litestream's own LITESTREAM_ACCESS_KEY_ID and LITESTREAM_SECRET_ACCESS_KEY.
+    """
+    value = env.get("BRIDGE_REPLICA_URL", "").strip()
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("s3", "file"):
+        raise ConfigError(
+            "BRIDGE_REPLICA_URL: expected s3://bucket/path or file:///absolute/folder, got a"
+            f" {parts.scheme or 'relative'}{':' if parts.scheme else ''} URL"
+        )
+    if "@" in parts.netloc:
+        raise ConfigError(
+            "BRIDGE_REPLICA_URL: no user name or key in the URL; set LITESTREAM_ACCESS_KEY_ID"
+            " and LITESTREAM_SECRET_ACCESS_KEY instead"
+        )
+    if parts.fragment:
+        raise ConfigError("BRIDGE_REPLICA_URL: no #fragment in the URL")
+    if parts.scheme == "s3" and not parts.hostname:
+        raise ConfigError("BRIDGE_REPLICA_URL: an s3:// URL names its bucket: s3://bucket/path")
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or parts.query:
+            raise ConfigError(
+                "BRIDGE_REPLICA_URL: a file:// URL is a folder on this machine, written"
+                " file:///absolute/folder (three slashes, no host or query)"
+            )
+        if not parts.path.startswith("/") or parts.path == "/":
+            raise ConfigError(
+                "BRIDGE_REPLICA_URL: a file:// URL names a folder by its absolute path,"
+                " file:///absolute/folder"
+            )
     return value
 
 

@@ -10,14 +10,15 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from bridge import settings as settings_mod
 from bridge.cli.common import load_config_or_exit, open_database
-from bridge.config import RUN_DIR
+from bridge.config import RUN_DIR, Config
 from bridge.store import db as store
-from bridge.store import inbox
+from bridge.store import holders, inbox, replica
 
 
 @click.command()
@@ -93,9 +94,61 @@ def init_env(path: str) -> None:
 
 
 @click.command()
-def run() -> None:
-    """Start the web app (gunicorn) and the worker together, for one machine."""
+@click.option(
+    "--under-litestream",
+    is_flag=True,
+    hidden=True,
+    help="Set by `run` itself for the app Litestream runs: skip the restore and replication.",
+)
+def run(under_litestream: bool) -> None:
+    """Start the web app (gunicorn) and the worker together, for one machine.
+
+    With BRIDGE_REPLICA_URL set, restore the database from the replica when it is missing,
+    then run both under Litestream, which streams every commit to the replica.
+    """
     config = load_config_or_exit()
+    if config.replica_url and not under_litestream:
+        run_replicated(config)
+    run_web_and_worker(config)
+
+
+def run_replicated(config: Config) -> NoReturn:
+    """Restore if the database is missing, migrate, then become `litestream replicate`
+    running `run --under-litestream`.
+
+    Litestream as the parent, not a third child beside web and worker: on Ctrl-C or SIGTERM
+    it passes the signal to the app, waits until web and worker have exited, and only then
+    makes its final sync and exits, so the last committed writes reach the replica. A child
+    beside them would get Ctrl-C at the same moment they do and could finish before their
+    last commits. The cost: a crash of the whole machine loses what Litestream had not yet
+    sent (it syncs each second).
+    """
+    try:
+        binary = replica.litestream_binary()
+        replica.hold_replicator(config.database)
+        litestream_config = replica.write_config(config)
+        click.echo(replica.restore_if_missing(config, binary, litestream_config))
+    except (replica.ReplicaError, holders.InUse) as exc:
+        raise click.ClickException(str(exc)) from None
+    db = store.connect(config.database)
+    applied = store.migrate(db)
+    db.close()
+    if applied:
+        click.echo(f"database {config.database}: applied {', '.join(applied)}")
+    click.echo(
+        f"replicating to {replica.shown_url(config.replica_url)} with Litestream; on stop it"
+        " syncs the last writes after the web app and the worker have exited"
+    )
+    argv = replica.replicate_argv(
+        binary, litestream_config, [sys.executable, "-m", "bridge", "run", "--under-litestream"]
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+
+
+def run_web_and_worker(config: Config) -> None:
+    """gunicorn and the worker as two children; a stop signal stops both."""
     env = {**os.environ, "PORT": str(config.port)}
     web = subprocess.Popen(
         [
