@@ -407,3 +407,10 @@ def m038_event_lease_owner(db: Database) -> None:
     """Which sync loop holds an event's lease (bridge/store/leases.py), so a lease whose
     holder died is released at once instead of when it expires."""
     db["events"].add_column("lease_owner", str)
+
+
+@migrations()
+def m041_ghl_call_request(db: Database) -> None:
+    """What each GHL call sent (its JSON body or query, capped, never a header), for the
+    event's page. An added column keeps the table, and so m036's triggers on it."""
+    db["ghl_calls"].add_column("request", str)

@@ -41,7 +41,7 @@ def test_dashboard_shows_counts_oldest_pending_pause_and_last_error(logged_in, d
     )
     page = logged_in.get("/").get_data(as_text=True)
     assert "Writes paused" in page and "GHL answered 401 (Invalid JWT)" in page
-    assert "401 Invalid JWT" in page
+    assert "GHL 401: token rejected (Invalid JWT)" in page
     assert "Oldest waiting event" in page and "s old" in page
     assert 'href="/events?status=dead"' in page
     assert "dead@example.com" in page and "jordan.lead@example.com" in page

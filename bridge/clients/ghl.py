@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ RATE_LIMIT = 95
 RATE_WINDOW_SECONDS = 10.0
 TIMEOUT = (5.0, 30.0)
 USER_AGENT = "instantly-ghl-bridge/0.1 (+https://github.com/)"
+# What a call sent is kept for the event's page up to this many characters: a note holds
+# a whole reply, and the log must not grow by it on every try.
+SENT_LIMIT = 4096
 
 
 class GHLError(ServiceError):
@@ -56,13 +60,15 @@ class GHLRejected(GHLError):
 
 @dataclass(frozen=True)
 class Call:
-    """One HTTP exchange with GHL, for the sync log."""
+    """One HTTP exchange with GHL, for the sync log. `request` is what was sent: the JSON
+    body, or the query of a GET; never a header, so never the token."""
 
     method: str
     path: str
     status: int
     duration_ms: float
     error: str | None
+    request: str | None = None
 
 
 CallRecorder = Callable[[Call], None]
@@ -202,6 +208,7 @@ class GHLClient:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         self.limiter.acquire()
+        sent = _sent(kwargs, self._token) if self.recorder else None
         started = time.perf_counter()
         try:
             response = self.session.request(
@@ -209,12 +216,12 @@ class GHLClient:
             )
         except requests.RequestException as exc:
             error = GHLTransient(0, f"{type(exc).__name__}: {_short(str(exc), self._token)}")
-            self._record(method, path, 0, started, error.message)
+            self._record(method, path, 0, started, error.message, sent)
             raise error from None
         error = _error_for(response, self._token)
         if isinstance(error, GHLRateLimited):
             self.limiter.block_for(error.retry_after or RATE_WINDOW_SECONDS)
-        self._record(method, path, response.status_code, started, error and error.message)
+        self._record(method, path, response.status_code, started, error and error.message, sent)
         if error:
             raise error
         if not response.content:
@@ -225,10 +232,35 @@ class GHLClient:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def _record(self, method: str, path: str, status: int, started: float, error: str | None):
+    def _record(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        started: float,
+        error: str | None,
+        sent: str | None = None,
+    ):
         if self.recorder:
             duration = (time.perf_counter() - started) * 1000
-            self.recorder(Call(method, path, status, round(duration, 2), error))
+            self.recorder(Call(method, path, status, round(duration, 2), error, sent))
+
+
+def _sent(kwargs: dict[str, Any], token: str) -> str | None:
+    """The body (or a GET's query) as JSON, the token masked should a value hold it, cut to
+    SENT_LIMIT characters after masking so no piece of the token survives the cut."""
+    if "json" in kwargs:
+        payload = kwargs["json"]
+    elif kwargs.get("params"):
+        payload = {"query": kwargs["params"]}
+    else:
+        return None
+    text = json.dumps(payload, indent=1, ensure_ascii=False, sort_keys=True, default=str)
+    if token:
+        text = text.replace(token, MASK)
+    if len(text) <= SENT_LIMIT:
+        return text
+    return text[: SENT_LIMIT - 1] + f"… (cut: {len(text)} characters in all)"
 
 
 def _error_for(response: requests.Response, token: str = "") -> GHLError | None:

@@ -268,6 +268,7 @@ class Worker:
                 "status": call.status,
                 "duration_ms": call.duration_ms,
                 "error": call.error,
+                "request": call.request,
                 "at": now_iso(),
             }
         )

@@ -16,6 +16,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from bridge.web import wording
 from bridge.web.admin import sessions, throttle
 from bridge.web.admin.blueprint import bp, config, database
 from bridge.web.admin.redirects import safe_next
@@ -84,6 +85,6 @@ def _refused(refusal: throttle.Refusal, next_url: str) -> ResponseReturnValue:
         reason = "Too many login attempts on this bridge, from all addresses together."
     else:
         reason = "Too many wrong passwords."
-    message = f"{reason} Wait {refusal.seconds} seconds, then try again."
+    message = f"{reason} Wait {wording.plural(refusal.seconds, 'second')}, then try again."
     page = render_template("login.html", next=next_url, error=message)
     return page, 429, {"Retry-After": str(refusal.seconds)}

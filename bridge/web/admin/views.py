@@ -14,6 +14,7 @@ from bridge.clients.instantly import InstantlyError
 from bridge.reconcile import runs
 from bridge.setup import doctor, health, subscriptions
 from bridge.store import inbox, state
+from bridge.web import error_summary, wording
 from bridge.web.admin.blueprint import bp, config, database
 from bridge.web.admin.redirects import safe_next
 
@@ -38,8 +39,23 @@ def ghl_contact_url(contact_id: str | None) -> str | None:
     return contact_url(contact_id)
 
 
+# What the templates say about errors, counts and times (bridge/web/error_summary.py and
+# bridge/web/wording.py hold the rules).
+bp.add_app_template_filter(error_summary.summarise, "error_summary")
+bp.add_app_template_global(error_summary.summarise_call, "call_error_summary")
+bp.add_app_template_filter(wording.since, "since")
+bp.add_app_template_filter(wording.next_try, "next_try")
+bp.add_app_template_filter(wording.duration, "duration")
+bp.add_app_template_global(wording.plural, "plural")
+
+
 @bp.get("/")
 def dashboard() -> ResponseReturnValue:
+    return _dashboard()
+
+
+def _dashboard(typed_url: str | None = None) -> str:
+    """The dashboard; `typed_url` keeps what was typed in the register form after a refusal."""
     db = database()
     facts = health.report(db, config())
     latest_events = list(db["events"].rows_where(order_by="id DESC", limit=LATEST))
@@ -47,12 +63,13 @@ def dashboard() -> ResponseReturnValue:
     # Never from the request's Host header: any visitor sets that, and the URL typed here
     # is where Instantly will send the webhook secret.
     public_url = subscriptions.public_webhook_url(config())
+    remembered = public_url or state.get(db, subscriptions.WEBHOOK_URL_STATE) or ""
     return render_template(
         "dashboard.html",
         facts=facts,
         events=latest_events,
         checks=last_checks,
-        webhook_url=public_url or state.get(db, subscriptions.WEBHOOK_URL_STATE) or "",
+        webhook_url=remembered if typed_url is None else typed_url,
         public_url_set=public_url is not None,
     )
 
@@ -138,7 +155,7 @@ def dead_letters() -> ResponseReturnValue:
 @bp.post("/dead/replay")
 def replay_dead() -> ResponseReturnValue:
     count = inbox.replay(database())
-    flash(f"{count} dead events queued again.", "ok")
+    flash(f"{wording.plural(count, 'dead event')} queued again.", "ok")
     return redirect(url_for("admin.dead_letters"))
 
 
@@ -165,21 +182,21 @@ def run_doctor() -> ResponseReturnValue:
 
 @bp.post("/instantly-webhooks")
 def register_webhooks() -> ResponseReturnValue:
+    """Register this bridge's webhooks. A refusal answers on the dashboard, with what to
+    fix and the URL as typed, never as a bare error page."""
     cfg = config()
+    typed = request.form.get("url", "")
     try:
-        url = subscriptions.webhook_url(request.form.get("url", ""))
-    except ValueError as exc:
-        abort(400, str(exc))
-    try:
+        url = subscriptions.webhook_url(typed)
         actions = subscriptions.register_for_bridge(
             database(), cfg, url, resume="resume" in request.form
         )
-    except subscriptions.UnsafeWebhookURL as exc:
-        abort(400, str(exc))
     except subscriptions.SetupMissing as exc:
-        abort(409, str(exc))
+        return _register_refused(typed, _setup_fix(str(exc)), 409)
+    except ValueError as exc:  # a malformed URL, or UnsafeWebhookURL: its message says why
+        return _register_refused(typed, str(exc), 400)
     except InstantlyError as exc:
-        abort(502, f"Instantly refused: {exc}")
+        return _register_refused(typed, _instantly_fix(exc, cfg.instantly_base_url), 502)
     for action in actions or []:
         flash(f"Webhook {action.line()}", "ok")
     if not actions:
@@ -187,6 +204,50 @@ def register_webhooks() -> ResponseReturnValue:
     if url.startswith("http://"):
         flash("http:// sends the X-Bridge-Secret header unencrypted: use https://", "error")
     return redirect(url_for("admin.dashboard") + "#checks")
+
+
+def _register_refused(typed: str, message: str, code: int) -> ResponseReturnValue:
+    flash(f"Registering the webhooks failed: {message}", "error")
+    return _dashboard(typed_url=typed), code
+
+
+def _setup_fix(message: str) -> str:
+    if "INSTANTLY_API_KEY" in message:
+        return (
+            f"{message}.\nFix: add INSTANTLY_API_KEY=<an Instantly API key with the"
+            " webhooks:all scope> to .env, then restart the bridge."
+        )
+    return message
+
+
+def _instantly_fix(exc: InstantlyError, base_url: str) -> str:
+    """Instantly's answer in one line, and what the operator does about it."""
+    said = error_summary.summarise(str(exc), limit=200)
+    if exc.status == 401:
+        fix = (
+            "check INSTANTLY_API_KEY in .env is a current key of this workspace with the"
+            " webhooks:all scope (Instantly: Settings, Integrations, API keys), then restart"
+        )
+    elif exc.status == 403:
+        fix = (
+            "give the key the webhooks:all scope (or webhooks:read, webhooks:create and"
+            " webhooks:update), or create a key that has it"
+        )
+    elif exc.status == 402:
+        fix = "Instantly's API needs an active paid plan on the workspace"
+    elif exc.status == 429:
+        fix = "Instantly is limiting requests: wait a minute, then register again"
+    elif exc.status == 0:
+        fix = (
+            f"the bridge cannot reach Instantly at {base_url}: check this machine's network,"
+            " DNS and outbound proxy (INSTANTLY_BASE_URL if it is not the default), then"
+            " register again"
+        )
+    elif exc.status >= 500:
+        fix = "Instantly failed on its side: register again in a few minutes"
+    else:
+        fix = "Instantly refused the request as sent: check the URL, then register again"
+    return f"{said}\nFix: {fix}."
 
 
 def _page_number() -> int:
