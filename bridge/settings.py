@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlite_utils
 import tomli_w
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from bridge.clock import now_iso
 from bridge.events import template
@@ -322,6 +322,63 @@ class ReconcileSchema(Schema):
     )
 
 
+# The longest a retention setting may be ("keep it"): a little over reconcile.first_run_days'
+# largest value, so that any look-back can be outlasted.
+MAX_RETENTION_DAYS = 3660
+DEFAULT_EVENT_DAYS = 90
+
+
+def _days(default: int, description: str) -> fields.Integer:
+    # At least 1: a 0 (or an emptied form field read as 0) must never mean "delete it all now".
+    return fields.Integer(
+        load_default=default,
+        validate=validate.Range(min=1, max=MAX_RETENTION_DAYS),
+        metadata={"description": description},
+    )
+
+
+class RetentionSchema(Schema):
+    """What the worker forgets, and after how many days (bridge/store/retention.py). Dead,
+    pending and processing events are never pruned, nor their GHL calls."""
+
+    payload_days = _days(
+        30,
+        "Days a finished (done, ignored, superseded) event keeps its whole payload; after, "
+        "the reply's text and HTML and other long values are removed and the row kept "
+        "(until retention.event_days).",
+    )
+    event_days = _days(
+        DEFAULT_EVENT_DAYS,
+        "Days a finished event's row (its key and outcome) is kept: a redelivery or a "
+        "reconciliation of it within this time is answered duplicate. Must be longer than "
+        "reconcile.first_run_days.",
+    )
+    call_log_days = _days(30, "Days the GHL call log keeps a finished event's calls.")
+    run_days = _days(90, "Days reconciliation runs are kept (the latest one always is).")
+
+
+def lookback_problem(settings: dict) -> str | None:
+    """Why retention.event_days would forget replies reconciliation still reads, or None.
+
+    A reply is known by its event's key only while the row is kept: one forgotten and read
+    again by reconciliation would be enqueued and synced a second time."""
+    days = settings["retention"]["event_days"]
+    reconcile = settings["reconcile"]
+    if days <= reconcile["first_run_days"]:
+        return (
+            f"retention.event_days ({days}) must be longer than reconcile.first_run_days "
+            f"({reconcile['first_run_days']}): the first reconciliation reads replies that "
+            "far back, and one whose event was forgotten would be synced again"
+        )
+    if days * 24 * 60 <= reconcile["overlap_minutes"]:
+        return (
+            f"retention.event_days ({days}) must be longer than reconcile.overlap_minutes "
+            f"({reconcile['overlap_minutes']} minutes): every reconciliation re-reads that "
+            "far back"
+        )
+    return None
+
+
 class SettingsSchema(Schema):
     sync = fields.Nested(SyncSchema, load_default=lambda: SyncSchema().load({}))
     reconcile = fields.Nested(ReconcileSchema, load_default=lambda: ReconcileSchema().load({}))
@@ -338,6 +395,36 @@ class SettingsSchema(Schema):
     field_map = fields.List(fields.Nested(FieldMapRowSchema), load_default=list)
     interest = fields.Nested(InterestSchema, load_default=lambda: InterestSchema().load({}))
     actions = fields.Nested(ActionsSchema, load_default=lambda: ActionsSchema().load({}))
+    retention = fields.Nested(
+        RetentionSchema,
+        load_default=lambda: RetentionSchema().load({}),
+        metadata={
+            "description": "How long the bridge keeps what it has finished with. Dead and "
+            "queued events are never pruned."
+        },
+    )
+
+    @pre_load
+    def _event_days_outlast_first_run(self, data: Any, **_: Any) -> Any:
+        """Settings stored before [retention] existed, with reconcile.first_run_days at or
+        above the default event_days, would fail to load and stop the bridge: an unset
+        event_days is made just longer than that look-back instead."""
+        if not isinstance(data, dict):
+            return data
+        retention, reconcile = data.get("retention", {}), data.get("reconcile", {})
+        if not isinstance(retention, dict) or "event_days" in retention:
+            return data
+        first_run = reconcile.get("first_run_days") if isinstance(reconcile, dict) else None
+        if type(first_run) is not int or first_run < DEFAULT_EVENT_DAYS:
+            return data
+        days = min(first_run + 1, MAX_RETENTION_DAYS)
+        return {**data, "retention": {**retention, "event_days": days}}
+
+    @validates_schema
+    def _events_outlast_reconciliation(self, data: dict, **_: Any) -> None:
+        problem = lookback_problem(data)
+        if problem:
+            raise ValidationError({"event_days": [problem]}, "retention")
 
     @validates_schema
     def _dnd_only_where_it_means_something(self, data: dict, **_: Any) -> None:
