@@ -156,7 +156,9 @@ class Stack:
             raise AssertionError(f"gunicorn exited early:\n{self.web.log()[-3000:]}")
         try:
             requests.get(self.url + "/healthz", timeout=2)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
+            # Timeout: the master listens before its workers boot, which a busy machine
+            # can take longer than 2 s to do; the request waited in the backlog.
             return False
         return True
 
