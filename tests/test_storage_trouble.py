@@ -56,7 +56,8 @@ def test_healthz_answers_503_when_the_database_cannot_be_written(env, db):
     assert answer["body"]["database"] == "cannot be written"
     # SQLite's own words: "disk I/O error" for this limit, "database or disk is full" for
     # a full disk.
-    assert "database cannot be written: disk I/O error" in answer["body"]["problems"]
+    (problem,) = answer["body"]["problems"]
+    assert problem.startswith("database cannot be written: disk I/O error; free disk space")
 
 
 def test_healthz_is_200_while_the_database_can_be_written(client):
@@ -159,4 +160,5 @@ def test_a_webhook_that_could_not_be_stored_makes_the_next_health_check_probe_ag
     assert answer.status_code == 503
     health = client.get("/healthz")
     assert health.status_code == 503
-    assert "database cannot be written: database or disk is full" in health.get_json()["problems"]
+    (problem,) = health.get_json()["problems"]
+    assert problem.startswith("database cannot be written: database or disk is full;")

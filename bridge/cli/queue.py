@@ -24,7 +24,7 @@ def replay(event_ids: tuple[int, ...]) -> None:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
-    """Show queue counts, problems and the latest dead events."""
+    """Show the health state, queue counts, problems, warnings and the latest dead events."""
     from bridge.setup.health import report
 
     config = load_config_or_exit()
@@ -39,8 +39,12 @@ def status(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({**facts, "dead": dead}, indent=2))
         return
+    # The same words as /healthz's `status`: unhealthy answers 503 there.
+    click.echo(f"status: {facts['status']}")
     click.echo("queue: " + ", ".join(f"{k} {v}" for k, v in facts.get("queue", {}).items()))
     for problem in facts["problems"]:
         click.echo(f"problem: {problem}")
+    for warning in facts["warnings"]:
+        click.echo(f"warning: {warning}")
     for row in dead:
         click.echo(f"dead #{row['id']} {row['event_type']} {row['email']}: {row['last_error']}")

@@ -1,8 +1,15 @@
-"""Is the bridge able to do its job right now? The facts /healthz,
-`instantly-ghl-bridge status` and the dashboard show, and the problems among them."""
+"""Is the bridge able to do its job right now? The facts /healthz, /metrics,
+`instantly-ghl-bridge status` and the dashboard show, and what they add up to:
+
+- unhealthy: the bridge cannot do its job now (the `problems`); /healthz answers 503.
+- degraded: it does its job, but something needs a look (the `warnings`); 200, or 503
+  with ?strict=1.
+- ok: neither.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 
 import sqlite_utils
@@ -13,71 +20,241 @@ from bridge.reconcile import runs
 from bridge.store import db as store
 from bridge.store import inbox, probe, state
 
-# An event still waiting after this long means the worker is down or stuck.
-STALE_PENDING_SECONDS = 3600
-# A 429 that asked for more than the cap is a problem for this long after it came; after
+OK, DEGRADED, UNHEALTHY = "ok", "degraded", "unhealthy"
+STATUSES = (OK, DEGRADED, UNHEALTHY)
+PROBLEM, WARNING = "problem", "warning"
+
+# Every check, by the name /metrics labels it with, and what failing it makes the bridge.
+CHECKS = {
+    "webhook_secret_missing": PROBLEM,
+    "ghl_credentials_missing": PROBLEM,
+    "database_not_migrated": PROBLEM,
+    "database_unreachable": PROBLEM,
+    "database_unwritable": PROBLEM,
+    "ghl_paused": PROBLEM,
+    "ghl_failing": PROBLEM,
+    "backlog": PROBLEM,
+    "dead_events": WARNING,
+    "reconcile_failed": WARNING,
+    "ghl_errors": WARNING,
+    "ghl_retry_after_capped": WARNING,
+}
+
+# A due event that has waited this long for a worker: no worker runs, it is stuck, or it
+# cannot keep up. An event waiting for its retry time is not due, so a GHL outage's
+# backoff does not count here (GHL_FAILING_SECONDS does).
+BACKLOG_SECONDS = 900
+# Every GHL call failing for this long is an outage, not a blip; shorter is a warning.
+GHL_FAILING_SECONDS = 300
+# A 429 that asked for more than the cap is a warning for this long after it came; after
 # that it stays in the report as a fact.
-CAPPED_WAIT_PROBLEM_SECONDS = 3600
+CAPPED_WAIT_WARNING_SECONDS = 3600
+
+
+class Findings:
+    """The checks that failed, each with a sentence saying what is wrong and the fix."""
+
+    def __init__(self) -> None:
+        self.failed: list[tuple[str, str]] = []
+
+    def add(self, check: str, message: str) -> None:
+        if check not in CHECKS:
+            raise ValueError(f"unknown health check {check!r}")
+        self.failed.append((check, message))
+
+    def facts(self) -> dict:
+        """`status`, `problems`, `warnings` and `failing_checks`, for the report."""
+        problems = [m for c, m in self.failed if CHECKS[c] == PROBLEM]
+        warnings = [m for c, m in self.failed if CHECKS[c] == WARNING]
+        status = UNHEALTHY if problems else DEGRADED if warnings else OK
+        return {
+            "status": status,
+            "problems": problems,
+            "warnings": warnings,
+            "failing_checks": sorted({c for c, _ in self.failed}),
+        }
 
 
 def report(db: sqlite_utils.Database, config: Config, now: float | None = None) -> dict:
-    """The health facts, and the problems among them (empty when healthy)."""
+    """The health facts, the state they add up to, and the problems and warnings among
+    them. Reads cost the same at any history length: /healthz needs no login."""
     now = time.time() if now is None else now
-    problems: list[str] = []
+    findings = Findings()
     missing = config.missing()
-    for name in missing:
-        if name == "BRIDGE_WEBHOOK_SECRET":
-            problems.append("BRIDGE_WEBHOOK_SECRET is not set: webhooks are refused")
-        elif name in ("GHL_TOKEN", "GHL_LOCATION_ID"):
-            problems.append(f"{name} is not set: events are queued but not synced")
+    _check_config(findings, missing)
     pending = store.pending_migrations(db)
     if pending:
-        problems.append(
-            f"database not migrated: run `instantly-ghl-bridge migrate` ({len(pending)} pending)"
+        findings.add(
+            "database_not_migrated",
+            f"database not migrated: run `instantly-ghl-bridge migrate` ({len(pending)} pending)",
         )
-        return {"database": "not migrated", "missing": missing, "problems": problems}
+        return {"database": "not migrated", "missing": missing, **findings.facts()}
     # Reads succeed on a full disk or a read-only file; only a commit shows it.
     unwritable = probe.write_failure(db, config.database)
     if unwritable:
-        problems.append(f"database cannot be written: {unwritable}")
+        findings.add(
+            "database_unwritable",
+            f"database cannot be written: {unwritable}; free disk space, or let the bridge's"
+            " user write the database file (BRIDGE_DATABASE) and its folder",
+        )
     counts = inbox.counts(db)
     oldest = inbox.oldest_pending_age(db, now)
+    oldest_due = oldest_due_age(db, now)
     pause = state.get(db, state.GHL_PAUSE)
     if pause:
-        problems.append(f"GHL writes paused: {pause['reason']}")
-    if oldest is not None and oldest > STALE_PENDING_SECONDS:
-        problems.append(
-            f"oldest pending event is {int(oldest)} s old:"
-            " is `instantly-ghl-bridge worker` running?"
+        findings.add(
+            "ghl_paused",
+            f"GHL writes paused: {pause['reason']}; the bridge tries again every minute"
+            " and resumes by itself",
+        )
+    if oldest_due is not None and oldest_due > BACKLOG_SECONDS:
+        findings.add(
+            "backlog",
+            f"the next due event has waited {int(oldest_due)} s for the worker:"
+            " is `instantly-ghl-bridge worker` running, and keeping up?",
+        )
+    failing = state.get(db, state.GHL_FAILING_SINCE)
+    last_error = state.get(db, state.GHL_LAST_ERROR)
+    failing_seconds = None if failing is None else max(0.0, _seconds_since(failing["at"], now))
+    if failing_seconds is not None:
+        _check_ghl_failing(findings, failing, failing_seconds, last_error)
+    if counts[inbox.DEAD]:
+        findings.add(
+            "dead_events",
+            f"{counts[inbox.DEAD]} dead events wait: see why on the Dead letters page,"
+            " fix the cause, then replay them (`instantly-ghl-bridge replay`)",
         )
     capped = state.get(db, state.GHL_RETRY_AFTER_CAPPED)
-    if capped and _seconds_since(capped["at"], now) < CAPPED_WAIT_PROBLEM_SECONDS:
-        problems.append(_capped_wait_problem(capped))
+    if capped and _seconds_since(capped["at"], now) < CAPPED_WAIT_WARNING_SECONDS:
+        findings.add("ghl_retry_after_capped", _capped_wait_warning(capped))
     reconcile = runs.report(db)
     last = reconcile["last_run"]
     if last and last["status"] == "error":
-        problems.append(
-            "last reconciliation failed: " + "; ".join(last["errors"] or ["see the run log"])
+        findings.add(
+            "reconcile_failed",
+            f"last reconciliation failed: {_run_errors(last)}: check INSTANTLY_API_KEY and"
+            " `instantly-ghl-bridge doctor`; the next run tries again",
         )
     return {
         "database": "ok" if unwritable is None else "cannot be written",
         "queue": counts,
-        "oldest_pending_seconds": None if oldest is None else round(oldest, 1),
+        "oldest_pending_seconds": _rounded(oldest),
+        "oldest_due_seconds": _rounded(oldest_due),
         "ghl_paused": pause,
-        "last_ghl_error": state.get(db, state.GHL_LAST_ERROR),
+        "last_ghl_error": last_error,
+        "ghl_failing_since": failing,
+        "ghl_failing_seconds": _rounded(failing_seconds),
         "ghl_retry_after_capped": capped,
         "missing": missing,
         "reconcile": reconcile,
-        "problems": problems,
+        **findings.facts(),
     }
 
 
-def _capped_wait_problem(capped: dict) -> str:
+def unreachable(error: Exception) -> dict:
+    """The report when the database cannot even be read."""
+    findings = Findings()
+    findings.add(
+        "database_unreachable",
+        f"database cannot be read: {error}; check the file BRIDGE_DATABASE names"
+        " (`instantly-ghl-bridge status` says what to do)",
+    )
+    return {"database": f"error: {error}", **findings.facts()}
+
+
+def oldest_due_age(db: sqlite_utils.Database, now: float | None = None) -> float | None:
+    """Seconds the event next in line has been due (its retry time has come, or its lease
+    ran out) without a worker taking it; None when nothing is due.
+
+    Two index lookups, whatever the queue's length: the head of the claim order, and the
+    earliest lease run out (the processing rows are one per worker).
+    """
+    now = time.time() if now is None else now
+    head = db.execute(
+        "SELECT next_attempt_at, updated_at FROM events"
+        " WHERE status = 'pending' AND next_attempt_at <= ?"
+        " ORDER BY next_attempt_at, id LIMIT 1",
+        [now],
+    ).fetchone()
+    since: list[float] = []
+    if head is not None:
+        next_attempt_at, updated_at = head
+        # A replayed event is due at 0, "at once": it has been due since the replay.
+        if next_attempt_at <= 0:
+            replayed = parse_time(updated_at)
+            since.append(now if replayed is None else replayed.timestamp())
+        else:
+            since.append(next_attempt_at)
+    (lapsed,) = db.execute(
+        "SELECT MIN(lease_until) FROM events WHERE status = 'processing' AND lease_until < ?",
+        [now],
+    ).fetchone()
+    if lapsed is not None:
+        since.append(lapsed)
+    return max(0.0, now - min(since)) if since else None
+
+
+def _check_config(findings: Findings, missing: list[str]) -> None:
+    for name in missing:
+        if name == "BRIDGE_WEBHOOK_SECRET":
+            findings.add(
+                "webhook_secret_missing",
+                "BRIDGE_WEBHOOK_SECRET is not set: webhooks are refused; run"
+                " `instantly-ghl-bridge init-env` (or set it in .env) and restart",
+            )
+        elif name in ("GHL_TOKEN", "GHL_LOCATION_ID"):
+            findings.add(
+                "ghl_credentials_missing",
+                f"{name} is not set: events are queued but not synced; set it in .env and restart",
+            )
+
+
+def _check_ghl_failing(
+    findings: Findings, failing: dict, seconds: float, last_error: dict | None
+) -> None:
+    """Every GHL call since `failing["at"]` failed: a problem once it has lasted, else a
+    warning (a blip that the next call may end)."""
+    what = f"every GHL call has failed for {int(seconds)} s (since {failing['at']}"
+    if last_error and state.ghl_call_failed(int(last_error.get("status") or 0)):
+        what += f"; last: {_error_text(last_error)}"
+    what += ")"
+    if seconds > GHL_FAILING_SECONDS:
+        findings.add(
+            "ghl_failing",
+            f"{what}: check GHL's status page and this machine's network or proxy;"
+            " events wait and are retried",
+        )
+    else:
+        findings.add(
+            "ghl_errors",
+            f"{what}: the bridge retries; after {GHL_FAILING_SECONDS // 60} min it is"
+            " reported as GHL failing",
+        )
+
+
+def _run_errors(run: dict) -> str:
+    # Stored as a JSON list; a run written by hand may hold one bare value.
+    errors = run["errors"] if isinstance(run["errors"], list) else [run["errors"]]
+    return "; ".join(str(e) for e in errors if e) or "see the run log"
+
+
+def _error_text(error: dict) -> str:
+    status = int(error.get("status") or 0)
+    where = "no answer (network error or timeout)" if status == 0 else f"HTTP {status}"
+    return f"{where}: {error.get('message') or ''}".rstrip(": ")
+
+
+def _capped_wait_warning(capped: dict) -> str:
     return (
         f"GHL asked to wait longer than the cap ({capped['asked']}) at {capped['at']};"
         f" the bridge waited {capped['waited_seconds']:.0f} s instead:"
         " check what answers for GHL (a proxy, a gateway)"
     )
+
+
+def _rounded(seconds: float | None) -> float | None:
+    # JSON has no infinity: an unreadable stored time shows as unknown.
+    return None if seconds is None or not math.isfinite(seconds) else round(seconds, 1)
 
 
 def _seconds_since(stamp: str, now: float) -> float:

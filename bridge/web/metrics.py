@@ -6,7 +6,10 @@ reconciliation runs) is therefore read from SQLite by a custom collector, from t
 store keeps (m036) and the queue's index, so a scrape costs the same at any history
 length; and the answer is computed at most once per CACHE_SECONDS per process, so
 scrapers looping on it (no login needed) cannot crowd out the webhook. It adds nothing
-to the webhook's path. Only webhook answers that store nothing
+to the webhook's path. The health gauges come from the same report /healthz gives
+(bridge/setup/health.py), so an alert and the monitor's 503 mean the same thing; like
+/healthz, that report commits one small row at most once a second per process, since
+only a commit shows a full disk. Only webhook answers that store nothing
 (ignored, rejected, unauthorized) are counted in the process that gave them; under
 gunicorn those counters use prometheus-client's multiprocess mode
 (PROMETHEUS_MULTIPROC_DIR, set in gunicorn_conf.py) so every process adds to one total.
@@ -30,7 +33,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from bridge.config import Config
 from bridge.reconcile import runs
+from bridge.setup import health
 from bridge.store import db as store
 from bridge.store import inbox, state
 from bridge.web.snapshot import Snapshot
@@ -89,8 +94,8 @@ def _outcome(response: Response) -> str:
 class StoreCollector:
     """Reads the metrics the store holds, at most once per `ttl` seconds."""
 
-    def __init__(self, database: str, ttl: float = CACHE_SECONDS):
-        self.database = database
+    def __init__(self, config: Config, ttl: float = CACHE_SECONDS):
+        self.config = config
         self.snapshot = Snapshot(self._read, ttl)
 
     def collect(self) -> Iterator[Metric]:
@@ -99,14 +104,15 @@ class StoreCollector:
     def _read(self) -> list[Metric]:
         up = GaugeMetricFamily("bridge_store_up", "1 when the SQLite store could be read.")
         try:
-            db = store.cached(self.database)
+            db = store.cached(self.config.database)
+            facts = health.report(db, self.config)
             families = list(self._families(db))
-        except sqlite3.Error:
+        except sqlite3.Error as exc:
             store.forget_cached()
             up.add_metric([], 0)
-            return [up]
+            return [up, *health_families(health.unreachable(exc))]
         up.add_metric([], 1)
-        return [up, *families]
+        return [up, *families, *health_families(facts)]
 
     def _families(self, db) -> Iterator[Metric]:
         events = GaugeMetricFamily(
@@ -182,6 +188,55 @@ class StoreCollector:
         )
 
 
+def health_families(facts: dict) -> Iterator[Metric]:
+    """The health report as gauges: its state, each check, and the figures its thresholds
+    are applied to (config/alerts.yml alerts on them)."""
+    status = GaugeMetricFamily(
+        "bridge_health_status",
+        "1 for the state /healthz reports (ok, degraded, unhealthy), 0 for the others.",
+        labels=["status"],
+    )
+    for name in health.STATUSES:
+        status.add_metric([name], 1 if facts["status"] == name else 0)
+    yield status
+    checks = GaugeMetricFamily(
+        "bridge_health_check_failed",
+        "1 while a /healthz check fails; severity problem makes /healthz 503, warning"
+        " makes it degraded.",
+        labels=["check", "severity"],
+    )
+    failing = set(facts["failing_checks"])
+    for name, severity in health.CHECKS.items():
+        checks.add_metric([name, severity], 1 if name in failing else 0)
+    yield checks
+    if facts["database"] in ("ok", "cannot be written") or "database_unreachable" in failing:
+        yield GaugeMetricFamily(
+            "bridge_database_writable",
+            "1 when a commit to the database succeeds (a full disk or read-only file fails).",
+            value=1 if facts["database"] == "ok" else 0,
+        )
+    if "queue" not in facts:
+        return  # not migrated, or unreadable: there are no figures to give
+    yield GaugeMetricFamily(
+        "bridge_queue_oldest_due_seconds",
+        "How long the event next in line has been due without a worker taking it"
+        " (0 when none is due).",
+        value=facts["oldest_due_seconds"] or 0.0,
+    )
+    yield GaugeMetricFamily(
+        "bridge_ghl_failing_seconds",
+        "How long every GHL call has failed (network error, timeout, 408, 5xx), counted"
+        " from the first failure after the last call that reached GHL; 0 when that last"
+        " call reached it.",
+        value=facts["ghl_failing_seconds"] or 0.0,
+    )
+    yield GaugeMetricFamily(
+        "bridge_reconcile_last_run_failed",
+        "1 when the latest finished reconciliation run failed.",
+        value=1 if "reconcile_failed" in failing else 0,
+    )
+
+
 def _bound(seconds: float) -> str:
     return repr(float(seconds))
 
@@ -208,6 +263,6 @@ def init_app(app: Flask) -> None:
     thread of the process), and the webhook outcome counter."""
     config = app.config["BRIDGE_CONFIG"]
     ttl = app.config.get("BRIDGE_METRICS_CACHE_SECONDS", CACHE_SECONDS)
-    app.extensions[EXTENSION] = StoreCollector(config.database, ttl)
+    app.extensions[EXTENSION] = StoreCollector(config, ttl)
     app.register_blueprint(bp)
     app.after_request(count_delivery)

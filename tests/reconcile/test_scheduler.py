@@ -192,7 +192,8 @@ def test_healthz_reports_reconciliation_and_a_failed_run(client, db):
     )
     body = client.get("/healthz").get_json()
     assert body["reconcile"]["last_run"]["status"] == "error"
-    assert "last reconciliation failed: Instantly 401: bad key" in body["problems"]
+    (warning,) = body["warnings"]
+    assert warning.startswith("last reconciliation failed: Instantly 401: bad key: check")
 
 
 @pytest.mark.slow
