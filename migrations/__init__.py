@@ -4,6 +4,7 @@ Append new steps at the end; never edit a step that has shipped.
 """
 
 import json
+import logging
 
 from sqlite_utils import Database, Migrations
 
@@ -407,6 +408,44 @@ def m038_event_lease_owner(db: Database) -> None:
     """Which sync loop holds an event's lease (bridge/store/leases.py), so a lease whose
     holder died is released at once instead of when it expires."""
     db["events"].add_column("lease_owner", str)
+
+
+# A database this large takes long enough to rewrite that the step says so first.
+SLOW_VACUUM_BYTES = 100 * 1024 * 1024
+
+
+@migrations(transactional=False)
+def m039_incremental_vacuum(db: Database) -> None:
+    """Let retention give freed pages back to the disk (PRAGMA incremental_vacuum): without
+    auto_vacuum a deleted row's pages stay in the file for SQLite to reuse, and the file
+    never shrinks. Turning it on for a database that has tables takes a VACUUM, which
+    rewrites the whole file (and needs as much free disk again while it runs), outside a
+    transaction: hence not transactional."""
+    if db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # already INCREMENTAL
+        return
+    pages, size = (
+        db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "page_size")
+    )
+    if pages * size >= SLOW_VACUUM_BYTES:
+        logging.getLogger("bridge.store").warning(
+            "m039_incremental_vacuum: rewriting the %.0f MiB database once (VACUUM) so that "
+            "pruned rows give their space back to the disk; this takes a while and needs "
+            "as much free disk again",
+            pages * size / 2**20,
+        )
+    db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    db.execute("VACUUM")
+
+
+@migrations()
+def m040_events_finished_index(db: Database) -> None:
+    """Index finished events by when they finished, so retention finds the ones to prune
+    oldest first without scanning the table. Partial: a webhook inserts 'pending' rows and
+    never writes it."""
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS idx_events_finished_updated ON events (updated_at)"
+        " WHERE status IN ('done', 'ignored', 'superseded')"
+    )
 
 
 @migrations()

@@ -9,7 +9,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlite_utils
@@ -25,9 +25,9 @@ from bridge.clients.ghl import (
 )
 from bridge.clock import now_iso
 from bridge.config import Config
-from bridge.settings import SettingsCache
+from bridge.settings import SettingsCache, SettingsError
 from bridge.store import db as store
-from bridge.store import inbox, leases, state
+from bridge.store import inbox, leases, retention, state
 from bridge.store.inbox import event_from_row
 from bridge.store.leases import LeaseOwner
 from bridge.sync.dispatch import sync_event
@@ -41,6 +41,9 @@ DB_RETRY_SECONDS = 5.0
 AUTH_PROBE_SECONDS = 60.0
 # How often the loop looks for leases held by a worker that died.
 OWNER_CHECK_SECONDS = 2.0
+# How often a pruning pass starts (bridge/store/retention.py); its batches are then taken
+# one per turn of the loop, between claims.
+PRUNE_SECONDS = 300.0
 
 
 def backoff_delay(
@@ -71,6 +74,9 @@ class Worker:
         self._stop = threading.Event()
         self._owner: LeaseOwner | None = None  # while run() runs
         self._next_owner_check = 0.0
+        self._next_prune = 0.0
+        self._pruning: Iterator[retention.Pruned] | None = None
+        self._pruned = retention.Pruned()
         self.sleep = sleep or self._stop.wait
 
     def _default_client(self) -> GHLClient | None:
@@ -100,6 +106,13 @@ class Worker:
         """Loop until stopped; with drain, return once no event is due. Returns events handled."""
         if self.client is None:
             log.warning("GHL_TOKEN / GHL_LOCATION_ID not set: events stay queued until they are")
+        try:
+            # Settings that would let retention forget replies reconciliation still reads
+            # (retention.event_days against the look-back) stop the worker here.
+            self.settings.get(self.db)
+        except SettingsError as exc:
+            log.error("worker not started: %s", exc)
+            raise
         self._owner = LeaseOwner(self.config.database)
         try:
             return self._loop(drain)
@@ -145,11 +158,13 @@ class Worker:
             self.sleep(min(wait, 5.0))
             return 0
         self._release_dead_owners()
+        pruned = not drain and self._prune_a_batch()
         row = inbox.claim_next(self.db, self.config.lease_seconds, owner=self._owner.id)
         if row is None:
             if drain:
                 return None
-            self.sleep(IDLE_SECONDS)
+            if not pruned:  # while a pass is under way, its next batch instead of a nap
+                self.sleep(IDLE_SECONDS)
             return 0
         self.process(row)
         return 1
@@ -162,6 +177,25 @@ class Worker:
             return
         self._next_owner_check = now + OWNER_CHECK_SECONDS
         leases.release_dead_owners(self.db, self.config.database, self._owner.id)
+
+    def _prune_a_batch(self) -> bool:
+        """Take one batch of the pruning pass under way, or start one when it is time;
+        True when a batch was taken. The pass's counts are logged when it ends."""
+        if self._pruning is None:
+            if time.monotonic() < self._next_prune:
+                return False
+            self._next_prune = time.monotonic() + PRUNE_SECONDS
+            settings = self.settings.get(self.db)
+            self._pruning = retention.batches(self.db, settings["retention"])
+            self._pruned = retention.Pruned()
+        batch = next(self._pruning, None)
+        if batch is None:
+            self._pruning = None
+            if self._pruned.any():
+                log.info(self._pruned.line())
+            return False
+        self._pruned.add(batch)
+        return True
 
     def _paused_for(self) -> float:
         pause = state.get(self.db, state.GHL_PAUSE)
@@ -272,5 +306,3 @@ class Worker:
                 "at": now_iso(),
             }
         )
-        # /healthz tells a GHL outage from a blip by how long calls have failed in a row.
-        state.note_ghl_call(self.db, call.status)
