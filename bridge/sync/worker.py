@@ -306,3 +306,5 @@ class Worker:
                 "at": now_iso(),
             }
         )
+        # /healthz tells a GHL outage from a blip by how long calls have failed in a row.
+        state.note_ghl_call(self.db, call.status)
