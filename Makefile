@@ -1,4 +1,5 @@
 # Two commands: `make run` and `make test`. Everything else is set up on the way.
+# `make demo` shows the bridge working against fake GHL and Instantly, no account needed.
 # `make bench` measures the bridge against its limits (bench/RESULTS.md).
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint bench clean
+.PHONY: run demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,11 @@ run: $(STAMP)
 	$(BIN)/instantly-ghl-bridge init-env
 	$(BIN)/instantly-ghl-bridge migrate
 	HOST=$(HOST) $(BIN)/instantly-ghl-bridge run
+
+# The bridge on a throw-away database, fed by the fakes in tests/support. `make demo
+# DEMO_ARGS="--port 9000"` picks the page's port; --exit-after-setup stops once events synced.
+demo: $(STAMP)
+	$(BIN)/python -m tests.support.demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -326,6 +326,16 @@ class FakeInstantly:
         hook["status"] = WEBHOOK_DISABLED
         hook["timestamp_error"] = stamp(datetime.now(UTC))
 
+    def subscribers(self, event_type: str) -> list[dict[str, Any]]:
+        """The active webhooks Instantly would deliver an event of this type to (those for
+        the type and those for all events), each with the headers it sends."""
+        with self._lock:
+            return [
+                copy.deepcopy(h)
+                for h in self.webhooks
+                if h["status"] != WEBHOOK_DISABLED and h["event_type"] in (event_type, "all_events")
+            ]
+
     def fail_next(
         self,
         method: str,

@@ -121,3 +121,14 @@ def test_answers_match_the_webhook_schema(fake):
         assert status == 200, answer
         assert spec.validate_response(method, BASE_URL + path, 200, answer) == [], path
     assert fake.webhooks[0]["status"] == WEBHOOK_ACTIVE  # resumed
+
+
+def test_subscribers_are_the_active_webhooks_for_the_type_or_all_events(fake):
+    mine = fake.add_webhook(URL, "reply_received", headers={"X-Bridge-Secret": SECRET})
+    every = fake.add_webhook("https://zapier.example/hook", "all_events")
+    off = fake.add_webhook(URL, "reply_received")
+    fake.disable_webhook(off["id"])
+    fake.add_webhook(URL, "lead_interested")
+    found = fake.subscribers("reply_received")
+    assert [h["id"] for h in found] == [mine["id"], every["id"]]
+    assert found[0]["headers"] == {"X-Bridge-Secret": SECRET}
