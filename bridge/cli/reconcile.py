@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 import click
@@ -77,6 +77,9 @@ def reconcile(
             " from Instantly"
         )
     _, settings = settings_mod.current(db)
+    warning = since and beyond_retention(since, settings["retention"]["event_days"])
+    if warning and not as_json:
+        click.echo(f"warning: {warning}", err=True)
     options = Options(
         since=since,
         until=until,
@@ -112,11 +115,28 @@ def reconcile(
     ]
     if as_json:
         body = {**summary.as_dict(), "would_enqueue": planned if dry_run else None, "sync": sync}
+        if warning:
+            body["warnings"] = [warning]
         click.echo(json.dumps(body, indent=2))
     else:
         click.echo(render_text(summary, planned, sync))
     if summary.errors or (sync and sync.get("dead")):
         sys.exit(1)
+
+
+def beyond_retention(since: datetime, event_days: int, now: datetime | None = None) -> str | None:
+    """The warning for a --since reaching past what the inbox remembers, or None: a
+    finished event is forgotten after retention.event_days, and a reply older than that
+    is enqueued again."""
+    forgotten_before = (now or datetime.now(UTC)) - timedelta(days=event_days)
+    if since >= forgotten_before:
+        return None
+    return (
+        f"--since {since:%Y-%m-%d} is older than retention.event_days ({event_days} days): "
+        f"replies from before {forgotten_before:%Y-%m-%d} whose events were pruned are not "
+        "known any more: they are enqueued and synced again (their GHL upsert and tags sent "
+        "a second time)"
+    )
 
 
 def sync_new_events(
