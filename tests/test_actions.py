@@ -273,6 +273,29 @@ def test_the_first_chosen_status_creates_the_opportunity(client, db, worker, fak
     }
 
 
+def test_an_interest_event_without_a_name_uses_the_name_the_reply_brought(
+    client, db, worker, fake_ghl, pipeline
+):
+    deliver(client, worker, reply_payload())  # Jordan Lead, written to GHL and the contact map
+    nameless = interest_payload("lead_interested", T1)
+    for field in ("firstName", "lastName"):
+        nameless.pop(field)
+    deliver(client, worker, nameless)
+    (create,) = fake_ghl.calls_to("POST", "/opportunities/")
+    assert create.json["name"] == "Jordan Lead (Instantly)"
+
+
+def test_with_no_name_anywhere_the_opportunity_is_named_by_email(
+    client, db, worker, fake_ghl, pipeline
+):
+    nameless = interest_payload("lead_interested", T1)
+    for field in ("firstName", "lastName"):
+        nameless.pop(field)
+    deliver(client, worker, nameless)
+    (create,) = fake_ghl.calls_to("POST", "/opportunities/")
+    assert create.json["name"] == f"{EMAIL} (Instantly)"
+
+
 def test_later_statuses_move_it_and_never_create_another(client, db, worker, fake_ghl, pipeline):
     _, stage = pipeline
     deliver(client, worker, interest_payload("lead_interested", T1))

@@ -4,6 +4,7 @@ stage each chosen interest status calls for."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import sqlite_utils
 
@@ -70,7 +71,7 @@ def place_opportunity(
     opportunity_id = client.create_opportunity(
         {
             "pipelineId": pipeline_id,
-            "name": opportunity_name(rule["name"], event, status),
+            "name": opportunity_name(rule["name"], event, status, record.fields),
             "contactId": record.contact_id,
             **want,
         }
@@ -102,16 +103,26 @@ def _find(
     return None
 
 
-def opportunity_name(template: str, event: Event, status: str) -> str:
-    """The opportunity's name from the settings' template."""
+def opportunity_name(
+    template: str, event: Event, status: str, known: dict[str, Any] | None = None
+) -> str:
+    """The opportunity's name from the settings' template.
+
+    `known` is what the contact map holds as written to GHL (firstName, lastName,
+    companyName, name): an interest event often carries no name, while the reply before it
+    did, and the lead's name reads better than its email.
+    """
+    known = known or {}
 
     def lead(name: str) -> str:
         value = clean(lead_value(event.payload, name))
+        if not isinstance(value, str):
+            value = clean(known.get(name))
         return value if isinstance(value, str) else ""
 
     first, last = lead("firstName"), lead("lastName")
     values = {
-        "name": f"{first} {last}".strip() or event.email,
+        "name": f"{first} {last}".strip() or lead("name") or event.email,
         "email": event.email,
         "first_name": first,
         "last_name": last,
