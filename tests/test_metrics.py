@@ -5,13 +5,16 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge import create_app
+from bridge.clock import iso
 from bridge.events.webhook import from_webhook
 from bridge.reconcile import runs
+from bridge.setup import health
 from bridge.setup.health import report
 from bridge.store import db as store
 from bridge.store import inbox, probe, state
@@ -160,6 +163,80 @@ def test_unreadable_store_is_reported_not_a_500(client, monkeypatch):
     monkeypatch.setattr(metrics.StoreCollector, "_families", broken)
     samples = scrape(client)
     assert samples[("bridge_store_up", ())] == 0
+
+
+# --- health: the same states /healthz reports, for alert rules (config/alerts.yml) -------
+
+
+def health_gauges(samples) -> dict:
+    """status -> value, check -> (severity, value), and the figures, from one scrape."""
+    status = {
+        dict(labels)["status"]: v
+        for (name, labels), v in samples.items()
+        if name == "bridge_health_status"
+    }
+    checks = {
+        dict(labels)["check"]: (dict(labels)["severity"], v)
+        for (name, labels), v in samples.items()
+        if name == "bridge_health_check_failed"
+    }
+    return {"status": status, "checks": checks}
+
+
+def test_health_gauges_when_all_is_well(client):
+    samples = scrape(client)
+    gauges = health_gauges(samples)
+    assert gauges["status"] == {"ok": 1, "degraded": 0, "unhealthy": 0}
+    assert gauges["checks"] == {name: (severity, 0) for name, severity in health.CHECKS.items()}
+    assert samples[("bridge_database_writable", ())] == 1
+    assert samples[("bridge_queue_oldest_due_seconds", ())] == 0
+    assert samples[("bridge_ghl_failing_seconds", ())] == 0
+    assert samples[("bridge_reconcile_last_run_failed", ())] == 0
+    assert client.get("/healthz").get_json()["status"] == "ok"
+
+
+def test_health_gauges_follow_what_healthz_reports(client, db):
+    now = time.time()
+    dead = inbox.enqueue(db, from_webhook(reply_payload(email_id="dead"))).event_id
+    inbox.dead(db, dead, "GHL 422")
+    overdue = inbox.enqueue(db, from_webhook(reply_payload(email_id="late", lead_email="b@x.io")))
+    db.execute(
+        "UPDATE events SET next_attempt_at = ? WHERE id = ?",
+        [now - health.BACKLOG_SECONDS - 60, overdue.event_id],
+    )
+    failing_since = iso(datetime.fromtimestamp(now - 600, UTC))
+    state.put(db, state.GHL_FAILING_SINCE, {"at": failing_since, "status": 503})
+    db[runs.RUNS_TABLE].insert(
+        {"trigger": "cli", "status": "error", "started_at": "a", "finished_at": "b"}
+    )
+    samples = scrape(client)
+    gauges = health_gauges(samples)
+    assert gauges["status"] == {"ok": 0, "degraded": 0, "unhealthy": 1}
+    failed = {name for name, (_, value) in gauges["checks"].items() if value == 1}
+    assert failed == {"dead_events", "backlog", "ghl_failing", "reconcile_failed"}
+    assert gauges["checks"]["backlog"] == ("problem", 1)
+    assert gauges["checks"]["dead_events"] == ("warning", 1)
+    assert samples[("bridge_queue_oldest_due_seconds", ())] >= health.BACKLOG_SECONDS + 60
+    assert samples[("bridge_ghl_failing_seconds", ())] >= 600
+    assert samples[("bridge_reconcile_last_run_failed", ())] == 1
+    assert samples[("bridge_events", (("event_type", "reply_received"), ("status", "dead")))] == 1
+    body = client.get("/healthz").get_json()
+    assert (body["status"], body["failing_checks"]) == ("unhealthy", sorted(failed))
+
+
+def test_an_unreadable_store_is_unhealthy_in_the_gauges_too(client, monkeypatch):
+    import sqlite3
+
+    def broken(*_args, **_kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(health, "report", broken)
+    samples = scrape(client)
+    gauges = health_gauges(samples)
+    assert samples[("bridge_store_up", ())] == 0
+    assert gauges["status"] == {"ok": 0, "degraded": 0, "unhealthy": 1}
+    assert gauges["checks"]["database_unreachable"] == ("problem", 1)
+    assert samples[("bridge_database_writable", ())] == 0
 
 
 # --- cost: /metrics and /healthz need no login, so what they read must not grow -----------
