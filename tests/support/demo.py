@@ -54,6 +54,7 @@ REFUSED = "blocked.lead@example.com"
 REFUSAL = "email is on this location's blocklist (the demo's fake GHL refuses this address)"
 FINAL = (inbox.DONE, inbox.IGNORED, inbox.SUPERSEDED, inbox.DEAD)
 SETTLE_SECONDS = 60.0
+START_SECONDS = 90.0
 STOP_SECONDS = 20.0
 READY_LINE = "Ctrl-C stops the demo"
 
@@ -222,19 +223,20 @@ class Demo:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self._wait(self._answers, 30, "the bridge to answer /healthz")
+        # A first start in a fresh clone compiles every module first: allow for a slow one.
+        self._wait(self._answers, START_SECONDS, "the bridge to answer /healthz")
 
     def _answers(self) -> bool:
         self.assert_running()
         try:
-            self.session.get(self.url + "/healthz", timeout=2)
-        except requests.ConnectionError:
-            return False
+            self.session.get(self.url + "/healthz", timeout=5)
+        except (requests.ConnectionError, requests.Timeout):
+            return False  # not listening yet, or its worker still booting
         return True
 
     def assert_running(self) -> None:
         if self.bridge is not None and self.bridge.poll() is not None:
-            raise DemoFailed(f"the bridge exited with {self.bridge.returncode}:\n{self.log_tail()}")
+            raise DemoFailed(f"the bridge exited with {self.bridge.returncode}; its log:")
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
@@ -398,8 +400,8 @@ def run_demo(port: int, exit_after_setup: bool) -> int:
                 finally:
                     took = demo.stop()
                     say(f"stopped the bridge in {took:.1f} s")
-        except DemoFailed as exc:
-            print(f"demo failed: {exc}", file=sys.stderr, flush=True)
+        except (DemoFailed, requests.RequestException) as exc:
+            print(f"demo failed: {exc}\n{demo.log_tail()}", file=sys.stderr, flush=True)
             return 1
         finally:
             ghl_server.stop()
