@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import gc
 import os
+import shutil
 import sqlite3
 import stat
 from pathlib import Path
@@ -395,3 +396,21 @@ def test_a_restore_holds_the_database_so_nothing_opens_it_midway(config, db, tmp
             # What hold_shared tries first; it then waits for the restore to end.
             holders.Hold(config.database, fcntl.LOCK_SH | fcntl.LOCK_NB)
     holders.hold_shared(config.database).close()
+
+
+def test_a_database_copied_with_its_wal_while_it_ran_restores_whole(config, db, tmp_path):
+    # The open connection keeps the latest commits in the -wal, as in a running bridge.
+    keys = add_events(db, "w", 3)
+    copy = tmp_path / "copied" / "bridge.sqlite3"
+    copy.parent.mkdir()
+    for suffix in ("", "-wal"):
+        shutil.copyfile(f"{config.database}{suffix}", f"{copy}{suffix}")
+    assert os.path.getsize(f"{copy}-wal") > 0
+    elsewhere = tmp_path / "elsewhere.sqlite3"
+
+    restored = backups.restore(copy, elsewhere)
+
+    assert keys_in(elsewhere) == set(keys)
+    assert restored.summary.events["pending"] == 2
+    # The operator's copy is only read: SQLite never opened it to leave files beside it.
+    assert listing(copy.parent) == {"bridge.sqlite3", "bridge.sqlite3-wal"}
