@@ -110,6 +110,10 @@ def restore(backup_file: str | Path, db_path: str | Path) -> Restored:
         try:
             applied = store.migrate(db)
             summary = summarize(db.conn, database)
+        except sqlite3.Error as exc:
+            # The swap is done: the operator needs to know where the old database is.
+            kept = f"; the database that was there is kept as {replaced}" if replaced else ""
+            raise BackupError(f"restored {source}, but migrating it failed: {exc}{kept}") from None
         finally:
             db.close()
     return Restored(summary, replaced, applied)

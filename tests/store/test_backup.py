@@ -414,3 +414,22 @@ def test_a_database_copied_with_its_wal_while_it_ran_restores_whole(config, db, 
     assert restored.summary.events["pending"] == 2
     # The operator's copy is only read: SQLite never opened it to leave files beside it.
     assert listing(copy.parent) == {"bridge.sqlite3", "bridge.sqlite3-wal"}
+
+
+def test_a_restore_whose_migration_fails_says_where_the_old_database_is(config, db, tmp_path):
+    add_events(db, "m", 1)
+    db.close()
+    old = store.connect(tmp_path / "old.sqlite3")
+    store.load_migrations().apply(old, stop_before="m038_event_lease_owner")
+    old.execute("ALTER TABLE events ADD COLUMN lease_owner TEXT")  # what m038 will add again
+    old.close()
+
+    with pytest.raises(backups.BackupError) as refused:
+        backups.restore(tmp_path / "old.sqlite3", config.database)
+
+    (aside,) = Path(config.database).parent.glob("*.replaced-*Z")
+    assert str(refused.value) == (
+        f"restored {tmp_path / 'old.sqlite3'}, but migrating it failed: duplicate column name:"
+        f" lease_owner; the database that was there is kept as {aside}"
+    )
+    assert keys_in(aside) == {"reply:m-0"}
