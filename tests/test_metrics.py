@@ -169,14 +169,14 @@ def test_unreadable_store_is_reported_not_a_500(client, monkeypatch):
 
 
 def health_gauges(samples) -> dict:
-    """status -> value, check -> (severity, value), and the figures, from one scrape."""
+    """status -> value and check -> (the state it makes, value), from one scrape."""
     status = {
         dict(labels)["status"]: v
         for (name, labels), v in samples.items()
         if name == "bridge_health_status"
     }
     checks = {
-        dict(labels)["check"]: (dict(labels)["severity"], v)
+        dict(labels)["check"]: (dict(labels)["state"], v)
         for (name, labels), v in samples.items()
         if name == "bridge_health_check_failed"
     }
@@ -187,7 +187,8 @@ def test_health_gauges_when_all_is_well(client):
     samples = scrape(client)
     gauges = health_gauges(samples)
     assert gauges["status"] == {"ok": 1, "degraded": 0, "unhealthy": 0}
-    assert gauges["checks"] == {name: (severity, 0) for name, severity in health.CHECKS.items()}
+    made = {health.PROBLEM: "unhealthy", health.WARNING: "degraded"}
+    assert gauges["checks"] == {name: (made[kind], 0) for name, kind in health.CHECKS.items()}
     assert samples[("bridge_database_writable", ())] == 1
     assert samples[("bridge_queue_oldest_due_seconds", ())] == 0
     assert samples[("bridge_ghl_failing_seconds", ())] == 0
@@ -214,8 +215,8 @@ def test_health_gauges_follow_what_healthz_reports(client, db):
     assert gauges["status"] == {"ok": 0, "degraded": 0, "unhealthy": 1}
     failed = {name for name, (_, value) in gauges["checks"].items() if value == 1}
     assert failed == {"dead_events", "backlog", "ghl_failing", "reconcile_failed"}
-    assert gauges["checks"]["backlog"] == ("problem", 1)
-    assert gauges["checks"]["dead_events"] == ("warning", 1)
+    assert gauges["checks"]["backlog"] == ("unhealthy", 1)
+    assert gauges["checks"]["dead_events"] == ("degraded", 1)
     assert samples[("bridge_queue_oldest_due_seconds", ())] >= health.BACKLOG_SECONDS + 60
     assert samples[("bridge_ghl_failing_seconds", ())] >= 600
     assert samples[("bridge_reconcile_last_run_failed", ())] == 1
@@ -235,7 +236,7 @@ def test_an_unreadable_store_is_unhealthy_in_the_gauges_too(client, monkeypatch)
     gauges = health_gauges(samples)
     assert samples[("bridge_store_up", ())] == 0
     assert gauges["status"] == {"ok": 0, "degraded": 0, "unhealthy": 1}
-    assert gauges["checks"]["database_unreachable"] == ("problem", 1)
+    assert gauges["checks"]["database_unreachable"] == ("unhealthy", 1)
     assert samples[("bridge_database_writable", ())] == 0
 
 

@@ -199,15 +199,18 @@ def health_families(facts: dict) -> Iterator[Metric]:
     for name in health.STATUSES:
         status.add_metric([name], 1 if facts["status"] == name else 0)
     yield status
+    # Labelled with the state the check's failing puts the bridge in, not "severity": an
+    # alert's own severity label would overwrite that.
     checks = GaugeMetricFamily(
         "bridge_health_check_failed",
-        "1 while a /healthz check fails; severity problem makes /healthz 503, warning"
-        " makes it degraded.",
-        labels=["check", "severity"],
+        "1 while a /healthz check fails; state is what that makes the bridge (unhealthy:"
+        " /healthz answers 503; degraded: 200, or 503 with ?strict=1).",
+        labels=["check", "state"],
     )
     failing = set(facts["failing_checks"])
     for name, severity in health.CHECKS.items():
-        checks.add_metric([name, severity], 1 if name in failing else 0)
+        made = health.UNHEALTHY if severity == health.PROBLEM else health.DEGRADED
+        checks.add_metric([name, made], 1 if name in failing else 0)
     yield checks
     if facts["database"] in ("ok", "cannot be written") or "database_unreachable" in failing:
         yield GaugeMetricFamily(
