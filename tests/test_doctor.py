@@ -84,6 +84,7 @@ def test_healthy_setup_passes_every_check(config, custom_field_map):
         ("GHL scopes", True),
         ("GHL writes", True),
         ("Field map custom fields", True),
+        ("Workflow, pipeline and stage ids", True),
         ("Instantly API key", True),
         ("Instantly webhooks", True),
     ]
@@ -186,6 +187,178 @@ def test_paused_ghl_writes_fail_the_writes_check(config, db, custom_field_map):
         found = by_name(doctor.run_checks(config))
     assert found["GHL writes"].ok is False
     assert "contacts.write" in found["GHL writes"].fix
+
+
+# --- the ids of the workflow and opportunity actions -----------------------------------------
+
+
+def ghl_workflow(workflow_id: str, name: str) -> dict:
+    """A `WorkflowSchema` as GET /workflows/ lists it."""
+    return {
+        "id": workflow_id,
+        "name": name,
+        "status": "published",
+        "version": 1,
+        "createdAt": "2026-01-05T10:00:00.000Z",
+        "updatedAt": "2026-01-05T10:00:00.000Z",
+        "locationId": LOCATION_ID,
+    }
+
+
+def ghl_pipeline(pipeline_id: str, name: str, stages: dict[str, str]) -> dict:
+    """A pipeline as GET /opportunities/pipelines lists it, its stages with ids and names."""
+    return {
+        "id": pipeline_id,
+        "name": name,
+        "stages": [{"id": k, "name": v, "position": i} for i, (k, v) in enumerate(stages.items())],
+        "showInFunnel": True,
+        "showInPieChart": True,
+        "locationId": LOCATION_ID,
+    }
+
+
+@pytest.fixture
+def actions_on(db, replies_only):
+    """The workflow and the opportunity actions switched on, with ids GHL lists below."""
+    _, current = settings_mod.current(db)
+    current["actions"]["workflow"].update(enabled=True, workflow_id="wf_follow_up")
+    opportunity = current["actions"]["opportunity"]
+    opportunity.update(enabled=True, pipeline_id="pl_sales", stage_id="st_new")
+    opportunity["stages"]["closed"] = "st_won"
+    settings_mod.save(db, current)
+    return current
+
+
+def ghl_lists(rsps, workflows=None, pipelines=None):
+    rsps.get(
+        f"{GHL}/workflows/",
+        json={
+            "workflows": [ghl_workflow("wf_follow_up", "Follow-up")]
+            if workflows is None
+            else workflows
+        },
+    )
+    rsps.get(
+        f"{GHL}/opportunities/pipelines",
+        json={
+            "pipelines": [
+                ghl_pipeline("pl_sales", "Sales", {"st_new": "New", "st_won": "Won"}),
+                ghl_pipeline("pl_partners", "Partners", {"st_intro": "Intro"}),
+            ]
+            if pipelines is None
+            else pipelines
+        },
+    )
+
+
+def test_action_ids_ghl_lists_pass(config, actions_on):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        healthy(rsps, fields=[])
+        ghl_lists(rsps)
+        check = by_name(doctor.run_checks(config))["Workflow, pipeline and stage ids"]
+    assert check.ok is True
+    assert check.detail == (
+        "GHL lists every one set (workflow.workflow_id, opportunity.pipeline_id, "
+        "opportunity.stage_id, opportunity.stages.closed)"
+    )
+
+
+def test_default_settings_name_no_action_ids(config, replies_only):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        healthy(rsps, fields=[])
+        check = by_name(doctor.run_checks(config))["Workflow, pipeline and stage ids"]
+    assert (check.ok, check.detail) == (True, "the settings name no workflow, pipeline or stage")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"workflow": {"workflow_id": "wf_folow_up"}},
+            "actions.workflow.workflow_id: wf_folow_up is not a workflow in GHL; "
+            "did you mean wf_follow_up (Follow-up)?",
+        ),
+        (
+            {"opportunity": {"pipeline_id": "Sales"}},
+            "actions.opportunity.pipeline_id: Sales is not a pipeline in GHL; "
+            "did you mean pl_sales (Sales)?",
+        ),
+        (
+            {"opportunity": {"stage_id": "st_intro"}},
+            "actions.opportunity.stage_id: st_intro is a stage of the pipeline 'Partners', "
+            "not of the chosen pipeline 'Sales'",
+        ),
+        (
+            {"opportunity": {"stages": {"closed": "st_gone"}}},
+            "actions.opportunity.stages.closed: st_gone is not a stage of the pipeline 'Sales'; "
+            "did you mean st_won (Won) or st_new (New)?",
+        ),
+    ],
+)
+def test_an_id_ghl_does_not_list_fails_with_the_fix(config, db, actions_on, change, message):
+    for action, values in change.items():
+        target = actions_on["actions"][action]
+        for key, value in values.items():
+            if isinstance(value, dict):
+                target[key].update(value)
+            else:
+                target[key] = value
+    settings_mod.save(db, actions_on)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        healthy(rsps, fields=[])
+        ghl_lists(rsps)
+        check = by_name(doctor.run_checks(config))["Workflow, pipeline and stage ids"]
+    assert check.ok is False
+    assert check.detail == message
+    assert check.fix.startswith("choose them again on the settings page")
+
+
+def test_a_switched_off_action_with_an_unknown_id_only_says_so(config, db, actions_on):
+    actions_on["actions"]["workflow"].update(enabled=False, workflow_id="wf_deleted")
+    settings_mod.save(db, actions_on)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        healthy(rsps, fields=[])
+        ghl_lists(rsps)
+        check = by_name(doctor.run_checks(config))["Workflow, pipeline and stage ids"]
+    assert check.ok is True
+    assert "actions.workflow.workflow_id: wf_deleted is not a workflow in GHL" in check.detail
+    assert "the action is off" in check.detail
+
+
+def test_action_ids_are_not_checked_when_their_scope_fails(config, actions_on):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        healthy(rsps, fields=[])
+        ghl_lists(rsps)
+        rsps.replace(
+            responses.GET,
+            f"{GHL}/workflows/",
+            json=ghl_error(401, "The token is not authorized for this scope."),
+            status=401,
+        )
+        found = by_name(doctor.run_checks(config))
+    assert found["GHL scopes"].ok is False
+    assert "workflows.readonly (401" in found["GHL scopes"].detail
+    check = found["Workflow, pipeline and stage ids"]
+    assert (check.ok, check.detail) == (None, "not checked: fix GHL scopes first")
+
+
+def test_cli_prints_the_unknown_workflow_and_its_fix(runner, db, actions_on):
+    actions_on["actions"]["workflow"]["workflow_id"] = "wf_nope"
+    settings_mod.save(db, actions_on)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        healthy(rsps, fields=[])
+        ghl_lists(rsps)
+        result = runner.invoke(["doctor"])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert (
+        "✗ Workflow, pipeline and stage ids: actions.workflow.workflow_id: wf_nope is not a "
+        "workflow in GHL" in lines
+    )
+    assert (
+        "    fix: choose them again on the settings page, which lists GHL's workflows, "
+        "pipelines and stages (or create them in GHL)" in lines
+    )
 
 
 @pytest.mark.parametrize(
@@ -369,7 +542,7 @@ def test_cli_broken_exits_non_zero_with_fixes(runner, custom_field_map):
         and line.endswith("--resume`")
         for line in lines
     )
-    assert lines[-1] == "2 of 9 checks failed"
+    assert lines[-1] == "2 of 10 checks failed"
 
 
 def test_cli_bad_url_is_a_usage_error(runner):
@@ -385,7 +558,7 @@ def test_dashboard_runs_the_same_checks_and_shows_them(client, db, custom_field_
         healthy(rsps, fields=[])
         response = post(client, "/doctor")
     page = client.get(response.location).get_data(as_text=True)
-    assert "1 of 9 checks failed: see the fixes below." in page
+    assert "1 of 10 checks failed: see the fixes below." in page
     assert "Field map custom fields</strong>: not in the GHL location: contact.icebreaker" in page
     assert "Fix: create them in GHL" in page
     for secret in all_secrets():

@@ -20,7 +20,7 @@ from bridge.clock import now_iso
 from bridge.config import Config
 from bridge.logs import MASK
 from bridge.settings import CUSTOM_FIELD_PREFIX
-from bridge.setup import subscriptions
+from bridge.setup import ghl_refs, subscriptions
 from bridge.store import db as store
 from bridge.store import state
 
@@ -67,10 +67,12 @@ def run_checks(
         )
     location_check = _ghl_location(config, ghl)
     checks.append(location_check)
-    custom_fields, scope_check = _ghl_scopes(ghl if location_check.ok else None, settings)
+    lists, scope_check = _ghl_scopes(ghl if location_check.ok else None, settings)
     checks.append(scope_check)
     checks.append(_ghl_writes(db if settings is not None else None))
-    checks.append(_field_map(settings, custom_fields, ghl is not None and location_check.ok))
+    ghl_ok = ghl is not None and bool(location_check.ok)
+    checks.append(_field_map(settings, lists.get("custom_fields"), ghl_ok))
+    checks.append(_action_ids(settings, lists, ghl_ok))
 
     if instantly is None and config.instantly_api_key:
         instantly = InstantlyClient.for_setup(
@@ -219,38 +221,42 @@ def _ghl_fix(exc: GHLError, scope: str) -> str:
 
 def _ghl_scopes(
     ghl: GHLClient | None, settings: dict | None
-) -> tuple[list[dict[str, Any]] | None, Check]:
-    """Probe the read scopes the bridge needs; write scopes show on the first sync."""
+) -> tuple[dict[str, list[dict[str, Any]]], Check]:
+    """Probe the read scopes the bridge needs; write scopes show on the first sync.
+
+    Returns what each probe read (custom_fields, workflows, pipelines), for the checks of
+    the ids the settings name.
+    """
     name = "GHL scopes"
     if ghl is None:
-        return None, Check(name, None, "not checked: fix the GHL token and location first")
-    probes: list[tuple[str, Any]] = [("locations/customFields.readonly", ghl.custom_fields)]
+        return {}, Check(name, None, "not checked: fix the GHL token and location first")
+    probes: list[tuple[str, str, Any]] = [
+        ("locations/customFields.readonly", "custom_fields", ghl.custom_fields)
+    ]
     wants = _setting_values(settings or {})
     if wants.get("workflow_id"):
-        probes.append(("workflows.readonly", ghl.workflows))
-    if wants.get("pipeline_id"):
-        probes.append(("opportunities.readonly", ghl.pipelines))
+        probes.append(("workflows.readonly", "workflows", ghl.workflows))
+    if wants.get("pipeline_id") or wants.get("stage_id"):
+        probes.append(("opportunities.readonly", "pipelines", ghl.pipelines))
     good, bad = ["locations.readonly"], []
-    custom_fields = None
-    for scope, call in probes:
+    read: dict[str, list[dict[str, Any]]] = {}
+    for scope, what, call in probes:
         try:
-            result = call()
+            read[what] = call()
         except GHLError as exc:
             bad.append(f"{scope} ({exc.status or 'network error'}: {exc.message})")
             continue
         good.append(scope)
-        if scope == "locations/customFields.readonly":
-            custom_fields = result
     detail = f"readable: {', '.join(good)}"
     if bad:
-        return custom_fields, Check(
+        return read, Check(
             name,
             False,
             f"{detail}; failing: {'; '.join(bad)}",
             "edit the Private Integration in GHL (Settings → Private Integrations) to add the "
             "failing scopes, then update GHL_TOKEN if GHL issued a new one",
         )
-    return custom_fields, Check(
+    return read, Check(
         name, True, detail + " (write scopes show on the first sync: see GHL writes)"
     )
 
@@ -300,6 +306,41 @@ def _field_map(
             "settings page",
         )
     return Check(name, True, f"all {len(wanted)} exist: {', '.join(wanted)}")
+
+
+def _action_ids(
+    settings: dict | None, read: dict[str, list[dict[str, Any]]], ghl_ok: bool
+) -> Check:
+    """The workflow, pipeline and stage ids of the actions, against what GHL lists."""
+    name = "Workflow, pipeline and stage ids"
+    if settings is None:
+        return Check(name, None, "not checked: fix the database first")
+    lists = ghl_refs.lists_from(
+        None,
+        ghl_refs.workflow_items(read["workflows"]) if "workflows" in read else None,
+        ghl_refs.pipeline_items(read["pipelines"]) if "pipelines" in read else None,
+    )
+    found = ghl_refs.check_actions(settings, lists)
+    named = [path.removeprefix("actions.") for path, _ in ghl_refs.action_ids(settings)]
+    if not named:
+        return Check(name, True, "the settings name no workflow, pipeline or stage")
+    if found.errors:
+        return Check(
+            name,
+            False,
+            "; ".join(f"{path}: {m}" for path, msgs in found.errors.items() for m in msgs),
+            "choose them again on the settings page, which lists GHL's workflows, pipelines "
+            "and stages (or create them in GHL)",
+        )
+    if found.unchecked:
+        why = "fix GHL scopes first" if ghl_ok else "fix the GHL token and location first"
+        return Check(name, None, f"not checked: {why}")
+    detail = f"GHL lists every one set ({', '.join(named)})"
+    if found.warnings:
+        detail += "; " + "; ".join(
+            f"{path}: {m}" for path, msgs in found.warnings.items() for m in msgs
+        )
+    return Check(name, True, detail)
 
 
 def _instantly_key(config: Config, instantly: InstantlyClient | None) -> Check:
