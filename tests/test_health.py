@@ -215,6 +215,17 @@ def test_a_backlog_the_worker_has_not_taken_is_unhealthy_and_clears_when_it_drai
     assert (later["status"], later["oldest_due_seconds"]) == ("ok", None)
 
 
+def test_a_backlog_behind_paused_writes_points_at_the_pause_not_the_worker(client, db, config):
+    post_webhook(client, reply_payload())
+    received = inbox.get(db, 1)["next_attempt_at"]
+    state.put(db, state.GHL_PAUSE, {"reason": "GHL answered 401", "since": ago(5), "probe_at": 0})
+    facts = report(db, config, now=received + BACKLOG_SECONDS + 1)
+    assert facts["failing_checks"] == ["backlog", "ghl_paused"]
+    (paused, backlog) = facts["problems"]
+    assert paused.startswith("GHL writes paused")
+    assert backlog.endswith("nothing syncs until the GHL problem above is fixed")
+
+
 def test_an_event_waiting_for_its_retry_time_is_not_a_backlog(client, db, config):
     post_webhook(client, reply_payload())
     now = time.time()

@@ -81,6 +81,7 @@ def report(db: sqlite_utils.Database, config: Config, now: float | None = None) 
     now = time.time() if now is None else now
     findings = Findings()
     missing = config.missing()
+    ghl_set = "GHL_TOKEN" not in missing and "GHL_LOCATION_ID" not in missing
     _check_config(findings, missing)
     pending = store.pending_migrations(db)
     if pending:
@@ -108,11 +109,7 @@ def report(db: sqlite_utils.Database, config: Config, now: float | None = None) 
             " and resumes by itself",
         )
     if oldest_due is not None and oldest_due > BACKLOG_SECONDS:
-        findings.add(
-            "backlog",
-            f"the next due event has waited {int(oldest_due)} s for the worker:"
-            " is `instantly-ghl-bridge worker` running, and keeping up?",
-        )
+        findings.add("backlog", _backlog_problem(oldest_due, held_back=bool(pause) or not ghl_set))
     failing = state.get(db, state.GHL_FAILING_SINCE)
     last_error = state.get(db, state.GHL_LAST_ERROR)
     failing_seconds = None if failing is None else max(0.0, _seconds_since(failing["at"], now))
@@ -207,6 +204,14 @@ def _check_config(findings: Findings, missing: list[str]) -> None:
                 "ghl_credentials_missing",
                 f"{name} is not set: events are queued but not synced; set it in .env and restart",
             )
+
+
+def _backlog_problem(seconds: float, held_back: bool) -> str:
+    waited = f"the next due event has waited {int(seconds)} s for the worker"
+    if held_back:
+        # Paused or unconfigured, the worker takes nothing on purpose: that is the fix.
+        return f"{waited}: nothing syncs until the GHL problem above is fixed"
+    return f"{waited}: is `instantly-ghl-bridge worker` running, and keeping up?"
 
 
 def _check_ghl_failing(
