@@ -2,13 +2,16 @@
 
 Drives Debian's chromium through Playwright (`playwright install` cannot download here).
 GHL and Instantly are fakes on 127.0.0.1 (FakeGHLServer, and a small Instantly stand-in
-here), both checking each request against the vendor's spec. Screenshots of the
-dashboard and the settings page land in tests/artifacts/.
+here), both checking each request against the vendor's spec. Screenshots land in
+tests/artifacts/: the newcomer's dashboard and settings, and every page at a laptop's and a
+phone's width with real-world long values (<page>-<width>.png).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -18,7 +21,9 @@ import pytest
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
+from bridge import create_app
 from bridge import settings as settings_mod
+from bridge.config import load_config
 from bridge.events.webhook import from_webhook
 from bridge.setup import subscriptions
 from bridge.store import db as store
@@ -27,6 +32,7 @@ from tests.helpers import reply_payload
 from tests.support.ghl_fake import FakeGHL
 from tests.support.ghl_server import FakeGHLServer
 from tests.support.specs import instantly_spec, specs_available
+from tests.test_error_summary import LONG_REFUSED
 from tests.web_helpers import ADMIN_PASSWORD, admin_env, instantly_webhook
 
 CHROMIUM = "/usr/bin/chromium"
@@ -41,18 +47,21 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+LAPTOP, PHONE = (1366, 900), (390, 844)
 
 pytestmark = pytest.mark.slow
 
 
 class FakeInstantly:
-    """The Instantly calls the page makes (campaigns, webhooks), checked against the spec."""
+    """The Instantly calls the page makes (campaigns, lead lists, webhooks), checked against
+    the spec."""
 
     def __init__(self):
         self.webhooks: list[dict] = []
         self.spec_errors: list[str] = []
         app = Flask("fake-instantly")
         app.add_url_rule("/api/v2/campaigns", view_func=self.campaigns)
+        app.add_url_rule("/api/v2/lead-lists", view_func=self.campaigns)
         app.add_url_rule("/api/v2/webhooks", view_func=self.list_webhooks)
         app.add_url_rule("/api/v2/webhooks", view_func=self.create_webhook, methods=["POST"])
         app.add_url_rule(
@@ -74,6 +83,7 @@ class FakeInstantly:
         self.spec_errors += errors
 
     def campaigns(self):
+        """Campaigns and lead lists: none yet."""
         return jsonify(items=[])
 
     def list_webhooks(self):
@@ -168,7 +178,7 @@ def server(app, public_dns):
 
 
 @pytest.fixture
-def page():
+def browser():
     if not os.path.exists(CHROMIUM):
         pytest.skip(
             f"{CHROMIUM} not found: install the Debian package `chromium` (apt-get install chromium)"
@@ -176,12 +186,23 @@ def page():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(10_000)
-        yield context.new_page()
-        context.close()
-        browser.close()
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def new_page(browser, width: int, height: int):
+    context = browser.new_context(viewport={"width": width, "height": height})
+    context.set_default_timeout(10_000)
+    return context.new_page()
+
+
+@pytest.fixture
+def page(browser):
+    """A laptop's window."""
+    tab = new_page(browser, *LAPTOP)
+    yield tab
+    tab.context.close()
 
 
 @pytest.fixture
@@ -219,7 +240,7 @@ def test_newcomer_sets_up_changes_a_tag_and_replays_a_dead_event(
 
     # First checks: everything works but no Instantly webhook delivers here yet.
     page.click("button:has-text('Run checks')")
-    page.wait_for_selector(".banner.error:has-text('1 of 9 checks failed')")
+    page.wait_for_selector(".banner.error:has-text('1 of 10 checks failed')")
     page.fill("#webhook-url", f"https://{PUBLIC_HOST}")
     page.click("button:has-text('Register webhooks')")
     page.wait_for_selector(".banner.ok:has-text('created')")
@@ -230,7 +251,7 @@ def test_newcomer_sets_up_changes_a_tag_and_replays_a_dead_event(
     ]
     page.click("button:has-text('Run checks')")
     page.wait_for_selector(".banner.ok:has-text('All checks passed.')")
-    assert page.locator("table.checks td.ok").count() == 9
+    assert page.locator("table.checks td.ok").count() == 10
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
     page.click("header a:has-text('Settings')")
@@ -266,3 +287,163 @@ def test_newcomer_sets_up_changes_a_tag_and_replays_a_dead_event(
     reply = page.locator("section:has(h2:has-text('Reply')) pre")
     assert reply.inner_text() == "<script>alert(1)</script>"
     assert dialogs == []
+
+
+# --- every page at a laptop's and a phone's width, with the long values real data has --------
+
+LONG_EMAIL = "alexandra.konstantinopoulou-vanderbilt.office@marketing-depts.enterprise.example"
+LONG_CAMPAIGN = (
+    "Q4 2026 Trust & Estate Attorneys: Northeast, Mid-Atlantic and New England warm-lead"
+    " follow-up sequence (v3.12)"
+)
+RECONCILE_ERROR = (
+    "Instantly network error: ConnectionError: HTTPSConnectionPool(host='api.instantly.ai',"
+    " port=443): Max retries exceeded with url: /api/v2/emails?limit=100&email_type=received"
+    "&starting_after=019ab465-0036-7b51-9914-3353686e7dc1 (Caused by NewConnectionError("
+    "\"HTTPSConnection(host='api.instantly.ai', port=443): Failed to establish a new"
+    ' connection: [Errno 111] Connection refused"))'
+)
+
+
+@pytest.fixture
+def long_values(db):
+    """An operator's week: an 80-character email, a 110-character campaign, a dead event
+    whose error is 2,000 characters of urllib3, a waiting one, a failed reconciliation."""
+    assert (len(LONG_EMAIL), len(LONG_CAMPAIGN), len(LONG_REFUSED) > 2000) == (80, 110, True)
+    long_one = {"lead_email": LONG_EMAIL, "email": LONG_EMAIL, "campaign_name": LONG_CAMPAIGN}
+    done = inbox.enqueue(db, from_webhook(reply_payload(email_id="ok-1", **long_one))).event_id
+    inbox.finish(db, done, "done", contact_id="cont_8fQ2xLm3Zp7Wq1")
+    dead = inbox.enqueue(db, from_webhook(reply_payload(email_id="dead-1", **long_one))).event_id
+    inbox.dead(db, dead, "gave up after 5 attempts: " + LONG_REFUSED)
+    waiting = inbox.enqueue(db, from_webhook(reply_payload(email_id="wait-1", **long_one)))
+    inbox.retry_later(db, waiting.event_id, 125, "GHL 503: Service Unavailable")
+    db["ghl_calls"].insert_all(
+        [
+            {
+                "event_id": dead,
+                "method": "POST",
+                "path": "/contacts/upsert",
+                "status": 0,
+                "duration_ms": 5003.1,
+                "error": LONG_REFUSED.split(": ", 1)[1][:500],
+                "request": json.dumps(
+                    {"locationId": "loc_1", "email": LONG_EMAIL, "companyName": LONG_CAMPAIGN},
+                    indent=1,
+                ),
+                "at": "2026-01-05T10:00:01.000Z",
+            },
+        ]
+    )
+    db["reconcile_runs"].insert(
+        {
+            "started_at": "2026-01-05T09:00:00.000Z",
+            "finished_at": "2026-01-05T09:00:40.000Z",
+            "status": "error",
+            "trigger": "schedule",
+            "pages": 1,
+            "events_found": 1,
+            "events_new": 0,
+            "errors": json.dumps([RECONCILE_ERROR]),
+        }
+    )
+    return {"dead": dead, "waiting": waiting.event_id}
+
+
+def too_wide(page) -> list[str]:
+    """What sticks out past the window: the page scrolling sideways, or a card."""
+    return page.evaluate(
+        """() => {
+          const width = window.innerWidth, out = [];
+          if (document.documentElement.scrollWidth > width)
+            out.push(`page is ${document.documentElement.scrollWidth} px wide`);
+          for (const el of document.querySelectorAll('.card, .banner, header, main'))
+            if (el.getBoundingClientRect().right > width + 0.5)
+              out.push(`${el.tagName}.${el.className} ends at ${el.getBoundingClientRect().right}`);
+          return out;
+        }"""
+    )
+
+
+def squeezed(page) -> list[str]:
+    """Cut cells narrower than about ten characters: a column squeezed, not cut."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('td.cut')]
+            .filter(td => td.textContent.trim() && td.getBoundingClientRect().width < 100)
+            .map(td => `${td.title}: ${td.getBoundingClientRect().width} px`)"""
+    )
+
+
+def look(page, name: str, width: int, full_page: bool = True) -> None:
+    assert too_wide(page) == [], name
+    assert squeezed(page) == [], name
+    page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=full_page)
+
+
+@pytest.mark.parametrize(("width", "height"), [LAPTOP, PHONE], ids=["laptop", "phone"])
+def test_every_page_holds_its_shape_with_long_values(
+    server, browser, db, long_values, env, width, height
+):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = new_page(browser, width, height)
+    page.goto(server + "/login")
+    look(page, "login", width)
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Dashboard')")
+    banner = page.locator(".banner.error:has-text('Needs attention'), .banner.warn").first
+    assert "last reconciliation failed: Instantly unreachable: connection refused" in (
+        banner.inner_text()
+    )
+    assert page.locator(f"td.cut[title='{LONG_EMAIL}']").count() == 3
+    assert page.locator(f"td.cut[title='{LONG_CAMPAIGN}']").count() == 3
+    summary = "GHL unreachable: connection refused (gave up after 5 tries)"
+    assert page.locator(f"td.cut[title='{summary}']").inner_text() == summary
+    assert "Max retries exceeded" not in page.content()
+    look(page, "dashboard", width)
+    # A refused Register answers here, with the fix, the URL still in its field.
+    page.fill("#webhook-url", "https://10.1.2.3")
+    page.click("button:has-text('Register webhooks')")
+    refused = page.locator(".banner.flash.error")
+    assert "10.1.2.3 is a private address" in refused.inner_text()
+    assert "BRIDGE_ALLOW_PRIVATE_WEBHOOK_URL=1" in refused.inner_text()
+    assert page.input_value("#webhook-url") == "https://10.1.2.3"
+    look(page, "register-refused", width)
+
+    page.goto(server + "/events")
+    assert page.locator(".when", has_text=re.compile(r"^next try in \d+ min$")).count() == 1
+    look(page, "events", width)
+
+    page.goto(server + "/dead")
+    row = page.locator(f"tr:has(a[href='/events/{long_values['dead']}'])")
+    failed = row.locator("time")
+    assert re.fullmatch(r"just now|\d+ s ago", failed.inner_text())
+    assert failed.get_attribute("title").endswith(" UTC")
+    assert summary in row.inner_text()
+    look(page, "dead", width)
+
+    page.goto(f"{server}/events/{long_values['dead']}")
+    raw = page.locator("pre.raw-error")
+    assert "Max retries exceeded" in raw.inner_text()
+    page.click("summary:has-text('Sent')")
+    assert LONG_EMAIL in page.locator("tr.sent pre").first.inner_text()
+    look(page, "event", width)
+
+    # The settings form is test_browser_settings.py's; here its frame, the header and nav.
+    page.goto(server + "/settings")
+    look(page, "settings", width, full_page=False)
+    page.goto(server + "/events/999999")
+    assert page.locator("h1").inner_text() == "404"
+    look(page, "error", width)
+    page.context.close()
+
+    # A bridge without an admin password shows how to set one, at the same width.
+    no_password = {k: v for k, v in env.items() if k != "BRIDGE_ADMIN_PASSWORD"}
+    url, stop = serve(create_app({"BRIDGE_CONFIG": load_config(no_password), "TESTING": True}))
+    try:
+        page = new_page(browser, width, height)
+        page.goto(url + "/")
+        page.wait_for_selector("h1:has-text('Set an admin password first')")
+        look(page, "no_password", width)
+        page.context.close()
+    finally:
+        stop()
