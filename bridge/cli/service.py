@@ -144,6 +144,9 @@ def run_replicated(config: Config) -> NoReturn:
     )
     sys.stdout.flush()
     sys.stderr.flush()
+    # The replica holds what the database holds: what Litestream makes (a file:// replica's
+    # folders, its state beside the database) is for this user only, as the database is.
+    os.umask(0o077)
     os.execv(argv[0], argv)
 
 
@@ -170,9 +173,14 @@ def run_web_and_worker(config: Config) -> None:
     )
     click.echo("Ctrl-C stops both the web app and the worker.")
 
+    stopped: set[int] = set()
+
     def stop(*_: object) -> None:
+        # One SIGTERM each, however many signals arrive: Ctrl-C reaches this process twice
+        # under Litestream (from the terminal, and passed on by Litestream).
         for proc in (web, worker_proc):
-            if proc.poll() is None:
+            if proc.pid not in stopped and proc.poll() is None:
+                stopped.add(proc.pid)
                 proc.terminate()
 
     signal.signal(signal.SIGTERM, stop)

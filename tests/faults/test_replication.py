@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,8 +92,16 @@ def ctrl_c(proc: Proc) -> set[int]:
     processes that were running below it, after waiting for run to exit."""
     below = descendants(proc.pid)
     proc.ended_by_test = True
+    started = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
-    proc.popen.wait(timeout=STOPS_WITHIN)  # raises if run is still there
+    try:
+        proc.popen.wait(timeout=STOPS_WITHIN)
+    except subprocess.TimeoutExpired:
+        still = sorted(pid for pid in below if alive(pid))
+        raise AssertionError(
+            f"run still there {STOPS_WITHIN} s after Ctrl-C; alive below it: {still}"
+        ) from None
+    print(f"run stopped {time.monotonic() - started:.2f} s after Ctrl-C")
     return below
 
 
@@ -140,6 +149,16 @@ def test_a_replicated_bridge_comes_back_whole_after_losing_its_disk(
 
     first = start_run(stack, runs, BRIDGE_REPLICA_URL=replica_url)
     assert "no replica yet" in first.log()
+    # The replicator's lock passed to Litestream when run became it: a second run is refused.
+    second_run = subprocess.run(
+        [sys.executable, "-m", "bridge", "run"],
+        env=stack.env(HOST=HOST, BRIDGE_REPLICA_URL=replica_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second_run.returncode == 1
+    assert f"another process (pid {first.pid}) already replicates" in second_run.stderr
     answers = [stack.post_event(r.body) for r in before]
     assert [a.json()["status"] for a in answers] == ["accepted"] * 6
     wait_until(lambda: stack.counts()["done"] == 6, 60, "the six replies to be synced")
@@ -149,6 +168,9 @@ def test_a_replicated_bridge_comes_back_whole_after_losing_its_disk(
     below = ctrl_c(first)
     assert_stopped_cleanly(first, below)
     assert "litestream shut down" in first.log()
+
+    shared = [p for p in (tmp_path / "replica").rglob("*") if p.stat().st_mode & 0o077]
+    assert not shared, f"replica files others may read: {shared[:3]}"
 
     deleted = wipe_the_disk(stack)
     assert "bridge.sqlite3" in deleted and ".bridge.sqlite3-litestream" in deleted
