@@ -275,3 +275,18 @@ def test_a_file_without_an_events_table_counts_none(tmp_path) -> None:
     path = tmp_path / "other.sqlite3"
     sqlite3.connect(path).close()
     assert replica.count_events(path) == 0
+
+
+def test_a_wal_left_without_its_database_is_set_aside_before_a_restore(
+    tmp_path, replica_of_three_events
+) -> None:
+    """SQLite would replay a -wal found beside the restored file into it."""
+    config = bridge_config(tmp_path, "second", replica_of_three_events)
+    Path(config.database).parent.mkdir()
+    Path(f"{config.database}-wal").write_bytes(b"left by a database that is gone")
+    binary = replica.litestream_binary()
+    said = replica.restore_if_missing(config, binary, replica.write_config(config))
+    assert said.startswith(f"restored {config.database} from ") and "-wal.orphaned-" in said
+    (aside,) = Path(config.database).parent.glob("bridge.sqlite3-wal.orphaned-*")
+    assert aside.read_bytes() == b"left by a database that is gone"
+    assert replica.count_events(config.database) == 3
