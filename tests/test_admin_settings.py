@@ -19,6 +19,7 @@ from bridge.web.admin import forms, lookups
 from tests.helpers import LOCATION_ID
 from tests.web_helpers import (
     GHL,
+    INSTANTLY,
     csrf_token,
     ghl_custom_field,
     ghl_error,
@@ -288,7 +289,8 @@ def test_page_works_when_ghl_is_unreachable(logged_in, db):
         rsps.get("https://api.instantly.ai/api/v2/lead-lists", body=unreachable)
         page = logged_in.get("/settings")
         again = logged_in.get("/settings")
-        assert len(rsps.calls) == 5  # each failure is remembered for a minute
+        # A failure is not remembered: opening the page again asks again.
+        assert len(rsps.calls) == 10
     text = page.get_data(as_text=True)
     assert page.status_code == again.status_code == 200
     assert "Some lists could not be loaded" in text
@@ -441,5 +443,299 @@ def test_names_from_ghl_are_escaped_in_the_pickers(logged_in):
             },
         )
         page = logged_in.get("/settings").get_data(as_text=True)
-    assert "<script>" not in page
+    assert "<script>alert(1)</script>" not in page
     assert "custom field: &lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+# --- GHL's lists on the page, and the checks when saving ------------------------------------
+
+
+@pytest.fixture
+def ghl(fake_ghl, mocked_http):
+    """A GHL location with a custom field, two workflows and two pipelines; Instantly
+    answers with empty lists."""
+    fake_ghl.add_custom_field("icebreaker", "Icebreaker")
+    fake_ghl.workflow = fake_ghl.add_workflow("Replied follow-up")
+    fake_ghl.add_workflow("Nurture", status="draft")
+    fake_ghl.sales = fake_ghl.add_pipeline("Sales", ["New", "Won"])
+    fake_ghl.partners = fake_ghl.add_pipeline("Partners", ["Intro"])
+    mocked_http.get(f"{INSTANTLY}/api/v2/campaigns", json={"items": []})
+    mocked_http.get(f"{INSTANTLY}/api/v2/lead-lists", json={"items": []})
+    return fake_ghl
+
+
+def page_of(client) -> str:
+    return client.get("/settings").get_data(as_text=True)
+
+
+def block(page: str, path: str) -> str:
+    """The rendered block of one field: from its id to the end of its div."""
+    start = page.index(f'id="w-{path}"')
+    return page[start : page.index("\n</div>", start)]
+
+
+def test_statuses_are_checkbox_lists(logged_in, ghl):
+    page = page_of(logged_in)
+    for path in ["actions.workflow.statuses", "actions.opportunity.statuses"]:
+        assert f'<textarea id="f-{path}"' not in page
+    section = block(page, "actions.workflow.statuses")
+    assert 'type="checkbox" name="actions.workflow.statuses" value="interested" checked>' in section
+    assert 'type="checkbox" name="actions.workflow.statuses" value="lost" >' in section
+    assert "> Won (closed)</label>" in section
+
+
+def test_ticking_statuses_saves_them(logged_in, db, ghl):
+    data = form_of(page_of(logged_in))
+    data.setlist("actions.workflow.statuses", ["closed", "no_show"])
+    assert save(logged_in, data).status_code == 302
+    assert settings_mod.current(db)[1]["actions"]["workflow"]["statuses"] == ["closed", "no_show"]
+
+
+def test_workflow_pipeline_and_stages_are_selects_from_ghl(logged_in, ghl):
+    page = page_of(logged_in)
+    workflow = block(page, "actions.workflow.workflow_id")
+    assert '<select id="f-actions.workflow.workflow_id"' in workflow
+    assert f'<option value="{ghl.workflow}" >Replied follow-up (published)</option>' in workflow
+    assert "Nurture (draft)" in workflow
+    pipeline = block(page, "actions.opportunity.pipeline_id")
+    assert f'<option value="{ghl.sales["id"]}" >Sales</option>' in pipeline
+    # Each stage names its pipeline twice: in words for a page without scripts, and as
+    # data-pipeline for the inline script that shows only the chosen pipeline's.
+    new, won = ghl.sales["stages"]
+    for path in ["actions.opportunity.stage_id", "actions.opportunity.stages.closed"]:
+        stage = block(page, path)
+        assert 'data-picker="ghl_stage"' in stage
+        assert (
+            f'<option value="{won["id"]}"  data-pipeline="{ghl.sales["id"]}">Sales › Won</option>'
+            in stage
+        )
+        intro = ghl.partners["stages"][0]["id"]
+        assert f'data-pipeline="{ghl.partners["id"]}">Partners › Intro</option>' in stage
+        assert intro in stage
+    assert 'select[data-picker="ghl_stage"]' in page  # the script
+
+
+def test_choosing_from_ghl_lists_saves_the_ids(logged_in, db, ghl):
+    data = form_of(page_of(logged_in))
+    new, won = ghl.sales["stages"]
+    data["actions.workflow.enabled"] = "on"
+    data["actions.workflow.workflow_id"] = ghl.workflow
+    data["actions.opportunity.enabled"] = "on"
+    data["actions.opportunity.pipeline_id"] = ghl.sales["id"]
+    data["actions.opportunity.stage_id"] = new["id"]
+    data["actions.opportunity.stages.closed"] = won["id"]
+    response = save(logged_in, data)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    actions = settings_mod.current(db)[1]["actions"]
+    assert actions["workflow"]["workflow_id"] == ghl.workflow
+    assert actions["opportunity"]["stages"]["closed"] == won["id"]
+    # Reopened, the page shows them chosen, with no warning.
+    page = page_of(logged_in)
+    assert f'<option value="{ghl.workflow}" selected>' in block(
+        page, "actions.workflow.workflow_id"
+    )
+    assert "not in GHL" not in page
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        (
+            "actions.workflow.workflow_id",
+            "replied follow-up",
+            "replied follow-up is not a workflow in GHL; did you mean {workflow} "
+            "(Replied follow-up)?",
+        ),
+        ("actions.opportunity.pipeline_id", "pl_gone", "pl_gone is not a pipeline in GHL"),
+        (
+            "actions.opportunity.stage_id",
+            "{intro}",
+            "{intro} is a stage of the pipeline 'Partners', not of the chosen pipeline 'Sales'",
+        ),
+        (
+            "actions.opportunity.stages.closed",
+            "st_nope",
+            "st_nope is not a stage of the pipeline 'Sales'",
+        ),
+    ],
+)
+def test_an_id_ghl_does_not_list_is_refused_beside_its_field(
+    logged_in, db, ghl, field, value, message
+):
+    ids = {"workflow": ghl.workflow, "intro": ghl.partners["stages"][0]["id"]}
+    data = form_of(page_of(logged_in))
+    data["actions.workflow.enabled"] = "on"
+    data["actions.workflow.workflow_id"] = ghl.workflow
+    data["actions.opportunity.enabled"] = "on"
+    data["actions.opportunity.pipeline_id"] = ghl.sales["id"]
+    data["actions.opportunity.stage_id"] = ghl.sales["stages"][0]["id"]
+    data[field] = value.format(**ids)
+    response = save(logged_in, data)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "Not saved: fix the fields marked below." in page
+    here = block(page, field)
+    assert str(escape(message.format(**ids))) in here
+    assert "has-error" in page[page.index(f'id="w-{field}"') - 40 : page.index(f'id="w-{field}"')]
+    # What was posted stays chosen, marked, so it can be corrected.
+    assert f'<option value="{escape(value.format(**ids))}" selected' in here
+    assert settings_mod.version(db) == 1
+
+
+def test_an_unknown_custom_field_is_refused_with_a_did_you_mean(logged_in, db, ghl):
+    data = form_of(page_of(logged_in))
+    data["field_map.5.instantly"] = "icebreaker"
+    data["field_map.5.ghl"] = "contact.icebreakr"
+    response = save(logged_in, data)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400
+    row_start = page.index('name="field_map.5.instantly"')
+    row = page[row_start : page.index("</tr>", page.index("</tr>", row_start) + 5)]
+    assert (
+        "GHL field: contact.icebreakr is not a custom field of this GHL location; "
+        "did you mean contact.icebreaker?" in row
+    )
+    assert 'href="#s-field_map" class="bad"' in page  # the jump list points at it
+    assert settings_mod.version(db) == 1
+
+
+def test_a_custom_field_made_in_ghl_after_the_list_was_cached_is_accepted(logged_in, db, ghl):
+    data = form_of(page_of(logged_in))
+    ghl.add_custom_field("linkedin_url", "LinkedIn")
+    data["field_map.5.instantly"] = "linkedin"
+    data["field_map.5.ghl"] = "contact.linkedin_url"
+    assert save(logged_in, data).status_code == 302
+    assert len(ghl.calls_to("GET", "/locations/{id}/customFields")) == 2
+
+
+def test_a_switched_off_action_with_an_unknown_id_is_saved_with_a_warning(logged_in, db, ghl):
+    data = form_of(page_of(logged_in))
+    data["actions.workflow.workflow_id"] = "wf_gone"
+    response = save(logged_in, data)
+    assert response.status_code == 302
+    page = logged_in.get(response.location).get_data(as_text=True)
+    assert "Saved (version 2)" in page
+    assert "Saved with warnings: actions.workflow.workflow_id: wf_gone is not a workflow" in page
+    here = block(page, "actions.workflow.workflow_id")
+    assert '<option value="wf_gone" selected>wf_gone (not in GHL)</option>' in here
+    assert 'class="warnings"' in here and "the action is off" in here
+
+
+def refused_by_ghl(rsps) -> None:
+    refused = ghl_error(401, "The token is not authorized for this scope.")
+    rsps.get(f"{GHL}/locations/{LOCATION_ID}/customFields", json=refused, status=401)
+    rsps.get(f"{GHL}/workflows/", json=refused, status=401)
+    rsps.get(f"{GHL}/opportunities/pipelines", json=refused, status=401)
+    rsps.get(f"{INSTANTLY}/api/v2/campaigns", json={"items": []})
+    rsps.get(f"{INSTANTLY}/api/v2/lead-lists", json={"items": []})
+
+
+def test_typed_ids_are_accepted_with_a_warning_when_ghl_lists_cannot_load(logged_in, db):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        refused_by_ghl(rsps)
+        page = page_of(logged_in)
+        here = block(page, "actions.workflow.workflow_id")
+        assert '<input type="text" id="f-actions.workflow.workflow_id"' in here
+        assert "GHL's list could not be loaded, so type the id" in here
+        assert "GHL field: the list could not be loaded" in page
+        data = form_of(page)
+        data["actions.workflow.enabled"] = "on"
+        data["actions.workflow.workflow_id"] = "wf_typed_by_hand"
+        data["field_map.5.instantly"] = "icebreaker"
+        data["field_map.5.ghl"] = "contact.icebreaker"
+        response = save(logged_in, data)
+        assert response.status_code == 302, response.get_data(as_text=True)
+        after = logged_in.get(response.location).get_data(as_text=True)
+    saved = settings_mod.current(db)[1]
+    assert saved["actions"]["workflow"]["workflow_id"] == "wf_typed_by_hand"
+    assert saved["field_map"][-1]["ghl"] == "contact.icebreaker"
+    assert 'class="banner warn' in after
+    assert "field_map.5.ghl: contact.icebreaker not checked: GHL&#39;s custom fields" in after
+    assert "wf_typed_by_hand not checked: GHL&#39;s workflows could not be loaded" in after
+
+
+def test_a_failed_list_is_fetched_again_when_the_page_is_opened_again(logged_in, ghl):
+    ghl.fail_next(1, 503)  # the first request of the page: the custom fields
+    first = page_of(logged_in)
+    assert "Some lists could not be loaded" in first
+    second = page_of(logged_in)
+    assert "Some lists could not be loaded" not in second
+    assert '<option value="contact.icebreaker" label="custom field: Icebreaker">' in second
+    assert len(ghl.calls_to("GET", "/locations/{id}/customFields")) == 2
+
+
+def test_whole_numbers_show_as_integers(logged_in, ghl):
+    page = page_of(logged_in)
+    assert 'name="sync.backoff_base_seconds" value="30" step="any"' in page
+    assert 'name="sync.backoff_max_seconds" value="3600" step="any"' in page
+    assert 'name="sync.max_attempts" value="10" step="1"' in page
+    start = page.index('id="settings-form"')
+    form = page[start : page.index("</form>", start)]
+    assert 'name="reconcile.interval_minutes" value="15"' in form
+    assert not re.search(r'value="\d+\.0"', form)
+
+
+def test_do_not_disturb_shows_only_on_unsubscribes_and_bounces(logged_in, db, ghl):
+    page = page_of(logged_in)
+    for event_type in settings_mod.SYNCABLE_EVENTS:
+        shown = f'name="events.{event_type}.dnd"' in page
+        assert shown == (event_type in settings_mod.DND_EVENTS), event_type
+    assert "<strong>Do not disturb</strong>" in block(page, "events.lead_unsubscribed.dnd")
+    # A crafted post of the hidden box changes nothing and is no error.
+    data = form_of(page)
+    data["events.reply_received.dnd"] = "on"
+    assert save(logged_in, data).status_code == 302
+    assert settings_mod.current(db)[1]["events"]["reply_received"]["dnd"] is False
+
+
+def test_labels_are_words(logged_in, ghl):
+    page = page_of(logged_in)
+    for words in [
+        "<legend>GHL opportunity status</legend>",
+        "<legend>Stage per status</legend>",
+        ">Default stage</label>",
+        ">Tries before dead-lettering</label>",
+        "<legend>Reply received</legend>",
+        ">Won (closed)</label>",
+    ]:
+        assert words in page, words
+    for machine in ["Dnd", "Ghl status", "Stage id", "Workflow id", "Pipeline id"]:
+        assert f">{machine}<" not in page, machine
+
+
+def test_every_field_has_help(logged_in, ghl):
+    """Walks the schema as the form does: each field, section and column says what it is."""
+    page = page_of(logged_in)
+    widgets, _ = forms.build(settings_mod.SettingsSchema(), settings_mod.load_defaults())
+    missing = []
+
+    def walk(items, columns=False):
+        for w in items:
+            if not w.help:
+                missing.append(w.pattern or w.path)
+            elif columns:
+                assert f"<strong>{escape(w.label)}</strong>: {escape(w.help)}" in page, w.path
+            elif w.kind in ("section", "rows"):
+                start = page.index(f'id="s-{w.path}"')
+                assert str(escape(w.help)) in page[start : start + 2000], w.path
+            else:
+                assert str(escape(w.help)) in block(page, w.path), w.path
+            walk(w.children)
+            walk(w.columns, columns=True)
+
+    walk(widgets)
+    assert missing == []
+
+
+def test_the_page_has_a_jump_list_and_a_save_bar(logged_in, ghl):
+    page = page_of(logged_in)
+    nav = page[
+        page.index('<ul class="jump">') : page.index("</ul>", page.index('<ul class="jump">'))
+    ]
+    for section in ["sync", "reconcile", "events", "field_map", "interest", "actions"]:
+        assert f'href="#s-{section}"' in nav
+        assert f'<fieldset id="s-{section}"' in page
+    form = page[
+        page.index('id="settings-form"') : page.index("</form>", page.index('id="settings-form"'))
+    ]
+    assert '<div class="savebar"><button type="submit" id="save">' in form

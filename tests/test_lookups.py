@@ -64,14 +64,37 @@ def test_lists_are_cached_for_ten_minutes(db, config, fake_ghl):
     assert len(fake_ghl.calls_to("GET", "/workflows/")) == 3
 
 
-def test_a_failure_is_shown_and_retried_after_a_minute(db, config, fake_ghl):
+def test_a_failure_is_shown_and_retried_on_the_next_load(db, config, fake_ghl):
     now = [1000.0]
     fake_ghl.fail_next(1, 503)
     first = lookups.load(db, config, {"ghl_workflow"}, clock=lambda: now[0])["ghl_workflow"]
     assert first.options == [] and "503" in first.error
-    now[0] += lookups.ERROR_CACHE_SECONDS + 1
+    # No time passes: the page opened again asks GHL again, and now gets the list.
     again = lookups.load(db, config, {"ghl_workflow"}, clock=lambda: now[0])["ghl_workflow"]
     assert again.error is None
+    assert len(fake_ghl.calls_to("GET", "/workflows/")) == 2
+
+
+def test_a_failed_refresh_keeps_asking_and_then_caches_the_list(db, config, fake_ghl):
+    now = [1000.0]
+    lookups.load(db, config, {"ghl_workflow"}, clock=lambda: now[0])
+    now[0] += lookups.CACHE_SECONDS + 1
+    fake_ghl.fail_next(2, 502)
+    for _ in range(2):
+        failed = lookups.load(db, config, {"ghl_workflow"}, clock=lambda: now[0])
+        assert "502" in failed["ghl_workflow"].error
+    lookups.load(db, config, {"ghl_workflow"}, clock=lambda: now[0])
+    lookups.load(db, config, {"ghl_workflow"}, clock=lambda: now[0])
+    assert len(fake_ghl.calls_to("GET", "/workflows/")) == 4  # 1 + 2 failed + 1, then cached
+
+
+def test_a_failure_cached_by_an_older_version_is_not_served(db, config, fake_ghl):
+    from bridge.store import state
+
+    state.put(db, lookups.STATE_PREFIX + "ghl_workflows", {"at": 1000.0, "items": [], "error": "x"})
+    found = lookups.load(db, config, {"ghl_workflow"}, clock=lambda: 1001.0)["ghl_workflow"]
+    assert found.error is None
+    assert len(fake_ghl.calls_to("GET", "/workflows/")) == 1
 
 
 def test_a_403_from_instantly_is_an_error_not_an_empty_list(db, config, mocked_http):

@@ -1,10 +1,11 @@
 """The settings form, built from SettingsSchema so new settings sections appear by themselves.
 
 Nested → fieldset, Boolean → checkbox, Integer/Float → number, String → text (a select
-when the schema names its choices), List[String] → one per line, List[Nested] and Dict
-with free keys → editable rows, Dict with named keys → one fieldset per key. Anything
-else is edited as JSON. Form fields are named by their dotted settings path
-(`sync.max_attempts`, `field_map.0.ghl`), the same paths SettingsError reports.
+when the schema names its choices), List[String] → one per line (checkboxes when the
+schema names its choices), List[Nested] and Dict with free keys → editable rows, Dict
+with named keys → one fieldset per key. Anything else is edited as JSON. Form fields are
+named by their dotted settings path (`sync.max_attempts`, `field_map.0.ghl`), the same
+paths SettingsError reports.
 """
 
 from __future__ import annotations
@@ -17,41 +18,174 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate
 from werkzeug.datastructures import MultiDict
 
-from bridge.settings import TAG_PLACEHOLDERS
+from bridge.settings import DND_EVENTS, OPPORTUNITY_NAME_PLACEHOLDERS, TAG_PLACEHOLDERS
 
 REMOVE = "_remove"
 KEY = "_key"
 BLANKS = "_blanks"
 
-# Help for the settings that exist today; new ones bring `metadata={"description": ...}`.
+
+def _placeholders(names: set[str]) -> str:
+    return " ".join("{" + p + "}" for p in sorted(names))
+
+
+# Help for every setting, by path (`events.reply_received`) or pattern (`events.*.tags`);
+# it wins over the schema's `metadata={"description": ...}`, which new settings bring.
 HELP = {
     "sync": "How the worker writes to GHL and how long it keeps trying.",
     "sync.source": "GHL contact source set on every upsert.",
     "sync.max_attempts": "Tries before a failing event is dead-lettered.",
     "sync.backoff_base_seconds": "First retry delay; it doubles each try (±50% jitter).",
     "sync.backoff_max_seconds": "Longest wait between two tries.",
+    "reconcile": (
+        "Polling Instantly (read only) for what webhooks missed, into the same inbox with the "
+        "same keys, so nothing is synced twice. Needs INSTANTLY_API_KEY."
+    ),
+    "reconcile.enabled": (
+        "Run it on this schedule inside the worker; `instantly-ghl-bridge reconcile` runs it "
+        "once by hand."
+    ),
+    "reconcile.interval_minutes": "Minutes between two scheduled runs.",
+    "reconcile.overlap_minutes": (
+        "Replies are read again from this many minutes before the last one seen, as Instantly "
+        "indexes some late. Reading one twice costs nothing: it is synced once."
+    ),
+    "reconcile.first_run_days": (
+        "How far back the very first run looks for replies; later runs start where the last "
+        "one ended."
+    ),
+    "reconcile.campaigns": "Campaigns whose lead statuses are polled; none means every campaign.",
+    "reconcile.lists": "Lead lists whose lead statuses are polled as well.",
     "events": "Which Instantly event types are synced, and the GHL tags each one adds.",
+    "events.reply_received": "A lead replied to a campaign email.",
+    "events.auto_reply_received": "An out-of-office or other automatic reply; off by default.",
+    "events.lead_unsubscribed": "A lead unsubscribed.",
+    "events.email_bounced": "A campaign email to the lead bounced; off by default.",
+    "events.*": "An Instantly event type.",
     "events.*.enabled": "Sync this event type.",
     "events.*.tags": (
         "One tag template per line. Placeholders: "
-        + " ".join("{" + p + "}" for p in sorted(TAG_PLACEHOLDERS))
+        + _placeholders(TAG_PLACEHOLDERS)
         + ". A tag whose placeholders are all empty is skipped; GHL lowercases tags."
+    ),
+    "events.*.dnd": (
+        "Also set the contact's email do-not-disturb in GHL, so GHL's own automations stop "
+        "emailing them. Keep it on for unsubscribes: mailing someone who opted out breaks "
+        "anti-spam law."
     ),
     "field_map": (
         "Instantly lead field (the webhook's camelCase name, or a custom variable) → GHL "
         "standard field, or custom field as contact.<field key>. Empty values are never "
         "sent, so they never blank out GHL data. The email is always sent."
     ),
+    "field_map.*.instantly": "The lead field as the webhook names it, or a custom variable.",
+    "field_map.*.ghl": (
+        "A GHL standard field, or contact.<field key>: checked against the location's custom "
+        "fields when you save."
+    ),
+    "interest": (
+        "Instantly's lead interest statuses as GHL tags: a contact carries the tags of its "
+        "latest status only."
+    ),
+    "interest.tags.*": "Tags added when a lead reaches this status, one template per line.",
+    "actions": "Optional GHL actions, each off until you switch it on.",
+    "actions.reply_note": (
+        "The note holds the reply's subject, its text without the quoted thread, the "
+        "campaign, the step and a link to Instantly's Unibox."
+    ),
+    "actions.workflow": "Start a GHL workflow for the contact on the statuses you choose.",
+    "actions.workflow.workflow_id": (
+        "The GHL workflow; only a published one runs. When GHL's list cannot be loaded, type "
+        "the workflow's id (from its address in GHL)."
+    ),
+    "actions.workflow.statuses": "The interest statuses that add the contact to the workflow.",
+    "actions.opportunity": "An opportunity in a GHL pipeline that follows the lead's status.",
+    "actions.opportunity.pipeline_id": (
+        "The GHL pipeline the opportunity is created in. When GHL's list cannot be loaded, "
+        "type the pipeline's id."
+    ),
+    "actions.opportunity.stage_id": (
+        "The stage of every chosen status that has no stage of its own below."
+    ),
+    "actions.opportunity.stages": (
+        "A status's own stage, in the chosen pipeline; empty uses the default stage. Only the "
+        "chosen statuses use theirs."
+    ),
+    "actions.opportunity.stages.*": "The stage for this status; empty: the default stage.",
+    "actions.opportunity.ghl_status": (
+        "The GHL opportunity status (open, won, lost, abandoned) set with each interest status."
+    ),
+    "actions.opportunity.ghl_status.*": "The opportunity's GHL status on this interest status.",
+    "actions.opportunity.statuses": (
+        "The first of these creates the opportunity; each later one moves it to its stage."
+    ),
+    "actions.opportunity.name": (
+        "The opportunity's name. Placeholders: " + _placeholders(OPPORTUNITY_NAME_PLACEHOLDERS)
+    ),
 }
 
+# Labels in words, by path or pattern; a field without one is named after its key.
 LABELS = {
+    "sync": "Syncing to GHL",
+    "sync.source": "Contact source",
+    "sync.max_attempts": "Tries before dead-lettering",
+    "sync.backoff_base_seconds": "First retry delay (seconds)",
+    "sync.backoff_max_seconds": "Longest retry delay (seconds)",
+    "reconcile": "Reconciliation",
+    "reconcile.enabled": "Poll Instantly on a schedule",
+    "reconcile.interval_minutes": "Every (minutes)",
+    "reconcile.overlap_minutes": "Overlap (minutes)",
+    "reconcile.first_run_days": "First run looks back (days)",
+    "reconcile.campaigns": "Campaigns",
+    "reconcile.lists": "Lead lists",
+    "events": "Event types",
+    "events.auto_reply_received": "Automatic reply received",
+    "events.*.enabled": "Sync",
+    "events.*.tags": "GHL tags",
+    "events.*.dnd": "Do not disturb",
+    "field_map": "Field map",
     "field_map.*.instantly": "Instantly field or custom variable",
     "field_map.*.ghl": "GHL field",
+    "interest": "Interest statuses",
+    "interest.enabled": "Sync interest statuses",
+    "interest.tags": "GHL tags per status",
+    "interest.sync_custom_labels": "Sync custom lead labels",
+    "interest.custom_label_tags": "Custom label tags",
+    "actions": "GHL actions",
+    "actions.reply_note": "Reply note",
+    "actions.reply_note.enabled": "Add each reply as a note",
+    "actions.workflow": "Workflow",
+    "actions.workflow.enabled": "Add contacts to a workflow",
+    "actions.workflow.workflow_id": "Workflow",
+    "actions.workflow.statuses": "On these statuses",
+    "actions.opportunity": "Opportunity",
+    "actions.opportunity.enabled": "Create and move an opportunity",
+    "actions.opportunity.pipeline_id": "Pipeline",
+    "actions.opportunity.stage_id": "Default stage",
+    "actions.opportunity.stages": "Stage per status",
+    "actions.opportunity.ghl_status": "GHL opportunity status",
+    "actions.opportunity.statuses": "On these statuses",
+    "actions.opportunity.name": "Opportunity name",
 }
+
+# Words for keys and choices wherever they appear: interest statuses, event types.
+WORDS = {
+    "closed": "Won (closed)",
+    "reply_received": "Reply received",
+    "lead_unsubscribed": "Unsubscribed",
+    "email_bounced": "Email bounced",
+}
+
+# Settings that apply only under some keys of a dict: `events.*.dnd` is shown for the
+# event types that can set do-not-disturb, and nowhere else (the schema refuses it).
+ONLY_FOR = {"events.*.dnd": DND_EVENTS}
 
 # Fields that get a list of choices fetched from GHL or Instantly (see lookups.py).
 # A schema field can ask for one itself with metadata={"picker": "<name>"}.
 PICKER_BY_PATTERN = {"field_map.*.ghl": "ghl_field", "field_map.*.instantly": "instantly_field"}
+# Pickers shown as a select of GHL's list, not a text box with suggestions: any other value
+# would be refused when saving anyway.
+SELECT_PICKERS = {"ghl_workflow", "ghl_pipeline", "ghl_stage"}
 PICKER_BY_NAME = {
     "workflow_id": "ghl_workflow",
     "pipeline_id": "ghl_pipeline",
@@ -68,20 +202,36 @@ class Widget:
     path: str
     name: str
     label: str
-    kind: str  # section | checkbox | number | text | select | lines | rows | json
+    kind: str  # section | checkbox | number | text | select | lines | checks | rows | json
     help: str = ""
     value: Any = None
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     children: list[Widget] = field(default_factory=list)
     choices: list[str] = field(default_factory=list)
+    choice_labels: dict[str, str] = field(default_factory=dict)
+    pattern: str = ""
     step: str = "1"
     picker: str | None = None
     optional: bool = False
     columns: list[Widget] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     row_errors: list[list[str]] = field(default_factory=list)
+    row_warnings: list[list[str]] = field(default_factory=list)
     keyed: bool = False
     blanks: int = 1
+
+    @property
+    def as_select(self) -> bool:
+        """A GHL id picked from GHL's list (a typed id when the list cannot be loaded)."""
+        return self.picker in SELECT_PICKERS
+
+    @property
+    def has_errors(self) -> bool:
+        """Whether this widget, or any inside it, carries an error (for the jump list)."""
+        return bool(
+            self.errors or any(self.row_errors) or any(child.has_errors for child in self.children)
+        )
 
 
 def pickers(widgets: list[Widget]) -> set[str]:
@@ -102,12 +252,30 @@ def build(
     values: dict[str, Any],
     errors: dict[str, list[str]] | None = None,
     blanks: dict[str, int] | None = None,
+    warnings: dict[str, list[str]] | None = None,
 ) -> tuple[list[Widget], list[str]]:
-    """The form's widgets with values and errors; plus errors no widget took."""
+    """The form's widgets with values, errors and warnings; plus errors no widget took."""
     pending = dict(errors or {})
     widgets = _schema_widgets(schema, values or {}, "", "", pending, blanks or {})
     leftover = [f"{path}: {msg}" for path, msgs in pending.items() for msg in msgs]
+    unplaced = dict(warnings or {})
+    _attach_warnings(widgets, unplaced)
+    leftover += [f"{path}: {msg}" for path, msgs in unplaced.items() for msg in msgs]
     return widgets, leftover
+
+
+def _attach_warnings(widgets: list[Widget], warnings: dict[str, list[str]]) -> None:
+    """Put each warning beside the field (or row) its path names."""
+    for widget in widgets:
+        if widget.kind == "section":
+            _attach_warnings(widget.children, warnings)
+        elif widget.kind == "rows":
+            widget.row_warnings = [
+                _take(warnings, _join(widget.path, str(i)), nested=True)
+                for i in range(len(widget.rows))
+            ]
+        else:
+            widget.warnings = _take(warnings, widget.path, nested=True)
 
 
 def _schema_widgets(
@@ -124,9 +292,21 @@ def _schema_widgets(
             continue
         path = _join(prefix, name)
         pat = _join(pattern, name)
+        if not applies(path):
+            continue
         value = values.get(name) if isinstance(values, dict) else None
         out.append(_widget(fld, name, path, pat, value, errors, blanks))
     return out
+
+
+def applies(path: str) -> bool:
+    """Whether the setting at `path` means anything there (see ONLY_FOR)."""
+    parts = path.split(".")
+    for pattern, keys in ONLY_FOR.items():
+        pat = pattern.split(".")
+        if len(pat) == len(parts) and all(p in ("*", q) for p, q in zip(pat, parts, strict=True)):
+            return parts[pat.index("*")] in keys
+    return True
 
 
 def _widget(
@@ -141,11 +321,14 @@ def _widget(
     widget = Widget(
         path=path,
         name=name,
-        label=fld.metadata.get("label")
-        or LABELS.get(pattern)
-        or name.replace("_", " ").capitalize(),
+        label=LABELS.get(path) or LABELS.get(pattern) or fld.metadata.get("label") or words(name),
         kind="text",
-        help=fld.metadata.get("description") or HELP.get(pattern, ""),
+        # `<parent>.*` covers a schema of one field per status, as well as a dict's keys.
+        help=HELP.get(path)
+        or HELP.get(pattern)
+        or HELP.get(pattern.rpartition(".")[0] + ".*")
+        or fld.metadata.get("description", ""),
+        pattern=pattern,
         optional=bool(fld.allow_none),
         picker=fld.metadata.get("picker")
         or PICKER_BY_PATTERN.get(pattern)
@@ -171,12 +354,18 @@ def _widget(
                 errors,
                 blanks,
             )
-            child.label = key
+            child.label = LABELS.get(child.path) or words(key)
             widget.children.append(child)
     elif isinstance(fld, fields.Dict) or (
         isinstance(fld, fields.List) and isinstance(fld.inner, fields.Nested)
     ):
         _rows(widget, fld, pattern, value, errors, blanks)
+    elif isinstance(fld, fields.List) and _is_text(fld.inner) and _choices(fld.inner):
+        widget.kind = "checks"
+        widget.choices = list(_choices(fld.inner))
+        widget.choice_labels = {c: words(c) for c in widget.choices}
+        widget.value = [str(v) for v in (value or [])]
+        widget.errors = _take(errors, path, nested=True)
     elif isinstance(fld, fields.List) and _is_text(fld.inner):
         widget.kind = "lines"
         widget.value = [str(v) for v in (value or [])]
@@ -195,10 +384,11 @@ def _scalar(widget: Widget, fld: fields.Field, value: Any) -> None:
     elif isinstance(fld, fields.Number):
         widget.kind = "number"
         widget.step = "1" if isinstance(fld, fields.Integer) else "any"
-        widget.value = "" if value is None else value
+        widget.value = _number_text(value)
     elif _is_text(fld):
         widget.kind = "select" if _choices(fld) else "text"
         widget.choices = list(_choices(fld))
+        widget.choice_labels = {c: words(c) for c in widget.choices}
         widget.value = "" if value is None else value
     else:
         widget.kind = "json"
@@ -259,6 +449,18 @@ def _rows(
         widget.row_errors.append(row_errors)
 
 
+def _number_text(value: Any) -> Any:
+    """A whole number as `42`, not `42.0` (a float setting holds 30.0 for 30)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return "" if value is None else value
+
+
+def words(name: str) -> str:
+    """A key as words: `meeting_booked` → Meeting booked."""
+    return WORDS.get(name) or name.replace("_", " ").capitalize()
+
+
 def _default_entry(fld: fields.Field | None) -> Any:
     """What an absent named key looks like: the nested defaults, but switched off,
     since a key missing from the settings is not synced."""
@@ -316,9 +518,10 @@ def _parse_schema(
 ) -> dict[str, Any]:
     out = {}
     for name, fld in schema.fields.items():
-        if fld.dump_only:
+        path = _join(prefix, name)
+        if fld.dump_only or not applies(path):
             continue
-        out[name] = _parse_field(fld, form, _join(prefix, name), problems)
+        out[name] = _parse_field(fld, form, path, problems)
     return out
 
 

@@ -16,12 +16,13 @@ import sqlite_utils
 from bridge.clients.ghl import GHLClient, GHLError
 from bridge.clients.instantly import InstantlyClient, InstantlyError
 from bridge.config import Config
-from bridge.settings import CUSTOM_FIELD_PREFIX, GHL_STANDARD_FIELDS
+from bridge.settings import GHL_STANDARD_FIELDS
+from bridge.setup import ghl_refs
 from bridge.store import state
 
+# A list that loaded is kept this long. A failure is never kept: the next page view asks
+# again, so a fixed token or a GHL that is back shows at once.
 CACHE_SECONDS = 600.0
-# A failed fetch is retried on a later page view, not on every one.
-ERROR_CACHE_SECONDS = 60.0
 TIMEOUT = (3.0, 8.0)
 STATE_PREFIX = "lookup:"
 # The webhook's camelCase lead fields (api-notes.md); custom variables are typed in.
@@ -39,11 +40,17 @@ INSTANTLY_LEAD_FIELDS = (
 
 @dataclass
 class Lookup:
-    """Choices for one picker: (value, label) pairs, or why there are none."""
+    """Choices for one picker: (value, label) pairs, or why there are none.
+
+    `items` are the fetched records the options came from; `parents` names each stage's
+    pipeline, so the page can show only the chosen pipeline's stages.
+    """
 
     name: str
     options: list[tuple[str, str]] = field(default_factory=list)
     error: str | None = None
+    items: list[dict] = field(default_factory=list)
+    parents: dict[str, str] = field(default_factory=dict)
 
 
 class _Unavailable(Exception):
@@ -68,8 +75,28 @@ def load(
         if source_name not in fetched:
             fetched[source_name] = _source(db, config, source_name, refresh, clock)
         items, error = fetched[source_name]
-        out[name] = Lookup(name, shape(items), error)
+        out[name] = Lookup(name, shape(items), error, items, _parents(name, items))
     return out
+
+
+def _parents(picker: str, items: list[dict]) -> dict[str, str]:
+    if picker != "ghl_stage":
+        return {}
+    return {stage["id"]: pipeline["id"] for pipeline in items for stage in pipeline["stages"]}
+
+
+# The pickers whose lists the save-time checks need (ghl_refs.py).
+GHL_REF_PICKERS = {"ghl_field", "ghl_workflow", "ghl_pipeline"}
+
+
+def ghl_lists(found: dict[str, Lookup]) -> ghl_refs.GhlLists:
+    """What GHL listed, from loaded lookups; None for each list that failed or was not asked."""
+
+    def items(name: str) -> list[dict] | None:
+        lookup = found.get(name)
+        return None if lookup is None or lookup.error else lookup.items
+
+    return ghl_refs.lists_from(items("ghl_field"), items("ghl_workflow"), items("ghl_pipeline"))
 
 
 def clear(db: sqlite_utils.Database) -> None:
@@ -84,18 +111,15 @@ def _source(
         return [], None
     cached = state.get(db, STATE_PREFIX + name)
     now = clock()
-    if cached and not refresh:
-        ttl = ERROR_CACHE_SECONDS if cached.get("error") else CACHE_SECONDS
-        if now - cached["at"] < ttl:
-            return cached["items"], cached.get("error")
+    # Entries with an error were written by older versions, which kept failures too.
+    if cached and not refresh and not cached.get("error") and now - cached["at"] < CACHE_SECONDS:
+        return cached["items"], None
     try:
-        items, error = FETCHERS[name](config), None
-    except _Unavailable as exc:
+        items = FETCHERS[name](config)
+    except (_Unavailable, GHLError, InstantlyError) as exc:
         return [], str(exc)
-    except (GHLError, InstantlyError) as exc:
-        items, error = [], str(exc)
-    state.put(db, STATE_PREFIX + name, {"at": now, "items": items, "error": error})
-    return items, error
+    state.put(db, STATE_PREFIX + name, {"at": now, "items": items, "error": None})
+    return items, None
 
 
 def _ghl(config: Config) -> GHLClient:
@@ -113,33 +137,15 @@ def _instantly(config: Config) -> InstantlyClient:
 
 
 def _custom_fields(config: Config) -> list[dict]:
-    return [
-        {"id": f["fieldKey"], "name": f.get("name") or f["fieldKey"]}
-        for f in _ghl(config).custom_fields()
-        if str(f.get("fieldKey", "")).startswith(CUSTOM_FIELD_PREFIX)
-    ]
+    return ghl_refs.custom_field_items(_ghl(config).custom_fields())
 
 
 def _workflows(config: Config) -> list[dict]:
-    return [
-        {"id": w["id"], "name": f"{w.get('name') or w['id']} ({w.get('status') or '?'})"}
-        for w in _ghl(config).workflows()
-        if w.get("id")
-    ]
+    return ghl_refs.workflow_items(_ghl(config).workflows())
 
 
 def _pipelines(config: Config) -> list[dict]:
-    out = []
-    for pipeline in _ghl(config).pipelines():
-        if not pipeline.get("id"):
-            continue
-        stages = [
-            {"id": s["id"], "name": s.get("name") or s["id"]}
-            for s in pipeline.get("stages") or []
-            if isinstance(s, dict) and s.get("id")
-        ]
-        out.append({"id": pipeline["id"], "name": pipeline.get("name") or "", "stages": stages})
-    return out
+    return ghl_refs.pipeline_items(_ghl(config).pipelines())
 
 
 def _named(items: list[dict[str, Any]]) -> list[dict]:
@@ -159,6 +165,13 @@ def _pairs(items: list[dict]) -> list[tuple[str, str]]:
     return [(i["id"], i["name"]) for i in items]
 
 
+def _workflow_pairs(items: list[dict]) -> list[tuple[str, str]]:
+    # Only a published workflow runs; a draft is offered, but says so.
+    return [
+        (w["id"], f"{w['name']} ({w['status']})" if w.get("status") else w["name"]) for w in items
+    ]
+
+
 def _ghl_fields(items: list[dict]) -> list[tuple[str, str]]:
     standard = [(name, "standard field") for name in GHL_STANDARD_FIELDS]
     return standard + [(i["id"], f"custom field: {i['name']}") for i in items]
@@ -172,7 +185,7 @@ def _stages(items: list[dict]) -> list[tuple[str, str]]:
 PICKERS: dict[str, tuple[str, Callable[[list[dict]], list[tuple[str, str]]]]] = {
     "ghl_field": ("ghl_custom_fields", _ghl_fields),
     "instantly_field": ("static", lambda _: [(n, "lead field") for n in INSTANTLY_LEAD_FIELDS]),
-    "ghl_workflow": ("ghl_workflows", _pairs),
+    "ghl_workflow": ("ghl_workflows", _workflow_pairs),
     "ghl_pipeline": ("ghl_pipelines", _pairs),
     "ghl_stage": ("ghl_pipelines", _stages),
     "instantly_campaign": ("instantly_campaigns", _pairs),

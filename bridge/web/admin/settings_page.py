@@ -7,6 +7,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import MultiDict
 
 from bridge import settings as settings_mod
+from bridge.setup import ghl_refs
 from bridge.web.admin import forms, lookups
 from bridge.web.admin.blueprint import bp, config, database
 
@@ -44,11 +45,20 @@ def _render(
     blanks: dict[str, int] | None = None,
     import_errors: list[str] | None = None,
     status: int = 200,
+    warnings: dict[str, list[str]] | None = None,
+    choices: dict[str, lookups.Lookup] | None = None,
+    check_stored: bool = False,
 ) -> ResponseReturnValue:
+    """The page. `check_stored` shows what GHL does not list among the stored values beside
+    their fields (a workflow deleted in GHL since it was saved, say)."""
     db = database()
-    widgets, leftover = forms.build(settings_mod.SettingsSchema(), values, errors, blanks)
-    choices = lookups.load(db, config(), forms.pickers(widgets))
     cfg = config()
+    if choices is None:
+        choices = lookups.load(db, cfg, _form_pickers())
+    if check_stored:
+        found = ghl_refs.check(values, lookups.ghl_lists(choices))
+        warnings = _merged(found.errors, found.warnings)
+    widgets, leftover = forms.build(settings_mod.SettingsSchema(), values, errors, blanks, warnings)
     return (
         render_template(
             "settings.html",
@@ -67,10 +77,37 @@ def _render(
     )
 
 
+def _form_pickers() -> set[str]:
+    """The pickers the form shows, so only their lists are fetched."""
+    return forms.pickers(forms.build(settings_mod.SettingsSchema(), {})[0])
+
+
+def _checked_against_ghl(
+    settings: dict, choices: dict[str, lookups.Lookup]
+) -> tuple[ghl_refs.Found, dict[str, lookups.Lookup]]:
+    """The GHL references in `settings` checked against GHL's lists (the cached ones first)."""
+    found = ghl_refs.check(settings, lookups.ghl_lists(choices))
+    if found.errors:
+        # A custom field or workflow made in GHL minutes ago is not in the cached list yet:
+        # ask GHL again before refusing the save.
+        names = lookups.GHL_REF_PICKERS | {"ghl_stage"}
+        choices = {**choices, **lookups.load(database(), config(), names, refresh=True)}
+        found = ghl_refs.check(settings, lookups.ghl_lists(choices))
+    return found, choices
+
+
+def _merged(*sources: dict[str, list[str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for source in sources:
+        for path, messages in source.items():
+            out.setdefault(path, []).extend(messages)
+    return out
+
+
 @bp.get("/settings")
 def settings() -> ResponseReturnValue:
     version, current = settings_mod.current(database())
-    return _render(current, version)
+    return _render(current, version, check_stored=True)
 
 
 @bp.post("/settings")
@@ -89,13 +126,35 @@ def save_settings() -> ResponseReturnValue:
             "error",
         )
         return _render(raw, stored_version, problems or None, forms.blank_rows(form), status=409)
+    blanks = forms.blank_rows(form)
     try:
         if problems:
             raise settings_mod.SettingsError(problems)
-        new_version = settings_mod.save(db, raw)
+        clean = settings_mod.validate_settings(raw)
     except settings_mod.SettingsError as exc:
-        return _render(raw, posted_version, exc.messages, forms.blank_rows(form), status=400)
+        return _render(raw, posted_version, exc.messages, blanks, status=400)
+    choices = lookups.load(db, config(), _form_pickers())
+    found, choices = _checked_against_ghl(clean, choices)
+    if found.errors:
+        warnings = _merged(found.warnings, found.unchecked)
+        return _render(
+            raw,
+            posted_version,
+            found.errors,
+            blanks,
+            status=400,
+            warnings=warnings,
+            choices=choices,
+        )
+    new_version = settings_mod.save(db, clean)
     flash(f"Saved (version {new_version}). The worker applies it to the next event.", "ok")
+    noted = _merged(found.unchecked, found.warnings)
+    if noted:
+        flash(
+            "Saved with warnings: "
+            + "; ".join(f"{path}: {message}" for path, msgs in noted.items() for message in msgs),
+            "warn",
+        )
     return redirect(url_for("admin.settings"))
 
 

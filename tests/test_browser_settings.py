@@ -1,0 +1,222 @@
+"""The settings page in a real browser, on a laptop and a phone, with long real-world values.
+
+Drives Debian's chromium through Playwright, like tests/test_browser.py. GHL and Instantly
+are the fakes from tests/support on 127.0.0.1, with a 110-character campaign name and
+workflow names longer than a phone is wide. Screenshots land in
+tests/artifacts/settings-<width>.png.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from bridge import settings as settings_mod
+from bridge.store import db as store
+from tests.support.ghl_fake import FakeGHL
+from tests.support.ghl_server import FakeGHLServer
+from tests.support.instantly_fake import FakeInstantly
+from tests.support.instantly_server import serving
+from tests.web_helpers import ADMIN_PASSWORD, INSTANTLY_KEY, admin_env
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+LONG_CAMPAIGN = (
+    "Q3 2026 outbound — dental clinics in the Greater Manchester area, owners and practice "
+    "managers, second touch"
+)
+LONG_WORKFLOW = (
+    "Instantly reply follow-up: book a discovery call within two working days, then hand over"
+)
+WIDTHS = [(1366, 900), (390, 844)]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def ghl_server() -> Iterator[FakeGHLServer]:
+    fake = FakeGHL()
+    fake.add_custom_field("contact.icebreaker", "Icebreaker")
+    fake.add_custom_field("contact.linkedin_profile_url", "LinkedIn profile URL")
+    fake.add_workflow(LONG_WORKFLOW)
+    fake.add_workflow("Nurture: monthly newsletter for leads who said not now", status="draft")
+    fake.add_pipeline("Instantly outbound pipeline", ["Replied", "Interested", "Booked", "Won"])
+    fake.add_pipeline("Partnerships", ["Intro", "Negotiation"])
+    server = FakeGHLServer(fake)
+    server.start()
+    yield server
+    server.stop()
+    assert fake.spec_errors == []
+
+
+@pytest.fixture
+def fake_instantly() -> Iterator[str]:
+    fake = FakeInstantly(api_key=INSTANTLY_KEY)
+    fake.add_campaign(LONG_CAMPAIGN)
+    fake.add_campaign("Q4 follow-ups")
+    fake.add_list("Dentists, Greater Manchester, from the 2026 trade show badge scans")
+    with serving(fake) as url:
+        yield url
+    assert fake.spec_errors == []
+
+
+@pytest.fixture
+def env(env, ghl_server, fake_instantly):
+    return {**admin_env(env), "GHL_BASE_URL": ghl_server.url, "INSTANTLY_BASE_URL": fake_instantly}
+
+
+@pytest.fixture
+def long_settings(db, ghl_server):
+    """Settings an operator has filled in: the long workflow on, an opportunity in the
+    first pipeline, a custom field in the map."""
+    fake = ghl_server.fake
+    _, current = settings_mod.current(db)
+    pipeline = fake.pipelines[0]
+    current["actions"]["workflow"].update(enabled=True, workflow_id=fake.workflows[0]["id"])
+    current["actions"]["opportunity"].update(
+        enabled=True, pipeline_id=pipeline["id"], stage_id=pipeline["stages"][0]["id"]
+    )
+    current["field_map"].append({"instantly": "icebreaker", "ghl": "contact.icebreaker"})
+    current["reconcile"]["campaigns"] = []
+    settings_mod.save(db, current)
+    return pipeline
+
+
+@pytest.fixture
+def server(app) -> Iterator[str]:
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{http.server_port}"
+    http.shutdown()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the test server did not stop"
+
+
+@pytest.fixture
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(
+            f"{CHROMIUM} not found: install the Debian package `chromium` (apt-get install chromium)"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def open_settings(browser, server: str, width: int, height: int):
+    context = browser.new_context(viewport={"width": width, "height": height})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    page.goto(server + "/login")
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Dashboard')")
+    page.goto(server + "/settings")
+    page.wait_for_selector("#settings-form")
+    return context, page
+
+
+def too_wide(page) -> list[str]:
+    """The page's sideways overflow, if any, and the elements that stick out (to fix)."""
+    return page.evaluate(
+        """() => {
+            const over = document.documentElement.scrollWidth - window.innerWidth;
+            if (over <= 0) return [];
+            const out = [`page is ${over}px wider than the window`];
+            for (const el of document.querySelectorAll('body *')) {
+                const r = el.getBoundingClientRect();
+                if (r.right > window.innerWidth + 1 && out.length < 8) {
+                    out.push(`${el.tagName.toLowerCase()}#${el.id}.${el.className}`
+                        + ` right=${Math.round(r.right)} name=${el.getAttribute('name')}`);
+                }
+            }
+            return out;
+        }"""
+    )
+
+
+def assert_fits(page) -> None:
+    problems = too_wide(page)
+    assert not problems, "\n".join(problems)
+
+
+def save_button_in_view(page) -> bool:
+    return page.evaluate(
+        """() => {
+            const r = document.getElementById('save').getBoundingClientRect();
+            return r.top >= 0 && r.bottom <= window.innerHeight && r.left >= 0
+                && r.right <= window.innerWidth && r.width > 0;
+        }"""
+    )
+
+
+@pytest.mark.parametrize(("width", "height"), WIDTHS, ids=[f"{w}px" for w, _ in WIDTHS])
+def test_settings_page_holds_its_shape_with_long_values(
+    browser, server, long_settings, width, height
+):
+    ARTIFACTS.mkdir(exist_ok=True)
+    context, page = open_settings(browser, server, width, height)
+    try:
+        # The lists came from GHL and Instantly: long names are there, and fit.
+        assert page.locator(f"label:has-text('{LONG_CAMPAIGN}')").count() == 1
+        workflow = page.locator("select[name='actions.workflow.workflow_id']")
+        assert LONG_WORKFLOW in workflow.locator("option:checked").inner_text()
+        assert_fits(page)
+
+        # Jump to a section in the middle: the save button is still on screen.
+        page.click("nav .jump a:has-text('Field map')")
+        page.evaluate("window.scrollTo(0, (document.body.scrollHeight - innerHeight) / 2)")
+        assert save_button_in_view(page)
+        assert_fits(page)
+        page.screenshot(path=str(ARTIFACTS / f"settings-{width}.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / f"settings-{width}-viewport.png"))
+
+        # The stage lists show the chosen pipeline's stages only; choosing another
+        # pipeline shows its stages instead.
+        stage = page.locator("select[name='actions.opportunity.stage_id']")
+        shown = stage.locator("option[data-pipeline]:not([hidden])")
+        assert shown.count() == len(long_settings["stages"])
+        page.select_option("select[name='actions.opportunity.pipeline_id']", label="Partnerships")
+        assert shown.count() == 2
+        assert stage.input_value() == ""
+    finally:
+        context.close()
+
+
+def test_a_mistyped_custom_field_is_refused_in_the_browser_with_a_suggestion(
+    browser, server, long_settings, config
+):
+    context, page = open_settings(browser, server, 390, 844)
+    try:
+        page.fill("input[name='field_map.5.ghl']", "contact.icebreakr")
+        page.click("#save")
+        page.wait_for_selector(".banner.error:has-text('Not saved')")
+        row_note = page.locator("tr.note:has-text('did you mean contact.icebreaker?')")
+        assert row_note.count() == 1
+        assert page.locator("nav .jump a.bad:has-text('Field map')").count() == 1
+        assert_fits(page)
+        page.screenshot(path=str(ARTIFACTS / "settings-390-error.png"), full_page=True)
+    finally:
+        context.close()
+    check = store.connect(config.database)
+    assert settings_mod.version(check) == 2  # the fixture's save, not this one
+    check.close()
