@@ -159,14 +159,20 @@ def assert_fits(page) -> None:
     assert not problems, "\n".join(problems)
 
 
-def save_button_in_view(page) -> bool:
+def in_view(page, selector: str) -> bool:
+    """Whether the element is wholly inside the window."""
     return page.evaluate(
-        """() => {
-            const r = document.getElementById('save').getBoundingClientRect();
+        """(selector) => {
+            const r = document.querySelector(selector).getBoundingClientRect();
             return r.top >= 0 && r.bottom <= window.innerHeight && r.left >= 0
                 && r.right <= window.innerWidth && r.width > 0;
-        }"""
+        }""",
+        selector,
     )
+
+
+def save_button_in_view(page) -> bool:
+    return in_view(page, "#save")
 
 
 @pytest.mark.parametrize(("width", "height"), WIDTHS, ids=[f"{w}px" for w, _ in WIDTHS])
@@ -213,8 +219,11 @@ def test_a_mistyped_custom_field_is_refused_in_the_browser_with_a_suggestion(
         row_note = page.locator("tr.note:has-text('did you mean contact.icebreaker?')")
         assert row_note.count() == 1
         assert page.locator("nav .jump a.bad:has-text('Field map')").count() == 1
+        # The page opens at the field to fix, the save button still in reach.
+        assert row_note.is_visible() and in_view(page, "tr.has-error")
+        assert save_button_in_view(page)
         assert_fits(page)
-        page.screenshot(path=str(ARTIFACTS / "settings-390-error.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / "settings-390-error.png"))
     finally:
         context.close()
     check = store.connect(config.database)
