@@ -141,3 +141,13 @@ def test_a_failed_reconcile_run_shows_its_errors_summarised(logged_in, db):
 
 def iso_ago(seconds: float) -> str:
     return iso(datetime.fromtimestamp(time.time() - seconds, UTC))
+
+
+def test_m041_adds_the_request_column_and_keeps_the_call_totals(db):
+    assert db["ghl_calls"].columns_dict["request"] is str
+    before = dict(db.execute("SELECT le_ms, calls FROM ghl_call_latency").fetchall())
+    db["ghl_calls"].insert(
+        {"event_id": 1, "method": "GET", "path": "/x", "status": 200, "duration_ms": 1.0}
+    )
+    after = dict(db.execute("SELECT le_ms, calls FROM ghl_call_latency").fetchall())
+    assert all(after[bound] == before[bound] + 1 for bound in before)

@@ -111,6 +111,15 @@ def test_an_unknown_error_is_its_first_line_cut():
     assert "Traceback" not in summary
 
 
+def test_a_long_word_is_cut_inside_the_line_so_the_fix_still_shows():
+    jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." + "x" * 300
+    reason = f"GHL answered 401 (Invalid JWT {jwt}): check GHL_TOKEN and its scopes"
+    assert summarise(reason) == (
+        "GHL answered 401 (Invalid JWT eyJhbGciOiJIUzI1NiIsInR5cCI6Ik…): check GHL_TOKEN and"
+        " its scopes"
+    )
+
+
 def test_a_long_ghl_message_is_cut_keeping_the_status():
     summary = summarise("GHL 400: " + "customFields.0.id must be a mongodb id; " * 20)
     assert summary.startswith("GHL 400: customFields.0.id must be a mongodb id;")

@@ -24,6 +24,10 @@ _TAG = re.compile(r"<[^>]*>")
 _TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 # The longest lead-in kept before a service error ("last reconciliation failed: ").
 _LEAD_IN = 60
+# A word this long (a token, an id list, a URL) is cut inside the line, so the words after
+# it, often the fix ("check GHL_TOKEN"), still fit.
+_LONG_WORD = re.compile(r"[^\s()\[\]{}:;,'\"]{41,}")
+_WORD_KEPT = 30
 
 # A network error's cause, in the words urllib3 and the OS use, and what a person calls it.
 _NETWORK_CAUSES = (
@@ -70,6 +74,7 @@ def summarise(text: str | None, limit: int = LIMIT) -> str:
         lead = line[: found.start()]
         service, status, message = found.group(1), found.group(2), line[found.end() :]
         line = lead + _service_error(service, status, message)
+    line = _LONG_WORD.sub(lambda word: word.group(0)[:_WORD_KEPT] + "…", line)
     return _cut(line, limit - len(tries)) + tries
 
 
