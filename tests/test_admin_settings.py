@@ -650,8 +650,12 @@ def test_typed_ids_are_accepted_with_a_warning_when_ghl_lists_cannot_load(logged
     assert saved["actions"]["workflow"]["workflow_id"] == "wf_typed_by_hand"
     assert saved["field_map"][-1]["ghl"] == "contact.icebreaker"
     assert 'class="banner warn' in after
-    assert "field_map.5.ghl: contact.icebreaker not checked: GHL&#39;s custom fields" in after
-    assert "wf_typed_by_hand not checked: GHL&#39;s workflows could not be loaded" in after
+    assert (
+        "Not checked against GHL, as its lists could not be loaded: field_map.5.ghl, "
+        "actions.workflow.workflow_id. Save again once GHL answers to check them." in after
+    )
+    assert "<li>GHL workflows: GHL 401: The token is not authorized for this scope.</li>" in after
+    assert after.count("<li>GHL pipelines and stages: GHL 401") == 1  # one fetch, two lists
 
 
 def test_a_failed_list_is_fetched_again_when_the_page_is_opened_again(logged_in, ghl):

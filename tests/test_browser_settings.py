@@ -122,8 +122,10 @@ def browser():
         browser.close()
 
 
-def open_settings(browser, server: str, width: int, height: int):
-    context = browser.new_context(viewport={"width": width, "height": height})
+def open_settings(browser, server: str, width: int, height: int, scripts: bool = True):
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, java_script_enabled=scripts
+    )
     context.set_default_timeout(10_000)
     page = context.new_page()
     page.goto(server + "/login")
@@ -229,3 +231,54 @@ def test_a_mistyped_custom_field_is_refused_in_the_browser_with_a_suggestion(
     check = store.connect(config.database)
     assert settings_mod.version(check) == 2  # the fixture's save, not this one
     check.close()
+
+
+def test_without_scripts_every_stage_is_offered_by_name_and_saves(
+    browser, server, long_settings, ghl_server, config
+):
+    partners = ghl_server.fake.pipelines[1]
+    context, page = open_settings(browser, server, 1366, 900, scripts=False)
+    try:
+        stage = page.locator("select[name='actions.opportunity.stage_id']")
+        assert stage.locator("option[hidden]").count() == 0
+        assert stage.locator("option[data-pipeline]").count() == 6  # both pipelines' stages
+        page.select_option("select[name='actions.opportunity.pipeline_id']", label="Partnerships")
+        page.select_option(
+            "select[name='actions.opportunity.stage_id']", label="Partnerships › Negotiation"
+        )
+        page.click("#save")
+        page.wait_for_selector(".banner.ok:has-text('Saved (version 3)')")
+    finally:
+        context.close()
+    check = store.connect(config.database)
+    opportunity = settings_mod.current(check)[1]["actions"]["opportunity"]
+    check.close()
+    assert (opportunity["pipeline_id"], opportunity["stage_id"]) == (
+        partners["id"],
+        partners["stages"][1]["id"],
+    )
+
+
+def test_with_ghl_down_a_typed_workflow_id_is_saved_with_a_warning(
+    browser, server, long_settings, ghl_server, config
+):
+    ghl_server.fake.fail_for(600, 503)
+    context, page = open_settings(browser, server, 390, 844)
+    try:
+        assert page.locator(".banner.warn:has-text('Some lists could not be loaded')").count() == 1
+        field = page.locator("#w-actions\\.workflow\\.workflow_id")
+        assert field.locator("input[type=text]").count() == 1
+        assert "GHL's list could not be loaded, so type the id" in field.inner_text()
+        field.locator("input[type=text]").fill("wf_typed_while_ghl_was_down")
+        page.click("#save")
+        page.wait_for_selector(".banner.ok:has-text('Saved (version 3)')")
+        warning = page.locator(".banner.warn:has-text('Not checked against GHL')")
+        assert "actions.workflow.workflow_id" in warning.inner_text()
+        assert_fits(page)
+        page.screenshot(path=str(ARTIFACTS / "settings-390-ghl-down.png"))
+    finally:
+        context.close()
+    check = store.connect(config.database)
+    workflow = settings_mod.current(check)[1]["actions"]["workflow"]
+    check.close()
+    assert workflow["workflow_id"] == "wf_typed_while_ghl_was_down"

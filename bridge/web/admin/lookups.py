@@ -191,3 +191,22 @@ PICKERS: dict[str, tuple[str, Callable[[list[dict]], list[tuple[str, str]]]]] = 
     "instantly_campaign": ("instantly_campaigns", _pairs),
     "instantly_list": ("instantly_lead_lists", _pairs),
 }
+
+# What each source is, in words, for the page's "could not be loaded" list.
+SOURCE_LABELS = {
+    "ghl_custom_fields": "GHL custom fields",
+    "ghl_workflows": "GHL workflows",
+    "ghl_pipelines": "GHL pipelines and stages",
+    "instantly_campaigns": "Instantly campaigns",
+    "instantly_lead_lists": "Instantly lead lists",
+}
+
+
+def failures(found: dict[str, Lookup]) -> list[tuple[str, str]]:
+    """(what, why) for each list that could not be loaded, once per source fetched."""
+    out: dict[str, str] = {}
+    for name, lookup in sorted(found.items()):
+        if lookup.error:
+            source = PICKERS[name][0]
+            out.setdefault(SOURCE_LABELS.get(source, source), lookup.error)
+    return list(out.items())

@@ -67,6 +67,7 @@ def _render(
             has_errors=bool(errors),
             version=version,
             lookups=choices,
+            failed_lists=lookups.failures(choices),
             secrets=secrets_status(),
             location_id=cfg.ghl_location_id,
             ghl_base_url=cfg.ghl_base_url,
@@ -148,11 +149,16 @@ def save_settings() -> ResponseReturnValue:
         )
     new_version = settings_mod.save(db, clean)
     flash(f"Saved (version {new_version}). The worker applies it to the next event.", "ok")
-    noted = _merged(found.unchecked, found.warnings)
-    if noted:
+    if found.unchecked:
+        flash(
+            "Not checked against GHL, as its lists could not be loaded: "
+            f"{', '.join(found.unchecked)}. Save again once GHL answers to check them.",
+            "warn",
+        )
+    if found.warnings:
         flash(
             "Saved with warnings: "
-            + "; ".join(f"{path}: {message}" for path, msgs in noted.items() for message in msgs),
+            + "; ".join(f"{path}: {m}" for path, msgs in found.warnings.items() for m in msgs),
             "warn",
         )
     return redirect(url_for("admin.settings"))
