@@ -365,13 +365,16 @@ def free_port(wanted: int | None) -> int:
     raise DemoFailed("no free port on 127.0.0.1")
 
 
-def _stop_on_sigterm() -> None:
-    # SIGTERM (a service manager, `timeout`) ends the demo as Ctrl-C does: through the
-    # finally blocks, so the bridge and the fakes stop and the folder is removed.
+def _stop_on_signals() -> None:
+    # Ctrl-C and SIGTERM (a service manager, `timeout`) end the demo through the finally
+    # blocks, so the bridge and the fakes stop and the folder is removed. SIGINT is set even
+    # when the demo inherited it ignored (started in the background from a script), since a
+    # Ctrl-C that does nothing would leave the bridge running.
     def raise_interrupt(*_: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGINT, raise_interrupt)
 
 
 def say(text: str = "") -> None:
@@ -467,7 +470,7 @@ def main(argv: list[str] | None = None) -> None:
         "--exit-after-setup", action="store_true", help="stop once the events are synced"
     )
     args = parser.parse_args(argv)
-    _stop_on_sigterm()
+    _stop_on_signals()
     try:
         code = run_demo(free_port(args.port), args.exit_after_setup)
     except KeyboardInterrupt:
