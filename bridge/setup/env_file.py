@@ -180,6 +180,21 @@ def _sections() -> list[tuple[str, str, list[Variable]]]:
                     "<BRIDGE_INSTANCE_PATH>/bridge.sqlite3",
                     "/var/lib/instantly-ghl-bridge/bridge.sqlite3",
                 ),
+                Variable(
+                    "BRIDGE_REPLICA_URL",
+                    "where Litestream keeps a continuous copy of the database, s3://bucket/path"
+                    " or file:///absolute/folder: `instantly-ghl-bridge run` restores a missing"
+                    " database from it, then streams every commit there (pip install"
+                    " 'instantly-ghl-bridge[replication]').",
+                    "none (no replica)",
+                    "s3://my-bucket/instantly-ghl-bridge",
+                ),
+                Variable(
+                    "LITESTREAM_ACCESS_KEY_ID",
+                    "the S3 key Litestream writes an s3:// replica with (never put it in the URL).",
+                    "none",
+                ),
+                Variable("LITESTREAM_SECRET_ACCESS_KEY", "that key's secret.", "none"),
             ],
         ),
         (

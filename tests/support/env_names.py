@@ -15,8 +15,9 @@ from pathlib import Path
 BRIDGE_DIR = Path(__file__).resolve().parents[2] / "bridge"
 _NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 # Prefixes of variables the bridge owns; anything so named is cleared for tests too, in case a
-# setting is read in a way the scan does not recognise.
-PREFIXES = ("BRIDGE_", "GHL_", "INSTANTLY_", "WEB_")
+# setting is read in a way the scan does not recognise. LITESTREAM_: the replica's S3 keys,
+# which Litestream reads from the environment the bridge hands it.
+PREFIXES = ("BRIDGE_", "GHL_", "INSTANTLY_", "WEB_", "LITESTREAM_")
 # Read by the test support code itself (where the vendors' specs are), never by the bridge.
 TEST_SUPPORT = frozenset({"BRIDGE_SPECS_DIR"})
 
