@@ -44,7 +44,8 @@ def test_every_variable_the_bridge_reads_has_a_line():
 def test_every_variable_in_the_readme_table_has_a_line():
     documented = _readme_variables()
     assert {"GHL_TOKEN", "PORT", "WEB_THREADS"} <= documented  # the table was found
-    assert sorted(documented - _listed(env_file_text())) == []
+    # BRIDGE_ENV_FILE names this file, so the file names it in its header, not as a line.
+    assert sorted(documented - _listed(env_file_text()) - {ENV_FILE_VAR}) == []
 
 
 def test_each_variable_is_explained_with_its_default():
