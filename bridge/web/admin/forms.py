@@ -89,6 +89,10 @@ HELP = {
     ),
     "interest.tags.*": "Tags added when a lead reaches this status, one template per line.",
     "actions": "Optional GHL actions, each off until you switch it on.",
+    "retention": (
+        "What the worker forgets, and after how many days. Dead, waiting and running events "
+        "are never forgotten, nor their GHL calls."
+    ),
     "actions.reply_note": (
         "The note holds the reply's subject, its text without the quoted thread, the "
         "campaign, the step and a link to Instantly's Unibox."
@@ -166,6 +170,11 @@ LABELS = {
     "actions.opportunity.ghl_status": "GHL opportunity status",
     "actions.opportunity.statuses": "On these statuses",
     "actions.opportunity.name": "Opportunity name",
+    "retention": "Keeping history",
+    "retention.payload_days": "Full payloads kept (days)",
+    "retention.event_days": "Finished events kept (days)",
+    "retention.call_log_days": "GHL call log kept (days)",
+    "retention.run_days": "Reconciliation runs kept (days)",
 }
 
 # Words for keys and choices wherever they appear: interest statuses, event types.
