@@ -89,10 +89,6 @@ HELP = {
     ),
     "interest.tags.*": "Tags added when a lead reaches this status, one template per line.",
     "actions": "Optional GHL actions, each off until you switch it on.",
-    "retention": (
-        "What the worker forgets, and after how many days. Dead, waiting and running events "
-        "are never forgotten, nor their GHL calls."
-    ),
     "actions.reply_note": (
         "The note holds the reply's subject, its text without the quoted thread, the "
         "campaign, the step and a link to Instantly's Unibox."
