@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import requests
 
 from bridge.config import ENV_FILE_VAR
 from tests.faults.procs import free_port
+from tests.support import demo
 from tests.support.demo import READY_LINE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +66,24 @@ class Output:
     @property
     def text(self) -> str:
         return "\n".join(self.lines)
+
+
+@pytest.mark.parametrize("samples", ["captured", "built in"])
+def test_the_demo_events_are_four_kinds_for_distinct_leads(samples, tmp_path, monkeypatch):
+    if samples == "built in":
+        monkeypatch.setattr(demo, "SAMPLES", tmp_path / "absent")
+    elif not demo.SAMPLES.is_dir():
+        pytest.skip(f"{demo.SAMPLES} not found: the captured deliveries are not beside the repo")
+    now = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    sent = demo.demo_events(now)
+    kinds = [item.body["event_type"] for item in sent]
+    assert kinds == ["reply_received", "lead_interested", "lead_unsubscribed", "reply_received"]
+    leads = [item.body["lead_email"] for item in sent]
+    assert len(set(leads)) == 4 and leads[3] == demo.REFUSED
+    assert all(item.body["email"] == item.body["lead_email"] for item in sent)
+    assert not set(demo.REPLY_FIELDS) & set(sent[2].body)  # an unsubscribe carries no reply
+    stamps = [item.body["timestamp"] for item in sent]
+    assert stamps == sorted(stamps) and stamps[-1] == "2026-12-02T11:59:59.000Z"
 
 
 @pytest.fixture

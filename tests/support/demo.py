@@ -97,7 +97,14 @@ def demo_events(now: datetime) -> list[Sent]:
     reply = _sample("reply_received.middleware-instantly-attio.2025-11-24.json", BUILT_IN_REPLY)
     interested = _sample(
         "lead_interested.GovClerk.2025-06.json",
-        {**BUILT_IN_REPLY, "event_type": "lead_interested", "lead_email": "sam.keen@example.com"},
+        {
+            **BUILT_IN_REPLY,
+            "event_type": "lead_interested",
+            "lead_email": "sam.keen@example.com",
+            "email": "sam.keen@example.com",
+            "firstName": "Sam",
+            "lastName": "Keen",
+        },
     )
     # No unsubscribe was captured: Instantly sends the lead's fields without the reply's.
     unsubscribed = {
