@@ -44,6 +44,12 @@ def restore(file: str) -> None:
     if restored.applied:
         click.echo(f"migrated (the backup was older): {', '.join(restored.applied)}")
     _describe(restored.summary)
+    if config.replica_url:
+        click.echo(
+            "BRIDGE_REPLICA_URL is set: the replica still holds the database as it was, and"
+            " `run` will not overwrite it with this one. Point BRIDGE_REPLICA_URL at a new,"
+            " empty place to replicate the restored database from now on."
+        )
 
 
 def _describe(summary: Summary) -> None:

@@ -13,6 +13,7 @@ import sqlite_utils
 from bridge.config import Config, ConfigError, load_config
 from bridge.logs import configure_logging
 from bridge.store import db as store
+from bridge.store import holders
 
 # Where load_config_or_exit leaves the database's path for BridgeGroup (click shares a
 # context's meta with the contexts nested in it).
@@ -71,7 +72,14 @@ def load_config_or_exit() -> Config:
 
 
 def open_database(config: Config) -> sqlite_utils.Database:
-    """The database, or an error saying to run `instantly-ghl-bridge migrate` when it is behind."""
+    """The database, or an error saying to run `instantly-ghl-bridge migrate` when it is behind.
+
+    The command holds the database (bridge.store.holders) until it ends, so a restore
+    refuses to swap the file under it and one that is under way finishes first."""
+    hold = holders.hold_shared(config.database)
+    context = click.get_current_context(silent=True)
+    if hold is not None and context is not None:
+        context.call_on_close(hold.close)
     db = store.connect(config.database)
     pending = store.pending_migrations(db)
     if pending:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from typing import NoReturn
 
 import click
@@ -17,6 +15,7 @@ import click
 from bridge import settings as settings_mod
 from bridge.cli.common import load_config_or_exit, open_database
 from bridge.config import RUN_DIR, Config
+from bridge.setup.env_file import write_env_file
 from bridge.store import db as store
 from bridge.store import holders, inbox, replica
 
@@ -68,28 +67,13 @@ def worker(drain: bool) -> None:
 @click.option("--path", default=str(RUN_DIR / ".env"), show_default=True)
 def init_env(path: str) -> None:
     """Create a .env with generated secrets if there is none (never overwrites)."""
-    target = Path(path)
-    try:
-        # Made 0600 by the call that creates it, never readable by others in between; and
-        # O_EXCL never follows a link left where the file should be.
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        click.echo(f"{target} exists; left as it is")
+    if not write_env_file(path):
+        click.echo(f"{path} exists; left as it is")
         return
-    with os.fdopen(fd, "w") as handle:
-        handle.write(
-            "# Written by `instantly-ghl-bridge init-env`. Fill in the GHL and Instantly values.\n"
-            f"BRIDGE_WEBHOOK_SECRET={secrets.token_urlsafe(24)}\n"
-            f"BRIDGE_SECRET_KEY={secrets.token_urlsafe(32)}\n"
-            "# BRIDGE_PUBLIC_URL=https://bridge.example.com\n"
-            "# BRIDGE_ADMIN_PASSWORD=\n"
-            "# GHL_TOKEN=\n"
-            "# GHL_LOCATION_ID=\n"
-            "# INSTANTLY_API_KEY=\n"
-        )
     click.echo(
-        f"wrote {target} with a new BRIDGE_WEBHOOK_SECRET (send it as the X-Bridge-Secret "
-        "header from Instantly) and BRIDGE_SECRET_KEY"
+        f"wrote {path} with a new BRIDGE_WEBHOOK_SECRET (send it as the X-Bridge-Secret "
+        "header from Instantly) and BRIDGE_SECRET_KEY; every other setting is listed there,"
+        " commented, with its meaning"
     )
 
 

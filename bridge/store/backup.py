@@ -22,7 +22,7 @@ from pathlib import Path
 import sqlite_utils
 
 from bridge.store import db as store
-from bridge.store import holders
+from bridge.store import holders, replica
 from bridge.store.inbox import STATUSES
 
 MIGRATIONS_TABLE = "_sqlite_migrations"
@@ -103,6 +103,8 @@ def restore(backup_file: str | Path, db_path: str | Path) -> Restored:
             _sync_file(temp)
             replaced = _move_aside(database)
             os.replace(temp, database)
+            # Litestream's position in the old file means nothing for this one.
+            shutil.rmtree(replica.meta_dir(database), ignore_errors=True)
         finally:
             _remove(temp)
         _sync_folder(database.parent)

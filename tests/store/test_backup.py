@@ -13,13 +13,15 @@ import sqlite3
 import stat
 from pathlib import Path
 
+import click
 import pytest
 import sqlite_utils
 
 from bridge import create_app
+from bridge.cli.common import open_database
 from bridge.events.webhook import from_webhook
 from bridge.store import backup as backups
-from bridge.store import contacts, holders, inbox, leases
+from bridge.store import contacts, holders, inbox, leases, replica
 from bridge.store import db as store
 from tests.helpers import reply_payload
 
@@ -208,6 +210,25 @@ def test_restore_puts_the_backup_back_and_keeps_the_replaced_database_aside(
     restored.close()
     assert mode(database) == mode(aside) == 0o600
     assert not list(database.parent.glob("*.partial*"))
+
+
+def test_restore_with_replication_forgets_litestream_state_and_says_what_follows(
+    config, db, tmp_path, runner, monkeypatch
+):
+    add_events(db, "rep", 1)
+    target = tmp_path / "b.sqlite3"
+    backups.backup(config.database, target)
+    db.close()
+    state = replica.meta_dir(config.database)
+    state.mkdir()
+    (state / "position").write_text("of the database being replaced")
+    monkeypatch.setenv("BRIDGE_REPLICA_URL", f"file://{tmp_path / 'replica'}")
+
+    result = runner.invoke(["restore", str(target)])
+
+    assert result.exit_code == 0, result.output
+    assert not state.exists()
+    assert "Point BRIDGE_REPLICA_URL at a new, empty place" in result.output
 
 
 def test_restore_onto_a_new_machine_needs_no_database(config, db, tmp_path, runner, monkeypatch):
@@ -433,3 +454,21 @@ def test_a_restore_whose_migration_fails_says_where_the_old_database_is(config, 
         f" lease_owner; the database that was there is kept as {aside}"
     )
     assert keys_in(aside) == {"reply:m-0"}
+
+
+def test_a_command_holds_the_database_while_it_runs_and_lets_go_after(config, db, monkeypatch):
+    seen: list[str] = []
+
+    @click.command()
+    def probe() -> None:
+        open_database(config)
+        try:
+            with holders.exclusive(config.database):
+                seen.append("free")
+        except holders.InUse:
+            seen.append("held")
+
+    assert probe.main([], standalone_mode=False) is None
+    with holders.exclusive(config.database):  # the command ended: nothing holds it now
+        seen.append("free after")
+    assert seen == ["held", "free after"]
