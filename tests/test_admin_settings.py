@@ -654,8 +654,12 @@ def test_typed_ids_are_accepted_with_a_warning_when_ghl_lists_cannot_load(logged
         "Not checked against GHL, as its lists could not be loaded: field_map.5.ghl, "
         "actions.workflow.workflow_id. Save again once GHL answers to check them." in after
     )
-    assert "<li>GHL workflows: GHL 401: The token is not authorized for this scope.</li>" in after
-    assert after.count("<li>GHL pipelines and stages: GHL 401") == 1  # one fetch, two lists
+    # One line a person reads, the answer as GHL gave it on hover.
+    assert (
+        '<li>GHL workflows: <span title="GHL 401: The token is not authorized for this scope.">'
+        "GHL 401: token rejected (The token is not authorized for this scope.)</span></li>"
+    ) in after
+    assert after.count("<li>GHL pipelines and stages: <span") == 1  # one fetch, two lists
 
 
 def test_a_failed_list_is_fetched_again_when_the_page_is_opened_again(logged_in, ghl):

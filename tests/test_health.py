@@ -86,7 +86,7 @@ def test_dead_letters_are_degraded_200_and_503_when_strict_until_replayed(
     code, body = healthz(client)
     assert (code, body["status"], body["problems"]) == (200, "degraded", [])
     (warning,) = body["warnings"]
-    assert warning.startswith("1 dead events wait:") and "instantly-ghl-bridge replay" in warning
+    assert warning.startswith("1 dead event waits:") and "instantly-ghl-bridge replay" in warning
     assert body["failing_checks"] == ["dead_events"]
     assert healthz(client, "?strict=1")[0] == 503
 
@@ -365,7 +365,7 @@ def test_status_prints_the_state_problems_and_warnings(runner, db):
     lines = result.output.splitlines()
     assert lines[0] == "status: unhealthy"
     assert any(line.startswith("problem: GHL writes paused: GHL answered 401") for line in lines)
-    assert any(line.startswith("warning: 1 dead events wait:") for line in lines)
+    assert any(line.startswith("warning: 1 dead event waits:") for line in lines)
     assert any(line.startswith("dead #1 reply_received") for line in lines)
 
 

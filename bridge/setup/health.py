@@ -116,9 +116,11 @@ def report(db: sqlite_utils.Database, config: Config, now: float | None = None) 
     if failing_seconds is not None:
         _check_ghl_failing(findings, failing, failing_seconds, last_error)
     if counts[inbox.DEAD]:
+        dead = counts[inbox.DEAD]
         findings.add(
             "dead_events",
-            f"{counts[inbox.DEAD]} dead events wait: see why on the Dead letters page,"
+            (f"{dead} dead events wait" if dead != 1 else "1 dead event waits")
+            + ": see why on the Dead letters page,"
             " fix the cause, then replay them (`instantly-ghl-bridge replay`)",
         )
     capped = state.get(db, state.GHL_RETRY_AFTER_CAPPED)
