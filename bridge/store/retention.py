@@ -34,13 +34,20 @@ from bridge.clock import iso
 from bridge.store import db as store
 from bridge.store import state
 
-# Rows per transaction: a batch of deletes or updates this size holds the lock for a few
-# milliseconds.
+# The longest one batch should hold the writers' lock: a webhook arriving meanwhile waits
+# about this long (and one statement) for it, well inside the answer's budget. Batch sizes
+# follow it: halved after a batch held the lock longer, doubled after one held it less
+# than half of it, so a slow or busy machine gets smaller batches.
+LOCK_BUDGET_SECONDS = 0.005
+# Rows per transaction, at first and at most.
+FIRST_BATCH_ROWS = 50
 BATCH_ROWS = 500
 # Payload text read per batch of stubs: replies run up to 1 MiB each, and they are read
 # into memory to keep their short values.
 BATCH_PAYLOAD_CHARS = 4 * 1024 * 1024
-# Pages given back per incremental_vacuum transaction (4 MiB at SQLite's default 4 KiB page).
+# Pages given back per incremental_vacuum transaction, at first and at most (4 MiB at
+# SQLite's default 4 KiB page).
+FIRST_VACUUM_PAGES = 64
 VACUUM_PAGES = 1024
 # Free pages left in the file: SQLite reuses them for the next inserts, so giving back the
 # last few only to grow the file again is wasted work.
@@ -115,18 +122,29 @@ def batches(
     payloads_before = _cutoff(moment, retention["payload_days"])
     stamp = iso(datetime.fromtimestamp(moment, UTC))
     steps = (
-        lambda: delete_runs(db, runs_before),
-        lambda: delete_calls(db, calls_before),
-        lambda: delete_events(db, events_before),
-        lambda: stub_payloads(db, payloads_before, stamp),
-        lambda: give_back_pages(db),
+        (BATCH_ROWS, FIRST_BATCH_ROWS, lambda n: delete_runs(db, runs_before, n)),
+        (BATCH_ROWS, FIRST_BATCH_ROWS, lambda n: delete_calls(db, calls_before, n)),
+        (BATCH_ROWS, FIRST_BATCH_ROWS, lambda n: delete_events(db, events_before, n)),
+        (BATCH_ROWS, FIRST_BATCH_ROWS, lambda n: stub_payloads(db, payloads_before, stamp, n)),
+        (VACUUM_PAGES, FIRST_VACUUM_PAGES, lambda n: give_back_pages(db, n)),
     )
-    for step in steps:
+    for most, first, step in steps:
+        size = min(first, most)
         while True:
-            batch = step()
+            batch = step(size)
             if not batch.batches:
                 break
             yield batch
+            size = next_size(size, most, batch.longest_lock_seconds)
+
+
+def next_size(size: int, most: int, held: float) -> int:
+    """The next batch's size after one of `size` held the lock for `held` seconds."""
+    if held > LOCK_BUDGET_SECONDS:
+        return max(1, size // 2)
+    if held < LOCK_BUDGET_SECONDS / 2:
+        return min(most, size * 2)
+    return size
 
 
 def _cutoff(now: float, days: int) -> str:
@@ -136,18 +154,29 @@ def _cutoff(now: float, days: int) -> str:
 @contextlib.contextmanager
 def _locked(db: sqlite_utils.Database, pruned: Pruned, transaction: bool = True) -> Iterator[None]:
     """The writers' lock (and an immediate transaction), timed for the log and the bench."""
-    with store.writer(database_path(db)):
-        started = time.perf_counter()
-        try:
-            if transaction:
-                with store.immediate(db):
+    # A batch lost to a power cut is done again by the next pass, so its commit need not
+    # wait for the disk inside the lock: in WAL mode NORMAL appends without the fsync, and
+    # the connection's next FULL commit syncs it too. Other modes keep their setting.
+    relaxed = db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    if relaxed:
+        synchronous = db.execute("PRAGMA synchronous").fetchone()[0]
+        db.execute("PRAGMA synchronous = NORMAL")
+    try:
+        with store.writer(database_path(db)):
+            started = time.perf_counter()
+            try:
+                if transaction:
+                    with store.immediate(db):
+                        yield
+                else:
                     yield
-            else:
-                yield
-        finally:
-            held = time.perf_counter() - started
-            pruned.batches += 1
-            pruned.longest_lock_seconds = max(pruned.longest_lock_seconds, held)
+            finally:
+                held = time.perf_counter() - started
+                pruned.batches += 1
+                pruned.longest_lock_seconds = max(pruned.longest_lock_seconds, held)
+    finally:
+        if relaxed:
+            db.execute(f"PRAGMA synchronous = {int(synchronous)}")
 
 
 def database_path(db: sqlite_utils.Database) -> str:
@@ -156,7 +185,7 @@ def database_path(db: sqlite_utils.Database) -> str:
     return (row[2] if row else "") or ":memory:"
 
 
-def delete_runs(db: sqlite_utils.Database, before: str) -> Pruned:
+def delete_runs(db: sqlite_utils.Database, before: str, limit: int | None = None) -> Pruned:
     """Delete a batch of reconciliation runs started before `before`; the latest finished
     run stays (the dashboard shows it), and a running one is never touched."""
     pruned = Pruned()
@@ -169,7 +198,7 @@ def delete_runs(db: sqlite_utils.Database, before: str) -> Pruned:
     if db.execute(query, [before, 1]).fetchone() is None:
         return pruned  # nothing due: no lock taken
     with _locked(db, pruned):
-        rows = db.execute(query, [before, BATCH_ROWS]).fetchall()
+        rows = db.execute(query, [before, limit or BATCH_ROWS]).fetchall()
         _delete_ids(db, "reconcile_runs", [row[0] for row in rows])
         # Put back what reconcile_totals_delete subtracted: the totals count runs made.
         for status, runs, found, new in _sum_runs(rows):
@@ -192,7 +221,7 @@ def _sum_runs(rows: list[tuple]) -> list[tuple[str, int, int, int]]:
     return [(status, *total) for status, total in sums.items()]
 
 
-def delete_calls(db: sqlite_utils.Database, before: str) -> Pruned:
+def delete_calls(db: sqlite_utils.Database, before: str, limit: int | None = None) -> Pruned:
     """Delete a batch of GHL call log rows made before `before`, except those of a dead or
     queued event (its page shows why it failed). GHL call totals count calls made, and
     m036 keeps no delete trigger on them: /metrics is unchanged."""
@@ -215,13 +244,13 @@ def delete_calls(db: sqlite_utils.Database, before: str) -> Pruned:
     if db.execute(query, [bound, before, 1]).fetchone() is None:
         return pruned
     with _locked(db, pruned):
-        ids = [row[0] for row in db.execute(query, [bound, before, BATCH_ROWS])]
+        ids = [row[0] for row in db.execute(query, [bound, before, limit or BATCH_ROWS])]
         _delete_ids(db, "ghl_calls", ids)
         pruned.calls = len(ids)
     return pruned
 
 
-def delete_events(db: sqlite_utils.Database, before: str) -> Pruned:
+def delete_events(db: sqlite_utils.Database, before: str, limit: int | None = None) -> Pruned:
     """Delete a batch of events finished before `before`: past it, a redelivery of one is
     taken as new. Dead and queued events are never deleted."""
     pruned = Pruned()
@@ -232,7 +261,7 @@ def delete_events(db: sqlite_utils.Database, before: str) -> Pruned:
     if db.execute(query, [before, 1]).fetchone() is None:
         return pruned
     with _locked(db, pruned):
-        rows = db.execute(query, [before, BATCH_ROWS]).fetchall()
+        rows = db.execute(query, [before, limit or BATCH_ROWS]).fetchall()
         _delete_ids(db, "events", [row[0] for row in rows])
         # Put back what event_totals_delete subtracted: the totals count events finished.
         for (event_type, status), n in Counter((row[1], row[2]) for row in rows).items():
@@ -250,41 +279,48 @@ def _delete_ids(db: sqlite_utils.Database, table: str, ids: list[int]) -> None:
         db.execute(f"DELETE FROM {table} WHERE id IN ({marks})", ids)
 
 
-def stub_payloads(db: sqlite_utils.Database, before: str, stamp: str) -> Pruned:
+def stub_payloads(
+    db: sqlite_utils.Database, before: str, stamp: str, limit: int | None = None
+) -> Pruned:
     """Replace the payloads of a batch of events finished before `before` with stubs.
 
-    The payloads are read outside the lock (a WAL reader holds up no writer), the stubs
-    written under it only where the row is still as it was read. A mark in the state table
-    remembers how far stubbing got, so the stubs already written are never read again."""
+    The payloads are read and the stubs made outside the lock (a WAL reader holds up no
+    writer); under it each stub is written only where the row is still as it was read, and
+    the writing stops once the batch has held the lock LOCK_BUDGET_SECONDS. A mark in the
+    state table remembers how far stubbing got, so stubs written are never read again."""
     pruned = Pruned()
     mark = state.get(db, PAYLOAD_MARK_STATE) or {"updated_at": "", "id": 0}
     rows = db.execute(
         f"SELECT id, updated_at, payload, last_error FROM {_BY_FINISH}"
         " AND updated_at < ? AND (updated_at, id) > (?, ?) ORDER BY updated_at, id LIMIT ?",
-        [before, mark["updated_at"], mark["id"], BATCH_ROWS],
+        [before, mark["updated_at"], mark["id"], limit or BATCH_ROWS],
     )
-    stubs: list[tuple[str, str | None, int, str]] = []
-    last: tuple[str, int] | None = None
-    read = 0
+    # (updated_at, id, the stub and the cut error, or None for a payload already a stub)
+    read: list[tuple[str, int, tuple[str, str | None] | None]] = []
+    chars = 0
     for event_id, updated_at, payload, error in rows:
-        last = (updated_at, event_id)
-        read += len(payload)
-        if not is_stub(payload):
-            stubs.append((payload_stub(payload, stamp), _cut(error), event_id, updated_at))
-        if read >= BATCH_PAYLOAD_CHARS:
+        stub = None if is_stub(payload) else (payload_stub(payload, stamp), _cut(error))
+        read.append((updated_at, event_id, stub))
+        chars += len(payload)
+        if chars >= BATCH_PAYLOAD_CHARS:
             break
     rows.close()
-    if last is None:
+    if not read:
         return pruned
     with _locked(db, pruned):
-        for stub, error, event_id, updated_at in stubs:
-            cursor = db.execute(
-                "UPDATE events SET payload = ?, last_error = ?"
-                f" WHERE id = ? AND updated_at = ? AND status IN {FINISHED}",
-                [stub, error, event_id, updated_at],
-            )
-            pruned.payloads += cursor.rowcount
-        state.put(db, PAYLOAD_MARK_STATE, {"updated_at": last[0], "id": last[1]})
+        deadline = time.perf_counter() + LOCK_BUDGET_SECONDS
+        for updated_at, event_id, stub in read:
+            if stub is not None:
+                cursor = db.execute(
+                    "UPDATE events SET payload = ?, last_error = ?"
+                    f" WHERE id = ? AND updated_at = ? AND status IN {FINISHED}",
+                    [*stub, event_id, updated_at],
+                )
+                pruned.payloads += cursor.rowcount
+            last = {"updated_at": updated_at, "id": event_id}
+            if time.perf_counter() > deadline:
+                break
+        state.put(db, PAYLOAD_MARK_STATE, last)
     return pruned
 
 
@@ -312,20 +348,24 @@ def _short_values(body: dict[str, Any], prefix: str, removed: list[str]) -> dict
     kept: dict[str, Any] = {}
     for key, value in body.items():
         if key == PRUNED_MARK:
-            continue
-        if isinstance(value, dict):
-            kept[key] = _short_values(value, f"{prefix}{key}.", removed)
-        elif _short(value):
+            continue  # a stub's own note: a new one is written
+        kind = type(value)
+        if kind is str:
+            if len(value) <= STUB_VALUE_CHARS:
+                kept[key] = value
+                continue
+        elif kind in _SCALARS:
             kept[key] = value
-        else:
-            removed.append(prefix + key)
+            continue
+        elif kind is dict:
+            kept[key] = _short_values(value, f"{prefix}{key}.", removed)
+            continue
+        removed.append(prefix + key)
     return kept
 
 
-def _short(value: Any) -> bool:
-    if isinstance(value, str):
-        return len(value) <= STUB_VALUE_CHARS
-    return value is None or isinstance(value, bool | int | float)
+# What JSON decodes to besides text, objects and arrays: kept whatever their value.
+_SCALARS = (int, float, bool, type(None))
 
 
 def _cut(error: str | None) -> str | None:
@@ -334,7 +374,7 @@ def _cut(error: str | None) -> str | None:
     return error[: STUB_ERROR_CHARS - 1] + "…"
 
 
-def give_back_pages(db: sqlite_utils.Database) -> Pruned:
+def give_back_pages(db: sqlite_utils.Database, limit: int | None = None) -> Pruned:
     """Give a step of free pages back to the disk; nothing when few are free. The file
     itself shrinks at the next WAL checkpoint."""
     pruned = Pruned()
@@ -343,7 +383,7 @@ def give_back_pages(db: sqlite_utils.Database) -> Pruned:
     free = db.execute("PRAGMA freelist_count").fetchone()[0]
     if free <= KEEP_FREE_PAGES:
         return pruned
-    step = min(VACUUM_PAGES, free - KEEP_FREE_PAGES)
+    step = min(limit or VACUUM_PAGES, free - KEEP_FREE_PAGES)
     with _locked(db, pruned, transaction=False):
         # Its own transaction (a pragma that frees pages cannot share one), stepped to the
         # end by executescript: execute() stops after the first page.

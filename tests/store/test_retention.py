@@ -172,7 +172,13 @@ def test_old_reconciliation_runs_go_but_the_latest_and_a_running_one_stay(db):
 # --- batches and the lock --------------------------------------------------------------------
 
 
-def test_each_batch_is_one_short_transaction_of_at_most_batch_rows(db, monkeypatch):
+@pytest.fixture
+def unhurried(monkeypatch):
+    """A lock budget no batch reaches, so batch sizes depend on the rows alone."""
+    monkeypatch.setattr(retention, "LOCK_BUDGET_SECONDS", 3600.0)
+
+
+def test_each_batch_is_one_short_transaction_of_at_most_batch_rows(db, monkeypatch, unhurried):
     monkeypatch.setattr(retention, "BATCH_ROWS", 3)
     stored(db, 7, inbox.DONE, html="<div>short</div>")
     sizes = []
@@ -184,11 +190,45 @@ def test_each_batch_is_one_short_transaction_of_at_most_batch_rows(db, monkeypat
     assert statuses(db) == {}
 
 
-def test_a_payload_batch_stops_at_its_size_budget(db, monkeypatch):
+def test_a_payload_batch_stops_at_its_size_budget(db, monkeypatch, unhurried):
     monkeypatch.setattr(retention, "BATCH_PAYLOAD_CHARS", 2 * len(LONG_HTML))
     stored(db, 5, inbox.DONE)
     sizes = [b.payloads for b in retention.batches(db, RETENTION, now=days_from_now(31))]
     assert sizes[:3] == [2, 2, 1]
+
+
+def test_batch_sizes_follow_the_lock_budget():
+    budget = retention.LOCK_BUDGET_SECONDS
+    assert retention.next_size(100, 500, budget * 1.5) == 50
+    assert retention.next_size(1, 500, budget * 10) == 1
+    assert retention.next_size(100, 500, budget * 0.75) == 100
+    assert retention.next_size(100, 500, budget * 0.1) == 200
+    assert retention.next_size(400, 500, 0.0) == 500
+
+
+def test_a_payload_batch_stops_writing_once_it_has_held_the_lock_its_budget(db, monkeypatch):
+    monkeypatch.setattr(retention, "LOCK_BUDGET_SECONDS", 0.0)
+    stored(db, 4, inbox.DONE)
+    sizes = [b.payloads for b in retention.batches(db, RETENTION, now=days_from_now(31))]
+    assert sizes[:4] == [1, 1, 1, 1]
+    assert retention.prune(db, RETENTION, now=days_from_now(31)).payloads == 0
+
+
+def test_batches_commit_without_waiting_for_the_disk_and_the_connection_is_left_as_it_was(
+    db, monkeypatch
+):
+    stored(db, 3, inbox.DONE)
+    modes = []
+    real = retention._delete_ids
+
+    def delete_ids(db, table, ids):
+        modes.append(db.execute("PRAGMA synchronous").fetchone()[0])
+        real(db, table, ids)
+
+    monkeypatch.setattr(retention, "_delete_ids", delete_ids)
+    retention.prune(db, RETENTION, now=days_from_now(91))
+    assert modes == [1]  # NORMAL: in WAL mode, no fsync inside the lock
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
 
 
 def test_a_webhook_waits_for_the_writers_lock_that_a_batch_holds(db, config, monkeypatch):
@@ -387,3 +427,15 @@ def test_a_drain_leaves_pruning_to_the_running_worker(db, config, fake_ghl):
     db.execute("UPDATE events SET updated_at = '2020-01-01T00:00:00.000Z'")
     Worker(config, db=db).run(drain=True)
     assert len(statuses(db)) == 2
+
+
+@pytest.mark.admin
+def test_the_event_page_and_the_dashboard_show_a_pruned_event(db, logged_in):
+    (event_id,) = stored(db, 1, inbox.DONE, error="superseded by a newer status")
+    retention.prune(db, RETENTION, now=days_from_now(31))
+    page = logged_in.get(f"/events/{event_id}")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "retention.payload_days" in text and "quoted thread" not in text
+    assert "Sure, how about 11/26 9am ET?" in text  # the reply's snippet is kept
+    assert logged_in.get("/").status_code == 200
