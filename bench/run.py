@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, the table printed and written to RESULTS.md.
 
-    .venv/bin/python -m bench.run [--quick] [--only webhook,calls,sync,latency,reconcile]
+    .venv/bin/python -m bench.run [--quick] [--only webhook,calls,sync,latency,reconcile,retention]
 
 Each figure is compared with a baseline measured in this same run on this machine (or a
 fixed floor or ceiling): absolute times on shared machines drift. Loopback and local fakes
@@ -27,6 +27,7 @@ from bench import (
     procs,
     reconcile_bench,
     report,
+    retention_bench,
     sync_bench,
     webhook_bench,
 )
@@ -44,6 +45,7 @@ def benches(quick: bool) -> dict[str, Any]:
             "sync": lambda: sync_bench.run(out, seconds=20, events=150),
             "latency": lambda: latency_bench.run(out, seconds=8),
             "reconcile": lambda: reconcile_bench.run(out, sizes=(1_000, 5_000)),
+            "retention": lambda: retention_bench.run(out, per_day=500),
         }
     return {
         "webhook": lambda: webhook_bench.run(out),
@@ -51,6 +53,7 @@ def benches(quick: bool) -> dict[str, Any]:
         "sync": lambda: sync_bench.run(out),
         "latency": lambda: latency_bench.run(out),
         "reconcile": lambda: reconcile_bench.run(out),
+        "retention": lambda: retention_bench.run(out),
     }
 
 
