@@ -16,6 +16,7 @@ from bridge.events.webhook import from_webhook
 from bridge.settings import SettingsError
 from bridge.store import db as store
 from bridge.store import inbox, retention
+from bridge.store import migrations as steps
 from bridge.store.inbox import event_from_row
 from bridge.sync.worker import Worker
 from tests.helpers import reply_payload
@@ -439,3 +440,27 @@ def test_the_event_page_and_the_dashboard_show_a_pruned_event(db, logged_in):
     assert "retention.payload_days" in text and "quoted thread" not in text
     assert "Sure, how about 11/26 9am ET?" in text  # the reply's snippet is kept
     assert logged_in.get("/").status_code == 200
+
+
+def triggers(db) -> list[str]:
+    return sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'"))
+
+
+def test_m039_turns_a_database_that_has_rows_incremental_and_keeps_them(
+    tmp_path, monkeypatch, caplog
+):
+    db = store.connect(tmp_path / "old.sqlite3")
+    store.load_migrations().apply(db, stop_before="m039_incremental_vacuum")
+    ids = stored(db, 3, inbox.DONE) + stored(db, 1, inbox.DEAD)
+    before = (list(db.execute("SELECT * FROM events ORDER BY id")), totals(db), triggers(db))
+    assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    monkeypatch.setattr(steps, "SLOW_VACUUM_BYTES", 0)
+    with caplog.at_level(logging.WARNING, "bridge.store"):
+        applied = store.migrate(db)
+    assert applied[:2] == ["m039_incremental_vacuum", "m040_events_finished_index"]
+    assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    after = (list(db.execute("SELECT * FROM events ORDER BY id")), totals(db), triggers(db))
+    assert after == before and len(after[0]) == len(ids)
+    assert any("takes a while" in r.getMessage() for r in caplog.records)
+    db.close()
