@@ -123,7 +123,7 @@ def batches(
     stamp = iso(datetime.fromtimestamp(moment, UTC))
     steps = (
         (BATCH_ROWS, FIRST_BATCH_ROWS, lambda n: delete_runs(db, runs_before, n)),
-        (BATCH_ROWS, FIRST_BATCH_ROWS, lambda n: delete_calls(db, calls_before, n)),
+        (BATCH_ROWS, FIRST_BATCH_ROWS, CallLog(db, calls_before).delete_batch),
         (BATCH_ROWS, FIRST_BATCH_ROWS, lambda n: delete_events(db, events_before, n)),
         (BATCH_ROWS, FIRST_BATCH_ROWS, lambda n: stub_payloads(db, payloads_before, stamp, n)),
         (VACUUM_PAGES, FIRST_VACUUM_PAGES, lambda n: give_back_pages(db, n)),
@@ -221,33 +221,57 @@ def _sum_runs(rows: list[tuple]) -> list[tuple[str, int, int, int]]:
     return [(status, *total) for status, total in sums.items()]
 
 
-def delete_calls(db: sqlite_utils.Database, before: str, limit: int | None = None) -> Pruned:
-    """Delete a batch of GHL call log rows made before `before`, except those of a dead or
-    queued event (its page shows why it failed). GHL call totals count calls made, and
-    m036 keeps no delete trigger on them: /metrics is unchanged."""
-    pruned = Pruned()
-    # Calls are logged in time order, so the first one at or after the cutoff bounds the
-    # old ones by id; reading up to it passes only the rows still to delete or kept.
-    first_kept = db.execute(
-        "SELECT id FROM ghl_calls WHERE at >= ? ORDER BY id LIMIT 1", [before]
-    ).fetchone()
-    bound = (
-        first_kept[0]
-        if first_kept
-        else (db.execute("SELECT MAX(id) FROM ghl_calls").fetchone()[0] or 0) + 1
-    )
-    query = (
-        "SELECT c.id FROM ghl_calls AS c LEFT JOIN events AS e ON e.id = c.event_id"
-        f" WHERE c.id < ? AND c.at < ? AND (e.id IS NULL OR e.status IN {FINISHED})"
-        " ORDER BY c.id LIMIT ?"
-    )
-    if db.execute(query, [bound, before, 1]).fetchone() is None:
+class CallLog:
+    """The GHL call log's part of a pruning pass: calls made before `before`, except those
+    of a dead or queued event (its page shows why it failed). GHL call totals count calls
+    made, and m036 keeps no delete trigger on them: /metrics is unchanged.
+
+    Calls are logged in time order, so the old ones are the ids below the first call made
+    at or after the cutoff, found once a pass. Each batch reads on from the last call the
+    batch before it read, so the calls kept are read once a pass, not once a batch."""
+
+    def __init__(self, db: sqlite_utils.Database, before: str):
+        self.db = db
+        self.before = before
+        self.after = 0
+        first_new = db.execute(
+            "SELECT id FROM ghl_calls WHERE at >= ? ORDER BY id LIMIT 1", [before]
+        ).fetchone()
+        last = db.execute("SELECT MAX(id) FROM ghl_calls").fetchone()[0] or 0
+        self.bound = first_new[0] if first_new else last + 1
+
+    def delete_batch(self, limit: int | None = None) -> Pruned:
+        """Delete the prunable calls among the next `limit` old ones (read outside the
+        lock); a batch of no row means the pass is through the log."""
+        pruned = Pruned()
+        ids = self._next_prunable(limit or BATCH_ROWS)
+        if not ids:
+            return pruned
+        with _locked(self.db, pruned):
+            # Checked again inside the transaction: a replay may have queued the event since.
+            marks = ",".join("?" * len(ids))
+            cursor = self.db.execute(
+                f"DELETE FROM ghl_calls WHERE id IN ({marks}) AND NOT EXISTS (SELECT 1 FROM"
+                f" events AS e WHERE e.id = ghl_calls.event_id AND e.status NOT IN {FINISHED})",
+                ids,
+            )
+            pruned.calls = cursor.rowcount
         return pruned
-    with _locked(db, pruned):
-        ids = [row[0] for row in db.execute(query, [bound, before, limit or BATCH_ROWS])]
-        _delete_ids(db, "ghl_calls", ids)
-        pruned.calls = len(ids)
-    return pruned
+
+    def _next_prunable(self, limit: int) -> list[int]:
+        while True:
+            rows = self.db.execute(
+                "SELECT c.id, e.id IS NULL OR e.status IN " + FINISHED + " FROM ghl_calls AS c"
+                " LEFT JOIN events AS e ON e.id = c.event_id"
+                " WHERE c.id > ? AND c.id < ? AND c.at < ? ORDER BY c.id LIMIT ?",
+                [self.after, self.bound, self.before, limit],
+            ).fetchall()
+            if not rows:
+                return []
+            self.after = rows[-1][0]
+            ids = [call_id for call_id, prunable in rows if prunable]
+            if ids:
+                return ids
 
 
 def delete_events(db: sqlite_utils.Database, before: str, limit: int | None = None) -> Pruned:

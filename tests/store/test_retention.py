@@ -159,6 +159,33 @@ def test_calls_of_finished_events_go_after_call_log_days_but_a_dead_events_stay(
     assert totals(db) == before  # /metrics counts calls made, pruned or not
 
 
+def test_a_call_whose_event_is_queued_again_while_the_batch_is_read_is_kept(db, monkeypatch):
+    (event_id,) = stored(db, 1, inbox.DONE)
+    call(db, event_id)
+    log = retention.CallLog(db, retention._cutoff(days_from_now(31), 30))
+    read = log._next_prunable
+
+    def read_then_replay(limit: int) -> list[int]:
+        ids = read(limit)
+        inbox.replay(db, [event_id])  # another process, between the read and the lock
+        return ids
+
+    monkeypatch.setattr(log, "_next_prunable", read_then_replay)
+    assert log.delete_batch().calls == 0
+    assert db["ghl_calls"].count == 1
+
+
+def test_a_call_log_batch_reads_on_past_the_calls_it_keeps(db, monkeypatch, unhurried):
+    monkeypatch.setattr(retention, "BATCH_ROWS", 2)
+    (dead,) = stored(db, 1, inbox.DEAD)
+    (done,) = stored(db, 1, inbox.DONE)
+    for event_id in (dead, dead, dead, done, done, done):
+        call(db, event_id)
+    sizes = [b.calls for b in retention.batches(db, RETENTION, now=days_from_now(31))]
+    assert sizes[:2] == [1, 2]  # a batch is the next prunable calls, past the kept ones
+    assert [r[0] for r in db.execute("SELECT event_id FROM ghl_calls")] == [dead] * 3
+
+
 def test_old_reconciliation_runs_go_but_the_latest_and_a_running_one_stay(db):
     old = [run(db, f"2025-01-0{d}T00:00:00.000Z") for d in (1, 2, 3)]
     running = run(db, "2025-01-04T00:00:00.000Z", status="running")
