@@ -6,15 +6,15 @@ dashboard and a replay still read it) and their row after `retention.event_days`
 of finished events go after `call_log_days`, reconciliation runs after `run_days`. Dead,
 pending and processing events are never touched, nor their calls.
 
-Each batch is one short transaction under the writers' lock (bridge/store/db.py), at most
-BATCH_ROWS rows, so a webhook waiting for the lock waits for one batch at most; the lock is
-let go between batches. Deleting a row makes m036's triggers subtract it from the running
-totals, which /metrics reports as counters that must never go down, so each batch adds back
-what it removed. Freed pages are then given back to the disk a few at a time
-(PRAGMA incremental_vacuum; m039 switched it on).
+Each batch is one short transaction under the writers' lock (bridge/store/db.py), sized to
+hold it about LOCK_BUDGET_SECONDS (at most BATCH_ROWS rows), so a webhook waiting for the
+lock waits for one batch at most; the lock is let go between batches. Deleting a row makes
+m036's triggers subtract it from the running totals, which /metrics reports as counters
+that must never go down, so each batch adds back what it removed. Freed pages are then
+given back to the disk a step at a time (PRAGMA incremental_vacuum; m039 switched it on).
 
-Two workers pruning at once is harmless: each batch re-reads its rows inside its own
-transaction, and a payload is only replaced if the row is as it was read.
+Two workers pruning at once is harmless: what a batch deletes is chosen, or checked again,
+inside its own transaction, and a payload is only replaced where the row is as it was read.
 """
 
 from __future__ import annotations
