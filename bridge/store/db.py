@@ -14,6 +14,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+# The -wal file is cut back to this size after a checkpoint.
+JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 # Writers wait this long for the lock instead of failing with "database is locked".
 BUSY_TIMEOUT_SECONDS = 30.0
 # The database holds lead addresses and replies: only this user may read it. SQLite gives
@@ -44,6 +46,9 @@ def connect(path: str | Path) -> sqlite_utils.Database:
     )
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
     conn.execute("PRAGMA journal_mode = WAL")
+    # A burst (a backlog, a retention pass) grows the -wal file; without a limit it keeps
+    # that size on disk for good, even after the pages are checkpointed back.
+    conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
     # FULL: a commit is on disk before we answer 2xx to a webhook.
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
