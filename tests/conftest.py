@@ -13,6 +13,7 @@ from bridge import create_app
 from bridge import settings as settings_mod
 from bridge.config import ENV_FILE_VAR, load_config
 from bridge.store import db as store
+from tests.browser_helpers import CHROMIUM, CHROMIUM_ARGS
 from tests.helpers import GHL_TOKEN, LOCATION_ID, WEBHOOK_SECRET
 from tests.support.env_names import PREFIXES, TEST_SUPPORT, bridge_env_names
 from tests.web_helpers import admin_env, login
@@ -112,3 +113,28 @@ def runner(env, monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return BridgeCliRunner()
+
+
+@pytest.fixture
+def browser():
+    """Debian's chromium through Playwright (tests/browser_helpers.py); the test skips and
+    names the package when it is not installed (.ci/run installs it)."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(
+            f"{CHROMIUM} not found: install the Debian package `chromium` (apt-get install chromium)"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def usual_umask():
+    """The usual umask, under which a file SQLite or Python makes would be readable by all:
+    the file-mode tests show the bridge's files are private anyway."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)

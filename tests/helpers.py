@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -81,3 +84,17 @@ def sample_params() -> list:
             ),
         )
     ]
+
+
+def file_mode(path: Path | str) -> int:
+    """A file's permission bits (0o600)."""
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def keys_in(path: Path | str) -> set[str]:
+    """The event keys stored in the database file at `path`."""
+    conn = sqlite3.connect(path)
+    try:
+        return {row[0] for row in conn.execute("SELECT key FROM events")}
+    finally:
+        conn.close()

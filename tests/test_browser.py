@@ -10,12 +10,10 @@ phone's width with real-world long values (<page>-<width>.png).
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from flask import Flask, jsonify, request
@@ -29,6 +27,7 @@ from bridge.events.webhook import from_webhook
 from bridge.setup import subscriptions
 from bridge.store import db as store
 from bridge.store import inbox, state
+from tests.browser_helpers import ARTIFACTS
 from tests.helpers import reply_payload
 from tests.support.ghl_fake import FakeGHL
 from tests.support.ghl_server import FakeGHLServer
@@ -36,18 +35,6 @@ from tests.support.specs import instantly_spec, specs_available
 from tests.test_error_summary import LONG_REFUSED
 from tests.web_helpers import ADMIN_PASSWORD, admin_env, instantly_webhook
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 LAPTOP, PHONE = (1366, 900), (390, 844)
 
 pytestmark = pytest.mark.slow
@@ -176,20 +163,6 @@ def server(app, public_dns):
     url, stop = serve(app)
     yield url
     stop()
-
-
-@pytest.fixture
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(
-            f"{CHROMIUM} not found: install the Debian package `chromium` (apt-get install chromium)"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def new_page(browser, width: int, height: int):

@@ -8,34 +8,21 @@ tests/artifacts/settings-<width>.png.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
 
 from bridge import settings as settings_mod
 from bridge.store import db as store
+from tests.browser_helpers import ARTIFACTS
 from tests.support.ghl_fake import FakeGHL
 from tests.support.ghl_server import FakeGHLServer
 from tests.support.instantly_fake import FakeInstantly
 from tests.support.instantly_server import serving
 from tests.web_helpers import ADMIN_PASSWORD, INSTANTLY_KEY, admin_env
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 LONG_CAMPAIGN = (
     "Q3 2026 outbound — dental clinics in the Greater Manchester area, owners and practice "
     "managers, second touch"
@@ -106,20 +93,6 @@ def server(app) -> Iterator[str]:
     http.shutdown()
     thread.join(timeout=10)
     assert not thread.is_alive(), "the test server did not stop"
-
-
-@pytest.fixture
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(
-            f"{CHROMIUM} not found: install the Debian package `chromium` (apt-get install chromium)"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def open_settings(browser, server: str, width: int, height: int, scripts: bool = True):

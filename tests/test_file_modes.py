@@ -4,39 +4,28 @@ addresses and replies), the lock files beside it, the instance folder, the sessi
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import stat
-from pathlib import Path
 
 import pytest
 
 from bridge.config import load_config
 from bridge.store import db as store
+from tests.helpers import file_mode
 
-
-def mode(path: Path | str) -> int:
-    return stat.S_IMODE(os.stat(path).st_mode)
-
-
-@pytest.fixture(autouse=True)
-def usual_umask():
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
+pytestmark = pytest.mark.usefixtures("usual_umask")
 
 
 def test_the_database_its_wal_and_shm_are_private_from_the_start(tmp_path):
     path = tmp_path / "instance" / "bridge.sqlite3"
     db = store.connect(path)
     store.migrate(db)  # writes, so the -wal and -shm exist
-    assert {suffix: mode(f"{path}{suffix}") for suffix in ("", "-wal", "-shm")} == {
+    assert {suffix: file_mode(f"{path}{suffix}") for suffix in ("", "-wal", "-shm")} == {
         "": 0o600,
         "-wal": 0o600,
         "-shm": 0o600,
     }
-    assert mode(f"{path}.migrate-lock") == 0o600
-    assert mode(path.parent) == 0o700
+    assert file_mode(f"{path}.migrate-lock") == 0o600
+    assert file_mode(path.parent) == 0o700
     db.close()
 
 
@@ -46,9 +35,9 @@ def test_a_database_an_older_bridge_left_readable_is_made_private(tmp_path, capl
     old.execute("PRAGMA journal_mode = WAL")
     old.execute("CREATE TABLE t (x)")
     old.commit()
-    assert mode(path) == mode(f"{path}-wal") == 0o644
+    assert file_mode(path) == file_mode(f"{path}-wal") == 0o644
     db = store.connect(path)
-    assert mode(path) == mode(f"{path}-wal") == mode(f"{path}-shm") == 0o600
+    assert file_mode(path) == file_mode(f"{path}-wal") == file_mode(f"{path}-shm") == 0o600
     assert "readable by other users" in caplog.text
     db.close()
     old.close()
@@ -57,15 +46,15 @@ def test_a_database_an_older_bridge_left_readable_is_made_private(tmp_path, capl
 def test_the_instance_folder_and_its_session_key_are_private(tmp_path):
     instance = tmp_path / "instance"
     load_config({"BRIDGE_INSTANCE_PATH": str(instance)})
-    assert mode(instance) == 0o700
-    assert mode(instance / "secret_key") == 0o600
+    assert file_mode(instance) == 0o700
+    assert file_mode(instance / "secret_key") == 0o600
 
 
 def test_init_env_writes_a_private_env(runner, tmp_path):
     target = tmp_path / ".env"
     result = runner.invoke(["init-env", "--path", str(target)])
     assert result.exit_code == 0, result.output
-    assert mode(target) == 0o600
+    assert file_mode(target) == 0o600
     assert "BRIDGE_WEBHOOK_SECRET=" in target.read_text()
 
 

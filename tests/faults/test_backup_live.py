@@ -21,6 +21,7 @@ from bridge.store import backup as backups
 from tests.faults.harness import Stack
 from tests.faults.procs import wait_until
 from tests.faults.scenario import replies
+from tests.helpers import keys_in
 
 pytestmark = pytest.mark.slow
 
@@ -28,14 +29,6 @@ IN_USE = (
     "Error: the web app or a worker is using {}: stop them (Ctrl-C make run, or stop the"
     " service) and try again\n"
 )
-
-
-def keys_in(path: Path | str) -> set[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return {row[0] for row in conn.execute("SELECT key FROM events")}
-    finally:
-        conn.close()
 
 
 def totals_agree(path: Path) -> bool:

@@ -10,7 +10,6 @@ import gc
 import os
 import shutil
 import sqlite3
-import stat
 from pathlib import Path
 
 import click
@@ -23,19 +22,10 @@ from bridge.events.webhook import from_webhook
 from bridge.store import backup as backups
 from bridge.store import contacts, holders, inbox, leases, replica
 from bridge.store import db as store
-from tests.helpers import reply_payload
+from tests.helpers import file_mode, keys_in, reply_payload
 
-
-def mode(path: Path | str) -> int:
-    return stat.S_IMODE(os.stat(path).st_mode)
-
-
-@pytest.fixture(autouse=True)
-def usual_umask():
-    # Under the usual umask a file SQLite or Python makes would be readable by all.
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
+# Under the usual umask a file SQLite or Python makes would be readable by all.
+pytestmark = pytest.mark.usefixtures("usual_umask")
 
 
 def add_events(db, prefix: str, count: int) -> list[str]:
@@ -50,14 +40,6 @@ def add_events(db, prefix: str, count: int) -> list[str]:
             contacts.record_upsert(db, email, f"ghl-{prefix}{n}", {"firstName": "Jordan"})
             inbox.finish(db, stored.event_id, inbox.DONE, contact_id=f"ghl-{prefix}{n}")
     return keys
-
-
-def keys_in(path: Path | str) -> set[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return {row[0] for row in conn.execute("SELECT key FROM events")}
-    finally:
-        conn.close()
 
 
 def every_step() -> list[str]:
@@ -95,7 +77,7 @@ def test_a_backup_holds_the_events_and_contacts_is_private_and_one_file(config, 
     assert summary.newest_event == newest
     assert summary.migrations == every_step()
     assert keys_in(target) == set(keys)
-    assert mode(target) == 0o600
+    assert file_mode(target) == 0o600
     # No -wal to lose when it is copied elsewhere, and no temporary file left behind.
     assert listing(target.parent) == {target.name}
     assert backups.verify(target).events == summary.events
@@ -116,7 +98,7 @@ def test_a_backup_never_replaces_a_file_unless_forced(config, db, tmp_path, runn
     forced = runner.invoke(["backup", "--force", str(target)])
     assert forced.exit_code == 0, forced.output
     assert len(keys_in(target)) == 1
-    assert mode(target) == 0o600
+    assert file_mode(target) == 0o600
 
 
 def test_the_backup_command_prints_one_line_per_fact(config, db, tmp_path, runner):
@@ -208,7 +190,7 @@ def test_restore_puts_the_backup_back_and_keeps_the_replaced_database_aside(
     assert contacts.get(restored, "r0@example.com").contact_id == "ghl-r0"
     assert store.pending_migrations(restored) == []
     restored.close()
-    assert mode(database) == mode(aside) == 0o600
+    assert file_mode(database) == file_mode(aside) == 0o600
     assert not list(database.parent.glob("*.partial*"))
 
 
@@ -246,8 +228,8 @@ def test_restore_onto_a_new_machine_needs_no_database(config, db, tmp_path, runn
         f"no database was at {elsewhere}: nothing to keep aside"
     )
     assert keys_in(elsewhere) == set(keys)
-    assert mode(elsewhere) == 0o600
-    assert mode(elsewhere.parent) == 0o700
+    assert file_mode(elsewhere) == 0o600
+    assert file_mode(elsewhere.parent) == 0o700
 
 
 def test_a_backup_from_an_older_bridge_is_migrated_on_restore(config, tmp_path):
