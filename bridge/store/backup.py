@@ -70,12 +70,12 @@ def backup(db_path: str | Path, target: str | Path, force: bool = False) -> Summ
             _copy(source.conn, temp, f"database {database}")
         finally:
             source.close()
-        _sync_file(temp)
+        _sync(temp)
         summary = verify(temp, shown_as=f"the copy of {database}")
         _place(temp, target, force)
     finally:
         _remove(temp)
-    _sync_folder(target.parent)
+    _sync(target.parent)
     return replace(summary, path=target)
 
 
@@ -100,14 +100,14 @@ def restore(backup_file: str | Path, db_path: str | Path) -> Restored:
             _copy_wal(source, temp)
             _settle(temp, str(source))
             verify(temp, shown_as=str(source))
-            _sync_file(temp)
+            _sync(temp)
             replaced = _move_aside(database)
             os.replace(temp, database)
             # Litestream's position in the old file means nothing for this one.
             shutil.rmtree(replica.meta_dir(database), ignore_errors=True)
         finally:
             _remove(temp)
-        _sync_folder(database.parent)
+        _sync(database.parent)
         db = store.connect(database)
         try:
             applied = store.migrate(db)
@@ -376,17 +376,10 @@ def _remove(temp: Path) -> None:
             os.unlink(name)
 
 
-def _sync_file(path: Path) -> None:
+def _sync(path: Path) -> None:
+    """Make a file's data durable, or, for a folder, the renames in it (its entries are
+    data too)."""
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make a rename in `folder` durable (the folder's entry is data too)."""
-    fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
