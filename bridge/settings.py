@@ -471,6 +471,40 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     return out
 
 
+# A settings file is a few KiB; this bounds what an import reads.
+MAX_IMPORT_BYTES = 256 * 1024
+
+
+class ImportRefused(ValueError):
+    """A settings file that cannot be read at all; `status` is the HTTP answer the page
+    gives (the CLI exits 1 with the same message)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def parse_import(data: bytes) -> dict:
+    """Read an imported settings file (the page's upload, `settings import FILE`): UTF-8
+    TOML of at most MAX_IMPORT_BYTES, validated. Raises ImportRefused or SettingsError."""
+    if not data.strip():
+        raise ImportRefused("the settings file is empty: give a TOML file as exported")
+    if len(data) > MAX_IMPORT_BYTES:
+        raise ImportRefused(
+            f"the settings file is larger than {MAX_IMPORT_BYTES // 1024} KiB", status=413
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ImportRefused("the settings file is not UTF-8 text") from None
+    return parse_toml(text)
+
+
+def error_lines(exc: SettingsError) -> list[str]:
+    """`<setting path>: <what is wrong>`, one line per setting, as the page and CLI say it."""
+    return [f"{path}: {' '.join(msgs)}" for path, msgs in exc.messages.items()]
+
+
 def parse_toml(text: str) -> dict:
     """Parse and validate settings written as TOML."""
     try:

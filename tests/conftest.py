@@ -89,11 +89,13 @@ class BridgeCliRunner:
     change it (monkeypatch.setenv / delenv) before invoking; each invoke reads it afresh.
     """
 
-    def invoke(self, args: Sequence[str] = (), catch_exceptions: bool = True) -> Result:
+    def invoke(
+        self, args: Sequence[str] = (), catch_exceptions: bool = True, input: str | None = None
+    ) -> Result:
         # Imported here, so a conftest import never depends on the whole CLI loading.
         from bridge.cli import main
 
-        return CliRunner().invoke(main, list(args), catch_exceptions=catch_exceptions)
+        return CliRunner().invoke(main, list(args), catch_exceptions=catch_exceptions, input=input)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""The `bridge` command. Each group of commands is a module here; common.py holds what
-they share."""
+"""The `instantly-ghl-bridge` command. Each group of commands is a module here; common.py
+holds what they share."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import click
 
 from bridge.cli import backup, queue, reconcile, service, setup
 from bridge.cli.common import BridgeGroup
+from bridge.cli.settings import settings_group
 
 
 @click.group(cls=BridgeGroup)
@@ -24,6 +25,7 @@ for command in (
     setup.doctor,
     setup.webhook,
     reconcile.reconcile,
+    settings_group,
     backup.backup,
     backup.restore,
 ):

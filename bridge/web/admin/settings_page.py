@@ -11,7 +11,6 @@ from bridge.setup import ghl_refs
 from bridge.web.admin import forms, lookups
 from bridge.web.admin.blueprint import bp, config, database
 
-MAX_IMPORT_BYTES = 256 * 1024
 # Keys shorter than this show no tail at all: four characters of a short key is too much.
 MIN_LENGTH_FOR_TAIL = 16
 
@@ -179,23 +178,19 @@ def import_settings() -> ResponseReturnValue:
     db = database()
     upload = request.files.get("file")
     if upload and upload.filename:
-        data = upload.read(MAX_IMPORT_BYTES + 1)
+        data = upload.read(settings_mod.MAX_IMPORT_BYTES + 1)
     else:
         data = request.form.get("toml", "").encode()
     if not data.strip():
         abort(400, "choose a TOML file (as exported here) or paste its text")
-    if len(data) > MAX_IMPORT_BYTES:
-        abort(413, f"the settings file is larger than {MAX_IMPORT_BYTES // 1024} KiB")
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        abort(400, "the settings file is not UTF-8 text")
-    try:
-        imported = settings_mod.parse_toml(text)
+        imported = settings_mod.parse_import(data)
         new_version = settings_mod.save(db, imported)
+    except settings_mod.ImportRefused as exc:
+        abort(exc.status, str(exc))
     except settings_mod.SettingsError as exc:
         version, current = settings_mod.current(db)
-        lines = [f"{path}: {' '.join(msgs)}" for path, msgs in exc.messages.items()]
+        lines = settings_mod.error_lines(exc)
         return _render(current, version, import_errors=lines, status=400)
     flash(f"Imported (version {new_version}). The worker applies it to the next event.", "ok")
     return redirect(url_for("admin.settings"))
