@@ -11,8 +11,21 @@ describe follows GHL as observed in production (see ../shared/notes/api-notes.md
   kept in `spec_errors`, so a test can fail on it even if the bridge swallowed the 422.
 - A second open opportunity for the same contact in the same pipeline answers 400, as with
   GHL's default "no duplicate opportunities" setting.
-- A location id other than ours answers 403 (undocumented in the spec; what GHL answers when
-  a token is used for another sub-account).
+- A location id other than the token's answers 403 (undocumented in the spec; what GHL answers
+  when a token is used for another sub-account).
+
+Several locations (an agency's sub-accounts): `add_location()` adds one with its own token,
+data, configuration, faults and rate budget; the constructor's location is the default one and
+every single-location attribute (`contacts`, `fail_next`, ...) is that location's. Each request
+is matched to a location by the location id it names (body, query or path) or by the owner of
+the contact or opportunity in its path, and to a token; a mismatch is answered 403 and recorded
+in `violations`, as is any id of another location inside a request (a custom field, workflow,
+pipeline or contact), which GHL would ignore or refuse. `assert_no_cross_location_calls()` fails
+the test on any of them.
+
+Every answer past authentication carries GHL's `X-RateLimit-*` headers for the location: the
+burst window is enforced when `rate_limit` is set (else reported as GHL's 100 / 10 s and not
+enforced), the daily budget (`daily_limit`, 200,000 unless told) always is.
 """
 
 from __future__ import annotations
@@ -31,17 +44,22 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import EllipsisType
 from typing import Any
 
 from tests.support.specs import OpenAPISpec, ghl_spec, specs_available
 
 API_VERSION = "2021-07-28"
 DAILY_LIMIT = 200_000
+DAY_SECONDS = 86_400.0
+# What GHL allows per location in its burst window; reported when the fake does not enforce one.
+NOMINAL_RATE_LIMIT = (100, 10.0)
 UNAUTHORIZED = {
     "statusCode": 401,
     "message": "Invalid token: access token is invalid",
     "error": "Unauthorized",
 }
+NO_ACCESS = "The token does not have access to this location."
 
 # UpsertContactDto's property names, for checking upserts when ../shared/specs is absent.
 UPSERT_CONTACT_PROPERTIES = (
@@ -87,6 +105,24 @@ class RecordedCall:
     json: Any
     status: int
     at: float
+    location: str | None = None  # the location it was answered for (None: no known token)
+
+
+@dataclass(frozen=True)
+class CrossLocationCall:
+    """A request that reached, or named, a location its token does not belong to."""
+
+    method: str
+    path: str
+    token_location: str  # the location whose token was sent
+    location: str | None  # the location it addressed (None: no location has that id)
+    reason: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.method} {self.path} with {self.token_location}'s token: {self.reason}"
+            f" ({self.location or 'unknown location'})"
+        )
 
 
 class _Reject(Exception):
@@ -99,11 +135,13 @@ class _Reject(Exception):
 
 @dataclass
 class _Request:
-    """What an endpoint handler gets: path parameters, query and the JSON object body."""
+    """What an endpoint handler gets: path parameters, query, the JSON object body and the
+    location it is answered for."""
 
     params: dict[str, str]
     query: dict[str, list[str]]
     body: dict[str, Any]
+    loc: GHLLocation
 
 
 @dataclass
@@ -113,34 +151,36 @@ class _Fault:
     body: dict[str, Any]
 
 
-class FakeGHL:
-    """GoHighLevel API v2 in memory, for one location."""
+class GHLLocation:
+    """One GHL sub-account inside a FakeGHL: its token, configuration, data, faults, budget."""
 
     def __init__(
         self,
-        location_id: str = "loc_test",
-        token: str = "ghl-test-token",
-        validate: bool = True,
-        rate_limit: tuple[int, float] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        fake: FakeGHL,
+        location_id: str,
+        token: str,
+        name: str,
+        rate_limit: tuple[int, float] | None,
+        daily_limit: int,
     ):
+        self._fake = fake
+        self._lock = fake._lock
         self.location_id = location_id
         self.token = token
-        self.validate = validate
+        self.name = name
         self.rate_limit = rate_limit
-        self.clock = clock
-        self._spec: OpenAPISpec | None = ghl_spec() if validate and specs_available() else None
-        self._lock = threading.RLock()
-        self._ids = random.Random(location_id)  # reproducible ids make failures easier to read
-        self._issued: set[str] = set()
-        self._routes = _routes(self)
+        self.daily_limit = daily_limit
         # Configuration: survives reset().
         self.custom_fields: list[dict[str, Any]] = []
         self.pipelines: list[dict[str, Any]] = []
         self.workflows: list[dict[str, Any]] = []
         # Addresses GHL refuses to take, with its answer's message (see refuse_email).
         self.refused_emails: dict[str, str] = {}
+        self._config_ids: set[str] = set()  # ids of its fields, pipelines, workflows
         self.reset()
+
+    def __repr__(self) -> str:
+        return f"GHLLocation({self.location_id!r}, name={self.name!r})"
 
     # --- setup ----------------------------------------------------------------------------
 
@@ -152,7 +192,7 @@ class FakeGHL:
             field_key = f"{model}.{field_key}"
         with self._lock:
             field = {
-                "id": self._new_id(),
+                "id": self._fake._new_id(),
                 "name": name,
                 "fieldKey": field_key,
                 "placeholder": "",
@@ -162,16 +202,17 @@ class FakeGHL:
                 "model": model,
             }
             self.custom_fields.append(field)
+            self._config_ids.add(field["id"])
             return field["id"]
 
     def add_pipeline(self, name: str, stages: Sequence[str]) -> dict[str, Any]:
         """Declare a pipeline; returns it ({id, name, stages: [{id, name, position}], ...})."""
         with self._lock:
             pipeline = {
-                "id": self._new_id(),
+                "id": self._fake._new_id(),
                 "name": name,
                 "stages": [
-                    {"id": str(uuid.UUID(int=self._ids.getrandbits(128))), "name": s, "position": i}
+                    {"id": self._fake._new_uuid(), "name": s, "position": i}
                     for i, s in enumerate(stages)
                 ],
                 "showInFunnel": True,
@@ -179,6 +220,7 @@ class FakeGHL:
                 "locationId": self.location_id,
             }
             self.pipelines.append(pipeline)
+            self._config_ids.add(pipeline["id"])
             return copy.deepcopy(pipeline)
 
     def add_workflow(self, name: str, status: str = "published") -> str:
@@ -186,7 +228,7 @@ class FakeGHL:
         with self._lock:
             now = _timestamp()
             workflow = {
-                "id": str(uuid.UUID(int=self._ids.getrandbits(128))),
+                "id": self._fake._new_uuid(),
                 "name": name,
                 "status": status,
                 "version": 1,
@@ -195,6 +237,7 @@ class FakeGHL:
                 "locationId": self.location_id,
             }
             self.workflows.append(workflow)
+            self._config_ids.add(workflow["id"])
             return workflow["id"]
 
     def reset(self) -> None:
@@ -205,12 +248,15 @@ class FakeGHL:
             self.opportunities: dict[str, dict[str, Any]] = {}
             self.workflow_enrollments: list[tuple[str, str]] = []
             self.calls: list[RecordedCall] = []
-            self.spec_errors: list[str] = []
             self._by_email: dict[str, str] = {}
+            # Contact and opportunity ids ever made here, deleted ones too: an id of this
+            # location sent with another's token is a cross-location call even once deleted.
+            self._data_ids: set[str] = set()
             self._fail_next: deque[_Fault] = deque()
             self._outage: tuple[float, _Fault] | None = None
             self._window: deque[float] = deque()
             self._daily_used = 0
+            self._day_started: float | None = None
 
     # --- faults ---------------------------------------------------------------------------
 
@@ -221,7 +267,8 @@ class FakeGHL:
         headers: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
     ) -> None:
-        """Answer the next `n` requests with `status` (before auth, like a failing gateway)."""
+        """Answer the next `n` requests for this location with `status` (before auth, like a
+        failing gateway)."""
         with self._lock:
             for _ in range(n):
                 self._fail_next.append(
@@ -229,10 +276,12 @@ class FakeGHL:
                 )
 
     def fail_for(self, seconds: float, status: int, retry_after: float | None = None) -> None:
-        """Answer every request with `status` until the clock has moved on `seconds`."""
+        """Answer every request for this location with `status` until the clock has moved on
+        `seconds` (an outage of this sub-account only)."""
         headers = {} if retry_after is None else {"Retry-After": str(math.ceil(retry_after))}
         with self._lock:
-            self._outage = (self.clock() + seconds, _Fault(status, headers, _error_body(status)))
+            until = self._fake.clock() + seconds
+            self._outage = (until, _Fault(status, headers, _error_body(status)))
 
     def refuse_email(self, email: str, message: str = "email is not allowed") -> None:
         """Answer 422 to every upsert of this address, as GHL does for a contact it will not
@@ -243,14 +292,9 @@ class FakeGHL:
     # --- queries for tests ----------------------------------------------------------------
 
     def calls_to(self, method: str, path_template: str) -> list[RecordedCall]:
-        """Recorded calls matching e.g. ("POST", "/contacts/{id}/tags"); names do not matter."""
-        pattern = _template_pattern(path_template)
+        """This location's calls matching e.g. ("POST", "/contacts/{id}/tags")."""
         with self._lock:
-            return [
-                call
-                for call in self.calls
-                if call.method == method.upper() and pattern.fullmatch(_normal_path(call.path))
-            ]
+            return _matching(self.calls, method, path_template)
 
     def contact_by_email(self, email: str) -> dict[str, Any] | None:
         with self._lock:
@@ -265,36 +309,305 @@ class FakeGHL:
 
     def upserts_for(self, email: str) -> int:
         """Upserts of this email that GHL answered 2xx (rejected attempts do not count)."""
-        wanted = email.strip().lower()
-        return sum(
-            1
-            for call in self.calls_to("POST", "/contacts/upsert")
-            if 200 <= call.status < 300
-            and isinstance(call.json, dict)
-            and str(call.json.get("email") or "").strip().lower() == wanted
-        )
+        return _upserts_for(self.calls_to("POST", "/contacts/upsert"), email)
 
     def counts(self) -> dict[str, int]:
-        """Requests per "METHOD /template" (unrouted ones under their raw path)."""
+        """This location's requests per "METHOD /template"."""
         with self._lock:
-            counter: Counter[str] = Counter()
-            for call in self.calls:
-                route = self._route(call.method, call.path)
-                counter[f"{call.method} {route[1] if route else call.path}"] += 1
-            return dict(counter)
+            return self._fake._counts(self.calls)
+
+    def rate_headers(self) -> dict[str, str]:
+        """The X-RateLimit-* headers its next answer would carry, without spending a request."""
+        with self._lock:
+            now = self._fake.clock()
+            self._expire(now)
+            limit, window = self.rate_limit or NOMINAL_RATE_LIMIT
+            return self._limit_headers(max(0, limit - len(self._window)))
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything a test or a demo may want to see, JSON-ready."""
+        """This location's data, JSON-ready."""
         with self._lock:
             return {
                 "location_id": self.location_id,
+                "name": self.name,
                 "contacts": copy.deepcopy(list(self.contacts.values())),
                 "notes": copy.deepcopy(self.notes),
                 "opportunities": copy.deepcopy(list(self.opportunities.values())),
                 "workflow_enrollments": [list(pair) for pair in self.workflow_enrollments],
                 "counts": self.counts(),
                 "calls": len(self.calls),
+                "daily_remaining": max(0, self.daily_limit - self._daily_used),
+            }
+
+    # --- the request path (FakeGHL calls these under its lock) ----------------------------
+
+    def _owns(self, object_id: str) -> bool:
+        return object_id in self._data_ids or object_id in self._config_ids
+
+    def _take_fault(self, now: float) -> _Fault | None:
+        if self._fail_next:
+            return self._fail_next.popleft()
+        if self._outage:
+            until, fault = self._outage
+            if now < until:
+                return fault
+            self._outage = None
+        return None
+
+    def _expire(self, now: float) -> None:
+        _, window = self.rate_limit or NOMINAL_RATE_LIMIT
+        while self._window and self._window[0] <= now - window:
+            self._window.popleft()
+        if self._day_started is not None and now >= self._day_started + DAY_SECONDS:
+            self._day_started, self._daily_used = None, 0
+
+    def _admit(self, now: float) -> tuple[bool, dict[str, str]]:
+        """A sliding burst window (refusing only when `rate_limit` is set) and a daily budget
+        that starts with the day's first request."""
+        self._expire(now)
+        limit, window = self.rate_limit or NOMINAL_RATE_LIMIT
+        if self._daily_used >= self.daily_limit:
+            headers = self._limit_headers(max(0, limit - len(self._window)))
+            assert self._day_started is not None
+            headers["Retry-After"] = str(math.ceil(self._day_started + DAY_SECONDS - now))
+            return False, headers
+        if self.rate_limit and len(self._window) >= limit:
+            headers = self._limit_headers(remaining=0)
+            headers["Retry-After"] = str(math.ceil(self._window[0] + window - now))
+            return False, headers
+        self._window.append(now)
+        if self._day_started is None:
+            self._day_started = now
+        self._daily_used += 1
+        return True, self._limit_headers(max(0, limit - len(self._window)))
+
+    def _limit_headers(self, remaining: int) -> dict[str, str]:
+        limit, window = self.rate_limit or NOMINAL_RATE_LIMIT
+        return {
+            "X-RateLimit-Max": str(limit),
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Interval-Milliseconds": str(round(window * 1000)),
+            "X-RateLimit-Limit-Daily": str(self.daily_limit),
+            "X-RateLimit-Daily-Remaining": str(max(0, self.daily_limit - self._daily_used)),
+        }
+
+
+class FakeGHL:
+    """GoHighLevel API v2 in memory: one location, or several with add_location()."""
+
+    def __init__(
+        self,
+        location_id: str = "loc_test",
+        token: str = "ghl-test-token",
+        validate: bool = True,
+        rate_limit: tuple[int, float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        daily_limit: int = DAILY_LIMIT,
+        name: str = "Test Location",
+    ):
+        self.validate = validate
+        self.clock = clock
+        self._spec: OpenAPISpec | None = ghl_spec() if validate and specs_available() else None
+        self._lock = threading.RLock()
+        self._ids = random.Random(location_id)  # reproducible ids make failures easier to read
+        self._issued: set[str] = set()
+        self._routes = _routes(self)
+        self._locations: dict[str, GHLLocation] = {}
+        self._by_token: dict[str, GHLLocation] = {}
+        self.calls: list[RecordedCall] = []
+        self.spec_errors: list[str] = []
+        self.violations: list[CrossLocationCall] = []
+        self._current: tuple[str, str, GHLLocation] | None = None  # the request being answered
+        self.default = self.add_location(location_id, token, name, rate_limit, daily_limit)
+
+    # --- locations ------------------------------------------------------------------------
+
+    def add_location(
+        self,
+        location_id: str,
+        token: str,
+        name: str | None = None,
+        rate_limit: tuple[int, float] | None | EllipsisType = ...,
+        daily_limit: int | None = None,
+    ) -> GHLLocation:
+        """Add a sub-account answering only to `token`; its rate limit and daily budget are
+        the default location's unless given (rate_limit=None: the burst is not enforced)."""
+        with self._lock:
+            if location_id in self._locations:
+                raise ValueError(f"location {location_id} already exists")
+            if token in self._by_token:
+                raise ValueError(f"token of {location_id} is already another location's")
+            if self._locations:
+                if rate_limit is ...:
+                    rate_limit = self.default.rate_limit
+                if daily_limit is None:
+                    daily_limit = self.default.daily_limit
+            loc = GHLLocation(
+                self,
+                location_id,
+                token,
+                name or f"Location {location_id}",
+                None if rate_limit is ... else rate_limit,
+                DAILY_LIMIT if daily_limit is None else daily_limit,
+            )
+            self._locations[location_id] = loc
+            self._by_token[token] = loc
+            return loc
+
+    def location(self, location_id: str) -> GHLLocation:
+        """The location with this id (KeyError if none)."""
+        return self._locations[location_id]
+
+    @property
+    def locations(self) -> list[GHLLocation]:
+        """Every location, the default first."""
+        return list(self._locations.values())
+
+    def assert_no_cross_location_calls(self) -> None:
+        """Fail (AssertionError) if any request used one location's token for another."""
+        with self._lock:
+            found = list(self.violations)
+        assert not found, "cross-location GHL calls (a token used for another location):\n" + (
+            "\n".join(f"  {v}" for v in found)
+        )
+
+    # --- the default location, for single-location tests ---------------------------------
+
+    @property
+    def location_id(self) -> str:
+        return self.default.location_id
+
+    @property
+    def token(self) -> str:
+        return self.default.token
+
+    @property
+    def rate_limit(self) -> tuple[int, float] | None:
+        return self.default.rate_limit
+
+    @rate_limit.setter
+    def rate_limit(self, value: tuple[int, float] | None) -> None:
+        self.default.rate_limit = value
+
+    @property
+    def custom_fields(self) -> list[dict[str, Any]]:
+        return self.default.custom_fields
+
+    @property
+    def pipelines(self) -> list[dict[str, Any]]:
+        return self.default.pipelines
+
+    @property
+    def workflows(self) -> list[dict[str, Any]]:
+        return self.default.workflows
+
+    @property
+    def refused_emails(self) -> dict[str, str]:
+        return self.default.refused_emails
+
+    @property
+    def contacts(self) -> dict[str, dict[str, Any]]:
+        return self.default.contacts
+
+    @property
+    def notes(self) -> dict[str, list[dict[str, Any]]]:
+        return self.default.notes
+
+    @property
+    def opportunities(self) -> dict[str, dict[str, Any]]:
+        return self.default.opportunities
+
+    @property
+    def workflow_enrollments(self) -> list[tuple[str, str]]:
+        return self.default.workflow_enrollments
+
+    def add_custom_field(
+        self, field_key: str, name: str, data_type: str = "TEXT", model: str = "contact"
+    ) -> str:
+        """Declare a custom field of the default location."""
+        return self.default.add_custom_field(field_key, name, data_type, model)
+
+    def add_pipeline(self, name: str, stages: Sequence[str]) -> dict[str, Any]:
+        """Declare a pipeline of the default location."""
+        return self.default.add_pipeline(name, stages)
+
+    def add_workflow(self, name: str, status: str = "published") -> str:
+        """Declare a workflow of the default location."""
+        return self.default.add_workflow(name, status)
+
+    def fail_next(
+        self,
+        n: int,
+        status: int,
+        headers: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        """Answer the default location's next `n` requests with `status`."""
+        self.default.fail_next(n, status, headers, body)
+
+    def fail_for(self, seconds: float, status: int, retry_after: float | None = None) -> None:
+        """An outage of the default location for `seconds`."""
+        self.default.fail_for(seconds, status, retry_after)
+
+    def refuse_email(self, email: str, message: str = "email is not allowed") -> None:
+        """Refuse upserts of this address in the default location."""
+        self.default.refuse_email(email, message)
+
+    def contact_by_email(self, email: str) -> dict[str, Any] | None:
+        """The default location's contact with this email."""
+        return self.default.contact_by_email(email)
+
+    def delete_contact(self, contact_id: str) -> None:
+        """Remove a contact of the default location."""
+        self.default.delete_contact(contact_id)
+
+    def reset(self) -> None:
+        """Forget every location's contacts, calls, faults and rate history, and the recorded
+        spec errors and violations; keep locations, fields, pipelines, workflows."""
+        with self._lock:
+            for loc in self._locations.values():
+                loc.reset()
+            self.calls = []
+            self.spec_errors = []
+            self.violations = []
+
+    # --- queries for tests ----------------------------------------------------------------
+
+    def calls_to(self, method: str, path_template: str) -> list[RecordedCall]:
+        """Recorded calls matching e.g. ("POST", "/contacts/{id}/tags"); names do not matter."""
+        with self._lock:
+            return _matching(self.calls, method, path_template)
+
+    def upserts_for(self, email: str) -> int:
+        """Upserts of this email that GHL answered 2xx, in any location."""
+        return _upserts_for(self.calls_to("POST", "/contacts/upsert"), email)
+
+    def counts(self) -> dict[str, int]:
+        """Requests per "METHOD /template" (unrouted ones under their raw path)."""
+        with self._lock:
+            return self._counts(self.calls)
+
+    def _counts(self, calls: list[RecordedCall]) -> dict[str, int]:
+        counter: Counter[str] = Counter()
+        for call in calls:
+            route = self._route(call.method, call.path)
+            counter[f"{call.method} {route[1] if route else call.path}"] += 1
+        return dict(counter)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a test or a demo may want to see, JSON-ready: the default location's data
+        at the top, as with one location, and every location's under "locations"."""
+        with self._lock:
+            top = self.default.snapshot()
+            top.pop("name")
+            top.pop("daily_remaining")
+            return {
+                **top,
+                "counts": self.counts(),
+                "calls": len(self.calls),
                 "spec_errors": list(self.spec_errors),
+                "violations": [str(v) for v in self.violations],
+                "locations": {loc.location_id: loc.snapshot() for loc in self.locations},
             }
 
     # --- the request path -----------------------------------------------------------------
@@ -320,10 +633,14 @@ class FakeGHL:
                 bad_json = False
             except ValueError:
                 data, bad_json = None, True
-            status, out_headers, answer = self._answer(
+            loc, status, out_headers, answer = self._answer(
                 method, path, query, headers, data, now, bad_json
             )
-            self.calls.append(RecordedCall(method, path, query, dict(headers), data, status, now))
+            call = RecordedCall(
+                method, path, query, dict(headers), data, status, now, loc.location_id
+            )
+            self.calls.append(call)
+            loc.calls.append(call)
             return status, out_headers, answer
 
     def _answer(
@@ -335,79 +652,114 @@ class FakeGHL:
         data: Any,
         now: float,
         bad_json: bool,
-    ) -> Answer:
-        fault = self._take_fault(now)
-        if fault:
-            return fault.status, dict(fault.headers), copy.deepcopy(fault.body)
-
+    ) -> tuple[GHLLocation, int, dict[str, str], dict[str, Any]]:
         lower = {name.lower(): value for name, value in headers.items()}
-        if lower.get("authorization") != f"Bearer {self.token}":
-            return 401, {}, dict(UNAUTHORIZED)
+        auth = str(lower.get("authorization") or "")
+        owner = self._by_token.get(auth[7:]) if auth.startswith("Bearer ") else None
+        target, named = self._addressed(method, path, query, data)
+        crossed = owner is not None and target is not None and target is not owner
+        if owner is not None and (crossed or (named is not None and target is None)):
+            self._violation(method, path, owner, target, named)
+        # A fault belongs to the location the request is for, as a sub-account's outage would.
+        loc = target or owner or self.default
+        fault = loc._take_fault(now)
+        if fault:
+            return loc, fault.status, dict(fault.headers), copy.deepcopy(fault.body)
+        if owner is None:
+            return loc, 401, {}, dict(UNAUTHORIZED)
+        if crossed:
+            return owner, 403, {}, _error_body(403, NO_ACCESS)
+        loc = owner
 
-        limit_headers: dict[str, str] = {}
-        if self.rate_limit:
-            admitted, limit_headers = self._admit(now)
-            if not admitted:
-                return 429, limit_headers, {"statusCode": 429, "message": "Too many requests"}
+        admitted, limit_headers = loc._admit(now)
+        if not admitted:
+            return loc, 429, limit_headers, {"statusCode": 429, "message": "Too many requests"}
 
         if bad_json:
-            return 400, limit_headers, _error_body(400, "Unexpected token in JSON body")
+            return loc, 400, limit_headers, _error_body(400, "Unexpected token in JSON body")
 
         errors = self._spec_errors_for(method, path, query, headers, data)
         if errors:
             self.spec_errors.extend(f"{method} {path}: {error}" for error in errors)
             if self._spec and self._spec.operation(method, path) is None:
-                return 404, limit_headers, _not_found(method, path)
+                return loc, 404, limit_headers, _not_found(method, path)
             body = {"statusCode": 422, "message": errors, "error": "Unprocessable Entity"}
-            return 422, limit_headers, body
+            return loc, 422, limit_headers, body
 
         route = self._route(method, path)
         if route is None:
             if self._spec and self._spec.operation(method, path):
                 message = f"FakeGHL does not implement {method} {path}; add it to ghl_fake.py"
-                return 501, limit_headers, _error_body(501, message)
-            return 404, limit_headers, _not_found(method, path)
+                return loc, 501, limit_headers, _error_body(501, message)
+            return loc, 404, limit_headers, _not_found(method, path)
         handler, _, params = route
+        self._current = (method, path, loc)
         try:
             status, answer = handler(
-                _Request(params, query, data if isinstance(data, dict) else {})
+                _Request(params, query, data if isinstance(data, dict) else {}, loc)
             )
         except _Reject as reject:
-            return reject.status, limit_headers, _error_body(reject.status, reject.message)
-        return status, limit_headers, answer
+            return loc, reject.status, limit_headers, _error_body(reject.status, reject.message)
+        finally:
+            self._current = None
+        return loc, status, limit_headers, answer
 
-    def _take_fault(self, now: float) -> _Fault | None:
-        if self._fail_next:
-            return self._fail_next.popleft()
-        if self._outage:
-            until, fault = self._outage
-            if now < until:
-                return fault
-            self._outage = None
-        return None
+    def _addressed(
+        self, method: str, path: str, query: dict[str, list[str]], data: Any
+    ) -> tuple[GHLLocation | None, str | None]:
+        """The location a request is for, and the location id it names (None when it names
+        none, e.g. PUT /contacts/{id}, whose location is the contact's owner's)."""
+        route = self._route(method, path)
+        if route is None:
+            return None, None
+        _, template, params = route
+        where, _, name = _LOCATORS[(method, template)].partition(":")
+        if where == "owner":
+            return self._owner_of(params.get(name)), None
+        if where == "body":
+            value = data.get(name) if isinstance(data, dict) else None
+        elif where == "query":
+            value = _first(query, name)
+        else:
+            value = params.get(name)
+        if not isinstance(value, str):
+            return None, None
+        return self._locations.get(value), value
 
-    def _admit(self, now: float) -> tuple[bool, dict[str, str]]:
-        """Sliding window per location: at most `limit` requests in any `window` seconds."""
-        assert self.rate_limit is not None
-        limit, window = self.rate_limit
-        while self._window and self._window[0] <= now - window:
-            self._window.popleft()
-        if len(self._window) >= limit:
-            headers = self._limit_headers(limit, window, remaining=0)
-            headers["Retry-After"] = str(math.ceil(self._window[0] + window - now))
-            return False, headers
-        self._window.append(now)
-        self._daily_used += 1
-        return True, self._limit_headers(limit, window, remaining=limit - len(self._window))
+    def _owner_of(self, object_id: Any) -> GHLLocation | None:
+        if not isinstance(object_id, str):
+            return None
+        return next((loc for loc in self._locations.values() if loc._owns(object_id)), None)
 
-    def _limit_headers(self, limit: int, window: float, remaining: int) -> dict[str, str]:
-        return {
-            "X-RateLimit-Max": str(limit),
-            "X-RateLimit-Remaining": str(remaining),
-            "X-RateLimit-Interval-Milliseconds": str(round(window * 1000)),
-            "X-RateLimit-Limit-Daily": str(DAILY_LIMIT),
-            "X-RateLimit-Daily-Remaining": str(max(0, DAILY_LIMIT - self._daily_used)),
-        }
+    def _violation(
+        self,
+        method: str,
+        path: str,
+        owner: GHLLocation,
+        target: GHLLocation | None,
+        named: str | None,
+        reason: str | None = None,
+    ) -> None:
+        if reason is None:
+            reason = "addressed another location" if target else f"named location {named!r}"
+        self.violations.append(
+            CrossLocationCall(
+                method, path, owner.location_id, target.location_id if target else named, reason
+            )
+        )
+
+    def _foreign(self, loc: GHLLocation, object_id: Any, what: str) -> bool:
+        """True (and a violation recorded) if `object_id` belongs to a location other than
+        `loc`: GHL would not find it, the bridge mixed up two clients' ids."""
+        other = self._owner_of(object_id)
+        if other is None or other is loc:
+            return False
+        assert self._current is not None
+        method, path, _ = self._current
+        self._violation(
+            method, path, loc, other, None, f"sent {what} {object_id} of another location"
+        )
+        return True
 
     def _spec_errors_for(
         self,
@@ -447,23 +799,25 @@ class FakeGHL:
     # --- contacts -------------------------------------------------------------------------
 
     def _upsert_contact(self, req: _Request) -> _Handled:
-        self._check_location(req.body.get("locationId"))
+        loc = req.loc
+        self._check_location(loc, req.body.get("locationId"))
         email = str(req.body.get("email") or "").strip().lower()
-        if email in self.refused_emails:
-            raise _Reject(422, self.refused_emails[email])
-        contact_id = self._by_email.get(email) if email else None
+        if email in loc.refused_emails:
+            raise _Reject(422, loc.refused_emails[email])
+        contact_id = loc._by_email.get(email) if email else None
         if contact_id is None and not email and req.body.get("phone"):
             contact_id = next(
-                (c["id"] for c in self.contacts.values() if c.get("phone") == req.body["phone"]),
+                (c["id"] for c in loc.contacts.values() if c.get("phone") == req.body["phone"]),
                 None,
             )
         created = contact_id is None
         if created:
             now = _timestamp()
             contact_id = self._new_id()
-            self.contacts[contact_id] = {
+            loc._data_ids.add(contact_id)
+            loc.contacts[contact_id] = {
                 "id": contact_id,
-                "locationId": self.location_id,
+                "locationId": loc.location_id,
                 "type": "lead",
                 "dnd": False,
                 "tags": [],
@@ -476,47 +830,93 @@ class FakeGHL:
             for k, v in req.body.items()
             if k not in ("locationId", "createNewIfDuplicateAllowed")
         }
-        self._apply(self.contacts[contact_id], fields)
+        self._apply(loc, loc.contacts[contact_id], fields)
         answer = {
             "new": created,
-            "contact": copy.deepcopy(self.contacts[contact_id]),
+            "contact": copy.deepcopy(loc.contacts[contact_id]),
             "traceId": str(uuid.uuid4()),
         }
         return 200, answer
 
     def _get_contact(self, req: _Request) -> _Handled:
-        return 200, {"contact": copy.deepcopy(self._contact(req.params["contactId"]))}
+        return 200, {"contact": copy.deepcopy(self._contact(req.loc, req.params["contactId"]))}
 
     def _update_contact(self, req: _Request) -> _Handled:
-        contact = self._contact(req.params["contactId"])
-        self._apply(contact, req.body)
+        contact = self._contact(req.loc, req.params["contactId"])
+        self._apply(req.loc, contact, req.body)
         return 200, {"succeded": True, "contact": copy.deepcopy(contact)}
 
     def _delete_contact(self, req: _Request) -> _Handled:
-        contact = self._contact(req.params["contactId"])
-        self.contacts.pop(contact["id"])
-        self._by_email.pop(contact.get("emailLowerCase") or "", None)
+        contact = self._contact(req.loc, req.params["contactId"])
+        req.loc.delete_contact(contact["id"])
         return 200, {"succeded": True}
 
     def _add_tags(self, req: _Request) -> _Handled:
-        contact = self._contact(req.params["contactId"])
+        contact = self._contact(req.loc, req.params["contactId"])
         contact["tags"] = _normal_tags([*contact["tags"], *req.body.get("tags", [])])
         contact["dateUpdated"] = _timestamp()
         return 201, {"tags": list(contact["tags"])}
 
     def _remove_tags(self, req: _Request) -> _Handled:
-        contact = self._contact(req.params["contactId"])
+        contact = self._contact(req.loc, req.params["contactId"])
         gone = set(_normal_tags(req.body.get("tags", [])))
         contact["tags"] = [tag for tag in contact["tags"] if tag not in gone]
         contact["dateUpdated"] = _timestamp()
         return 200, {"tags": list(contact["tags"])}
 
+    def _bulk_tags(self, req: _Request) -> _Handled:
+        # One answer per contact, as GHL's UpdateTagsResponseDTO example shows (the schema
+        # types its items as strings; GHL answers objects).
+        loc = req.loc
+        self._check_location(loc, req.body.get("locationId"))
+        kind = req.params["type"]
+        if kind not in ("add", "remove"):
+            raise _Reject(400, "type must be one of add, remove")
+        tags = _normal_tags(req.body.get("tags", []))
+        answers = []
+        for contact_id in req.body.get("contacts", []):
+            answers.append(self._bulk_tag_one(loc, kind, contact_id, tags, req.body))
+        errors = sum(1 for a in answers if a["type"] == "error")
+        return 201, {"succeded": errors == 0, "errorCount": errors, "responses": answers}
+
+    def _bulk_tag_one(
+        self,
+        loc: GHLLocation,
+        kind: str,
+        contact_id: str,
+        tags: list[str],
+        body: dict[str, Any],
+    ) -> dict[str, Any]:
+        if self._foreign(loc, contact_id, "contact"):
+            message = "contact does not belong to location"
+            return {"contactId": contact_id, "message": message, "type": "error"}
+        contact = loc.contacts.get(contact_id)
+        if contact is None:
+            message = "contact is deleted" if contact_id in loc._data_ids else "contact not found"
+            return {"contactId": contact_id, "message": message, "type": "error"}
+        old = list(contact["tags"])
+        if kind == "add":
+            contact["tags"] = _normal_tags([*old, *tags])
+        elif body.get("removeAllTags"):
+            contact["tags"] = []
+        else:
+            contact["tags"] = [tag for tag in old if tag not in tags]
+        contact["dateUpdated"] = _timestamp()
+        return {
+            "contactId": contact_id,
+            "message": "Tags updated",
+            "type": "success",
+            "oldTags": old,
+            "tagsAdded": [t for t in contact["tags"] if t not in old],
+            "tagsRemoved": [t for t in old if t not in contact["tags"]],
+        }
+
     def _list_notes(self, req: _Request) -> _Handled:
-        contact = self._contact(req.params["contactId"])
-        return 200, {"notes": copy.deepcopy(self.notes.get(contact["id"], []))}
+        contact = self._contact(req.loc, req.params["contactId"])
+        return 200, {"notes": copy.deepcopy(req.loc.notes.get(contact["id"], []))}
 
     def _add_note(self, req: _Request) -> _Handled:
-        contact = self._contact(req.params["contactId"])
+        contact = self._contact(req.loc, req.params["contactId"])
         note = {
             "id": self._new_id(),
             "body": req.body["body"],
@@ -526,25 +926,29 @@ class FakeGHL:
         for optional in ("userId", "title", "color", "pinned"):
             if optional in req.body:
                 note[optional] = req.body[optional]
-        self.notes.setdefault(contact["id"], []).append(note)
+        req.loc.notes.setdefault(contact["id"], []).append(note)
         return 201, {"note": copy.deepcopy(note)}
 
     def _add_to_workflow(self, req: _Request) -> _Handled:
-        contact = self._contact(req.params["contactId"])
-        if not any(w["id"] == req.params["workflowId"] for w in self.workflows):
+        loc = req.loc
+        contact = self._contact(loc, req.params["contactId"])
+        workflow_id = req.params["workflowId"]
+        self._foreign(loc, workflow_id, "workflow")
+        if not any(w["id"] == workflow_id for w in loc.workflows):
             raise _Reject(400, "Workflow not found")
-        self.workflow_enrollments.append((contact["id"], req.params["workflowId"]))
+        loc.workflow_enrollments.append((contact["id"], workflow_id))
         return 200, {"succeded": True}
 
     # --- opportunities, workflows, location -----------------------------------------------
 
     def _create_opportunity(self, req: _Request) -> _Handled:
-        self._check_location(req.body.get("locationId"))
-        pipeline = self._pipeline(req.body["pipelineId"])
-        contact = self._contact(req.body["contactId"])
+        loc = req.loc
+        self._check_location(loc, req.body.get("locationId"))
+        pipeline = self._pipeline(loc, req.body["pipelineId"])
+        contact = self._contact(loc, req.body["contactId"], in_path=False)
         stage_id = req.body.get("pipelineStageId") or pipeline["stages"][0]["id"]
         self._check_stage(pipeline, stage_id)
-        for existing in self.opportunities.values():
+        for existing in loc.opportunities.values():
             if (
                 existing["contactId"] == contact["id"]
                 and existing["pipelineId"] == pipeline["id"]
@@ -565,40 +969,41 @@ class FakeGHL:
             "createdAt": now,
             "updatedAt": now,
             "contactId": contact["id"],
-            "locationId": self.location_id,
+            "locationId": loc.location_id,
             "customFields": [],
             "followers": [],
         }
         if "assignedTo" in req.body:
             opportunity["assignedTo"] = req.body["assignedTo"]
-        self.opportunities[opportunity["id"]] = opportunity
+        loc.opportunities[opportunity["id"]] = opportunity
+        loc._data_ids.add(opportunity["id"])
         return 201, {"opportunity": copy.deepcopy(opportunity)}
 
     def _search_opportunities(self, req: _Request) -> _Handled:
-        def first(name: str) -> str | None:
-            values = req.query.get(name) or []
-            return values[0] if values else None
-
-        self._check_location(first("location_id"))
+        loc = req.loc
+        self._check_location(loc, _first(req.query, "location_id"))
         filters = {
-            "contactId": first("contact_id"),
-            "pipelineId": first("pipeline_id"),
-            "pipelineStageId": first("pipeline_stage_id"),
+            "contactId": _first(req.query, "contact_id"),
+            "pipelineId": _first(req.query, "pipeline_id"),
+            "pipelineStageId": _first(req.query, "pipeline_stage_id"),
         }
-        status = first("status")
+        for key in ("contactId", "pipelineId"):
+            self._foreign(loc, filters[key], key.removesuffix("Id"))
+        status = _first(req.query, "status")
         found = [
             copy.deepcopy(item)
-            for item in self.opportunities.values()
+            for item in loc.opportunities.values()
             if all(value is None or item.get(key) == value for key, value in filters.items())
             and (status in (None, "all") or item["status"] == status)
         ]
         return 200, {"opportunities": found, "meta": {"total": len(found), "currentPage": 1}}
 
     def _update_opportunity(self, req: _Request) -> _Handled:
-        opportunity = self.opportunities.get(req.params["id"])
+        loc = req.loc
+        opportunity = loc.opportunities.get(req.params["id"])
         if opportunity is None:
             raise _Reject(400, "Opportunity not found")
-        pipeline = self._pipeline(req.body.get("pipelineId", opportunity["pipelineId"]))
+        pipeline = self._pipeline(loc, req.body.get("pipelineId", opportunity["pipelineId"]))
         now = _timestamp()
         if "pipelineStageId" in req.body:
             self._check_stage(pipeline, req.body["pipelineStageId"])
@@ -620,49 +1025,50 @@ class FakeGHL:
         return 200, {"opportunity": copy.deepcopy(opportunity)}
 
     def _list_pipelines(self, req: _Request) -> _Handled:
-        self._check_location(_first(req.query, "locationId"))
-        return 200, {"pipelines": copy.deepcopy(self.pipelines)}
+        self._check_location(req.loc, _first(req.query, "locationId"))
+        return 200, {"pipelines": copy.deepcopy(req.loc.pipelines)}
 
     def _list_workflows(self, req: _Request) -> _Handled:
-        self._check_location(_first(req.query, "locationId"))
-        return 200, {"workflows": copy.deepcopy(self.workflows)}
+        self._check_location(req.loc, _first(req.query, "locationId"))
+        return 200, {"workflows": copy.deepcopy(req.loc.workflows)}
 
     def _get_location(self, req: _Request) -> _Handled:
-        self._check_location(req.params["locationId"])
+        loc = req.loc
+        self._check_location(loc, req.params["locationId"])
         location = {
-            "id": self.location_id,
+            "id": loc.location_id,
             "companyId": "company_test",
-            "name": "Test Location",
+            "name": loc.name,
             "timezone": "UTC",
             "email": "owner@example.com",
         }
         return 200, {"location": location}
 
     def _list_custom_fields(self, req: _Request) -> _Handled:
-        self._check_location(req.params["locationId"])
+        self._check_location(req.loc, req.params["locationId"])
         model = _first(req.query, "model") or "all"
-        fields = [f for f in self.custom_fields if model == "all" or f["model"] == model]
+        fields = [f for f in req.loc.custom_fields if model == "all" or f["model"] == model]
         return 200, {"customFields": copy.deepcopy(fields)}
 
     # --- helpers --------------------------------------------------------------------------
 
-    def _apply(self, contact: dict[str, Any], fields: Mapping[str, Any]) -> None:
+    def _apply(self, loc: GHLLocation, contact: dict[str, Any], fields: Mapping[str, Any]) -> None:
         """Write upsert/update fields the way GHL stores them."""
         for key, value in fields.items():
             if key == "tags":
                 contact["tags"] = _normal_tags(value)  # replaces: the trap tests look for
             elif key == "customFields":
-                self._apply_custom_fields(contact, value)
+                self._apply_custom_fields(loc, contact, value)
             elif key == "dndSettings" and isinstance(value, dict):
                 contact.setdefault("dndSettings", {}).update(copy.deepcopy(value))
             elif key == "email":
                 old = contact.get("emailLowerCase")
-                if old and self._by_email.get(old) == contact["id"]:
-                    del self._by_email[old]
+                if old and loc._by_email.get(old) == contact["id"]:
+                    del loc._by_email[old]
                 if value:
                     contact["email"] = value
                     contact["emailLowerCase"] = value.strip().lower()
-                    self._by_email[contact["emailLowerCase"]] = contact["id"]
+                    loc._by_email[contact["emailLowerCase"]] = contact["id"]
                 else:
                     contact.pop("email", None)
                     contact.pop("emailLowerCase", None)
@@ -685,23 +1091,33 @@ class FakeGHL:
                 contact.pop(lower_key, None)
         contact["dateUpdated"] = _timestamp()
 
-    def _apply_custom_fields(self, contact: dict[str, Any], values: list[dict[str, Any]]) -> None:
-        # GHL ignores ids it does not know and answers only {id, value} per field.
-        known = {f["id"] for f in self.custom_fields}
+    def _apply_custom_fields(
+        self, loc: GHLLocation, contact: dict[str, Any], values: list[dict[str, Any]]
+    ) -> None:
+        # GHL ignores ids it does not know and answers only {id, value} per field; another
+        # location's field id is ignored too, and recorded: the bridge used the wrong field map.
+        known = {f["id"] for f in loc.custom_fields}
         current = {item["id"]: item for item in contact["customFields"]}
         for item in values:
             if item.get("id") in known:
                 current[item["id"]] = {"id": item["id"], "value": item.get("field_value")}
+            else:
+                self._foreign(loc, item.get("id"), "custom field")
         contact["customFields"] = list(current.values())
 
-    def _contact(self, contact_id: str) -> dict[str, Any]:
-        contact = self.contacts.get(contact_id)
+    def _contact(self, loc: GHLLocation, contact_id: str, in_path: bool = True) -> dict[str, Any]:
+        # A contact id in the path already routed the request to its owner; one in a body
+        # (an opportunity's contactId) may still be another location's.
+        if not in_path:
+            self._foreign(loc, contact_id, "contact")
+        contact = loc.contacts.get(contact_id)
         if contact is None:
             raise _Reject(400, "Contact not found")
         return contact
 
-    def _pipeline(self, pipeline_id: str) -> dict[str, Any]:
-        for pipeline in self.pipelines:
+    def _pipeline(self, loc: GHLLocation, pipeline_id: str) -> dict[str, Any]:
+        self._foreign(loc, pipeline_id, "pipeline")
+        for pipeline in loc.pipelines:
             if pipeline["id"] == pipeline_id:
                 return pipeline
         raise _Reject(400, "Pipeline not found")
@@ -711,17 +1127,44 @@ class FakeGHL:
         if not any(stage["id"] == stage_id for stage in pipeline["stages"]):
             raise _Reject(400, "Pipeline stage not found")
 
-    def _check_location(self, location_id: Any) -> None:
-        if location_id != self.location_id:
-            raise _Reject(403, "The token does not have access to this location.")
+    @staticmethod
+    def _check_location(loc: GHLLocation, location_id: Any) -> None:
+        if location_id != loc.location_id:
+            raise _Reject(403, NO_ACCESS)
 
     def _new_id(self) -> str:
-        """A 20-character id like GHL's ("seD4PfOuKoVMLkEZqohJ")."""
+        """A 20-character id like GHL's ("seD4PfOuKoVMLkEZqohJ"), unique across locations."""
         while True:
             new = "".join(self._ids.choice(_ID_ALPHABET) for _ in range(20))
             if new not in self._issued:
                 self._issued.add(new)
                 return new
+
+    def _new_uuid(self) -> str:
+        return str(uuid.UUID(int=self._ids.getrandbits(128)))
+
+
+# How each route names its location: "body:", "query:" or "path:" + the location id's name, or
+# "owner:" + the path parameter whose object (contact, opportunity) belongs to one.
+_LOCATORS = {
+    ("POST", "/contacts/upsert"): "body:locationId",
+    ("GET", "/contacts/{contactId}"): "owner:contactId",
+    ("PUT", "/contacts/{contactId}"): "owner:contactId",
+    ("DELETE", "/contacts/{contactId}"): "owner:contactId",
+    ("POST", "/contacts/{contactId}/tags"): "owner:contactId",
+    ("DELETE", "/contacts/{contactId}/tags"): "owner:contactId",
+    ("POST", "/contacts/bulk/tags/update/{type}"): "body:locationId",
+    ("GET", "/contacts/{contactId}/notes"): "owner:contactId",
+    ("POST", "/contacts/{contactId}/notes"): "owner:contactId",
+    ("POST", "/contacts/{contactId}/workflow/{workflowId}"): "owner:contactId",
+    ("POST", "/opportunities/"): "body:locationId",
+    ("GET", "/opportunities/pipelines"): "query:locationId",
+    ("GET", "/opportunities/search"): "query:location_id",
+    ("PUT", "/opportunities/{id}"): "owner:id",
+    ("GET", "/workflows/"): "query:locationId",
+    ("GET", "/locations/{locationId}"): "path:locationId",
+    ("GET", "/locations/{locationId}/customFields"): "path:locationId",
+}
 
 
 def _routes(fake: FakeGHL) -> list[tuple[str, str, re.Pattern[str], Callable[..., Any]]]:
@@ -733,6 +1176,7 @@ def _routes(fake: FakeGHL) -> list[tuple[str, str, re.Pattern[str], Callable[...
         ("DELETE", "/contacts/{contactId}", fake._delete_contact),
         ("POST", "/contacts/{contactId}/tags", fake._add_tags),
         ("DELETE", "/contacts/{contactId}/tags", fake._remove_tags),
+        ("POST", "/contacts/bulk/tags/update/{type}", fake._bulk_tags),
         ("GET", "/contacts/{contactId}/notes", fake._list_notes),
         ("POST", "/contacts/{contactId}/notes", fake._add_note),
         ("POST", "/contacts/{contactId}/workflow/{workflowId}", fake._add_to_workflow),
@@ -744,6 +1188,7 @@ def _routes(fake: FakeGHL) -> list[tuple[str, str, re.Pattern[str], Callable[...
         ("GET", "/locations/{locationId}", fake._get_location),
         ("GET", "/locations/{locationId}/customFields", fake._list_custom_fields),
     ]
+    assert {(m, t) for m, t, _ in table} == set(_LOCATORS), "every route needs a locator"
     routes = [
         (method, template, _template_pattern(template, named=True), handler)
         for method, template, handler in table
@@ -751,6 +1196,26 @@ def _routes(fake: FakeGHL) -> list[tuple[str, str, re.Pattern[str], Callable[...
     # Literal segments first: /contacts/upsert must not be read as /contacts/{contactId}.
     routes.sort(key=lambda r: [s.startswith("{") for s in _normal_path(r[1]).split("/")])
     return routes
+
+
+def _matching(calls: list[RecordedCall], method: str, path_template: str) -> list[RecordedCall]:
+    pattern = _template_pattern(path_template)
+    return [
+        call
+        for call in calls
+        if call.method == method.upper() and pattern.fullmatch(_normal_path(call.path))
+    ]
+
+
+def _upserts_for(upserts: list[RecordedCall], email: str) -> int:
+    wanted = email.strip().lower()
+    return sum(
+        1
+        for call in upserts
+        if 200 <= call.status < 300
+        and isinstance(call.json, dict)
+        and str(call.json.get("email") or "").strip().lower() == wanted
+    )
 
 
 def _template_pattern(template: str, named: bool = False) -> re.Pattern[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import parse_qs, urlsplit
 
 import responses
@@ -37,3 +39,16 @@ def install(rsps: responses.RequestsMock, fake: FakeGHL, base_url: str = GHL_BAS
 
     for method in METHODS:
         rsps.add_callback(method, url_pattern, callback=callback, content_type="application/json")
+
+
+@contextmanager
+def installed(fake: FakeGHL, base_url: str = GHL_BASE_URL) -> Iterator[responses.RequestsMock]:
+    """A `responses` mock answering GHL with `fake`; on leaving, fails the test on any request
+    the spec rejects and on any cross-location call (what the fake_ghl fixture does for one)."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        install(rsps, fake, base_url)
+        yield rsps
+    assert not fake.spec_errors, "GHL requests that the spec rejects:\n" + "\n".join(
+        f"  {e}" for e in fake.spec_errors
+    )
+    fake.assert_no_cross_location_calls()

@@ -1,12 +1,17 @@
 """FakeGHL over real HTTP, for tests that run the bridge as a process and for benchmarks.
 
-    python -m tests.support.ghl_server --port 8765 [--rate-limit 100/10]
+    python -m tests.support.ghl_server --port 8765 [--rate-limit 100/10] [--daily-limit N]
+        [--location ID:TOKEN[:NAME] ...]
 
-Control endpoints (JSON, never recorded as GHL calls):
-    GET  /_fake/state          contacts, notes, opportunities, counts per route, spec_errors
+Control endpoints (JSON, never recorded as GHL calls). Those that set a location up or break it
+take "location": "<id>" in the body (or ?location=<id> on GET /_fake/state); without it they
+act on the default location (the one given by --location-id):
+    GET  /_fake/state          contacts, notes, opportunities, counts per route, spec_errors,
+                               violations, and every location's own under "locations"
     POST /_fake/faults         {"status": 503, "seconds": 5, "retry_after": 2}
                                or {"fail_next": 3, "status": 500}
-    POST /_fake/reset          forget contacts, calls and faults
+    POST /_fake/reset          forget contacts, calls, faults and violations (all locations)
+    POST /_fake/locations      {"location_id": "loc_b", "token": "tok-b", "name": "B"}
     POST /_fake/custom-fields  {"field_key": "contact.icebreaker", "name": "Icebreaker"}
     POST /_fake/workflows      {"name": "Follow-up"}
     POST /_fake/pipelines      {"name": "Instantly", "stages": ["Replied", "Interested"]}
@@ -21,13 +26,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support.ghl_fake import FakeGHL
+from tests.support.ghl_fake import DAILY_LIMIT, FakeGHL, GHLLocation
 
 CONTROL_PREFIX = "/_fake/"
 
 
 class FakeGHLServer:
-    """Serves a FakeGHL on 127.0.0.1 from a background thread."""
+    """Serves a FakeGHL on 127.0.0.1 from a background thread.
+
+    Used as a context manager around a fake with several locations, it fails the test on
+    leaving if any request crossed locations (FakeGHL.assert_no_cross_location_calls).
+    """
 
     def __init__(self, fake: FakeGHL | None = None, port: int = 0, host: str = "127.0.0.1"):
         self.fake = fake or FakeGHL()
@@ -70,8 +79,11 @@ class FakeGHLServer:
         self.start()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
         self.stop()
+        # Not over an exception already on its way: that one says more about the failure.
+        if exc_type is None and len(self.fake.locations) > 1:
+            self.fake.assert_no_cross_location_calls()
 
 
 def _handler_for(fake: FakeGHL) -> type[BaseHTTPRequestHandler]:
@@ -97,7 +109,8 @@ def _handler_for(fake: FakeGHL) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             if parts.path.startswith(CONTROL_PREFIX):
-                status, answer = _control(fake, self.command, parts.path, body)
+                query = parse_qs(parts.query)
+                status, answer = _control(fake, self.command, parts.path, query, body)
                 headers: dict[str, str] = {}
             else:
                 status, headers, answer = fake.handle(
@@ -122,7 +135,9 @@ def _handler_for(fake: FakeGHL) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _control(fake: FakeGHL, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+def _control(
+    fake: FakeGHL, method: str, path: str, query: dict[str, list[str]], body: bytes
+) -> tuple[int, dict[str, Any]]:
     try:
         data = json.loads(body) if body.strip() else {}
     except ValueError:
@@ -131,16 +146,20 @@ def _control(fake: FakeGHL, method: str, path: str, body: bytes) -> tuple[int, d
         return 400, {"error": "body must be a JSON object"}
     action = f"{method} {path.rstrip('/')}"
     try:
+        loc = _location(fake, data.get("location", (query.get("location") or [None])[0]))
         if action == "GET /_fake/state":
-            return 200, fake.snapshot()
+            return 200, fake.snapshot() if loc is fake.default else loc.snapshot()
         if action == "POST /_fake/faults":
-            _set_fault(fake, data)
+            _set_fault(loc, data)
             return 200, {"ok": True}
         if action == "POST /_fake/reset":
             fake.reset()
             return 200, {"ok": True}
+        if action == "POST /_fake/locations":
+            added = fake.add_location(data["location_id"], data["token"], data.get("name"))
+            return 200, {"location_id": added.location_id, "name": added.name}
         if action == "POST /_fake/custom-fields":
-            field_id = fake.add_custom_field(
+            field_id = loc.add_custom_field(
                 data["field_key"],
                 data["name"],
                 data.get("data_type", "TEXT"),
@@ -148,21 +167,31 @@ def _control(fake: FakeGHL, method: str, path: str, body: bytes) -> tuple[int, d
             )
             return 200, {"id": field_id}
         if action == "POST /_fake/workflows":
-            return 200, {"id": fake.add_workflow(data["name"])}
+            return 200, {"id": loc.add_workflow(data["name"])}
         if action == "POST /_fake/pipelines":
-            return 200, fake.add_pipeline(data["name"], data["stages"])
+            return 200, loc.add_pipeline(data["name"], data["stages"])
     except (KeyError, TypeError, ValueError) as exc:
         return 400, {"error": f"bad request: {exc!r}"}
     return 404, {"error": f"no control endpoint {action}"}
 
 
-def _set_fault(fake: FakeGHL, data: dict[str, Any]) -> None:
+def _location(fake: FakeGHL, location_id: Any) -> GHLLocation:
+    """The location a control request names; the default one when it names none."""
+    if location_id is None:
+        return fake.default
+    try:
+        return fake.location(str(location_id))
+    except KeyError:
+        raise ValueError(f"no location {location_id}") from None
+
+
+def _set_fault(loc: GHLLocation, data: dict[str, Any]) -> None:
     status = int(data["status"])
     if "fail_next" in data:
-        fake.fail_next(int(data["fail_next"]), status, data.get("headers"), data.get("body"))
+        loc.fail_next(int(data["fail_next"]), status, data.get("headers"), data.get("body"))
     elif "seconds" in data:
         retry_after = data.get("retry_after")
-        fake.fail_for(
+        loc.fail_for(
             float(data["seconds"]), status, None if retry_after is None else float(retry_after)
         )
     else:
@@ -174,6 +203,14 @@ def _parse_rate_limit(text: str) -> tuple[int, float]:
     return int(requests), float(seconds or 10)
 
 
+def _parse_location(text: str) -> tuple[str, str, str | None]:
+    location_id, _, rest = text.partition(":")
+    token, _, name = rest.partition(":")
+    if not location_id or not token:
+        raise argparse.ArgumentTypeError("give ID:TOKEN or ID:TOKEN:NAME")
+    return location_id, token, name or None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve a fake GoHighLevel API on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=8765)
@@ -183,14 +220,33 @@ def main(argv: list[str] | None = None) -> None:
         metavar="N/SECONDS",
         help="e.g. 100/10: answer 429 past N requests in any SECONDS window",
     )
+    parser.add_argument(
+        "--daily-limit", type=int, default=DAILY_LIMIT, help="requests a day per location"
+    )
     parser.add_argument("--location-id", default="loc_test")
     parser.add_argument("--token", default="ghl-test-token")
+    parser.add_argument(
+        "--location",
+        type=_parse_location,
+        action="append",
+        default=[],
+        metavar="ID:TOKEN[:NAME]",
+        help="another location (sub-account) with its own token; repeat for more",
+    )
     parser.add_argument(
         "--no-validate", action="store_true", help="do not check requests against the GHL spec"
     )
     args = parser.parse_args(argv)
 
-    fake = FakeGHL(args.location_id, args.token, not args.no_validate, args.rate_limit)
+    fake = FakeGHL(
+        args.location_id,
+        args.token,
+        not args.no_validate,
+        args.rate_limit,
+        daily_limit=args.daily_limit,
+    )
+    for location_id, token, name in args.location:
+        fake.add_location(location_id, token, name)
     server = FakeGHLServer(fake, port=args.port)
     url = server.start()
     print(f"Fake GHL listening on {url}  (state: {url}/_fake/state)")
@@ -198,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  export GHL_BASE_URL={url}")
     print(f"  export GHL_TOKEN={args.token}")
     print(f"  export GHL_LOCATION_ID={args.location_id}")
+    for location_id, _, _ in args.location:
+        print(f"  (and location {location_id} with the token given for it)")
     print("Ctrl-C to stop.", flush=True)
     try:
         threading.Event().wait()
