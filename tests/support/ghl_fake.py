@@ -655,21 +655,21 @@ class FakeGHL:
     ) -> tuple[GHLLocation, int, dict[str, str], dict[str, Any]]:
         lower = {name.lower(): value for name, value in headers.items()}
         auth = str(lower.get("authorization") or "")
-        owner = self._by_token.get(auth[7:]) if auth.startswith("Bearer ") else None
+        token_loc = self._by_token.get(auth[7:]) if auth.startswith("Bearer ") else None
         target, named = self._addressed(method, path, query, data)
-        crossed = owner is not None and target is not None and target is not owner
-        if owner is not None and (crossed or (named is not None and target is None)):
-            self._violation(method, path, owner, target, named)
+        crossed = token_loc is not None and target is not None and target is not token_loc
+        if token_loc is not None and (crossed or (named is not None and target is None)):
+            self._violation(method, path, token_loc, target, named)
         # A fault belongs to the location the request is for, as a sub-account's outage would.
-        loc = target or owner or self.default
+        loc = target or token_loc or self.default
         fault = loc._take_fault(now)
         if fault:
             return loc, fault.status, dict(fault.headers), copy.deepcopy(fault.body)
-        if owner is None:
+        if token_loc is None:
             return loc, 401, {}, dict(UNAUTHORIZED)
         if crossed:
-            return owner, 403, {}, _error_body(403, NO_ACCESS)
-        loc = owner
+            return token_loc, 403, {}, _error_body(403, NO_ACCESS)
+        loc = token_loc
 
         admitted, limit_headers = loc._admit(now)
         if not admitted:
@@ -735,7 +735,7 @@ class FakeGHL:
         self,
         method: str,
         path: str,
-        owner: GHLLocation,
+        token_loc: GHLLocation,
         target: GHLLocation | None,
         named: str | None,
         reason: str | None = None,
@@ -744,7 +744,7 @@ class FakeGHL:
             reason = "addressed another location" if target else f"named location {named!r}"
         self.violations.append(
             CrossLocationCall(
-                method, path, owner.location_id, target.location_id if target else named, reason
+                method, path, token_loc.location_id, target.location_id if target else named, reason
             )
         )
 
