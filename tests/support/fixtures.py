@@ -26,7 +26,8 @@ def fake_ghl(mocked_http: responses.RequestsMock) -> Iterator[FakeGHL]:
     """A FakeGHL behind https://services.leadconnectorhq.com that checks requests against the spec.
 
     The test fails at teardown if any request broke the spec, even when the code under test
-    handled the 422 quietly.
+    handled the 422 quietly, and, once the test has added locations, if any request used one
+    location's token for another.
     """
     fake = FakeGHL(validate=True)
     install(mocked_http, fake)
@@ -35,3 +36,5 @@ def fake_ghl(mocked_http: responses.RequestsMock) -> Iterator[FakeGHL]:
         pytest.fail(
             "GHL requests that the spec rejects:\n" + "\n".join(f"  {e}" for e in fake.spec_errors)
         )
+    if len(fake.locations) > 1:
+        fake.assert_no_cross_location_calls()

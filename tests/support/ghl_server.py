@@ -11,7 +11,8 @@ act on the default location (the one given by --location-id):
     POST /_fake/faults         {"status": 503, "seconds": 5, "retry_after": 2}
                                or {"fail_next": 3, "status": 500}
     POST /_fake/reset          forget contacts, calls, faults and violations (all locations)
-    POST /_fake/locations      {"location_id": "loc_b", "token": "tok-b", "name": "B"}
+    POST /_fake/locations      {"location_id": "loc_b", "token": "tok-b", "name": "B",
+                                "rate_limit": [100, 10], "daily_limit": 1000} (limits optional)
     POST /_fake/custom-fields  {"field_key": "contact.icebreaker", "name": "Icebreaker"}
     POST /_fake/workflows      {"name": "Follow-up"}
     POST /_fake/pipelines      {"name": "Instantly", "stages": ["Replied", "Interested"]}
@@ -156,7 +157,7 @@ def _control(
             fake.reset()
             return 200, {"ok": True}
         if action == "POST /_fake/locations":
-            added = fake.add_location(data["location_id"], data["token"], data.get("name"))
+            added = _add_location(fake, data)
             return 200, {"location_id": added.location_id, "name": added.name}
         if action == "POST /_fake/custom-fields":
             field_id = loc.add_custom_field(
@@ -173,6 +174,20 @@ def _control(
     except (KeyError, TypeError, ValueError) as exc:
         return 400, {"error": f"bad request: {exc!r}"}
     return 404, {"error": f"no control endpoint {action}"}
+
+
+def _add_location(fake: FakeGHL, data: dict[str, Any]) -> GHLLocation:
+    """{"location_id", "token", "name"?, "rate_limit"?: [requests, seconds] or null,
+    "daily_limit"?}: limits not given are the default location's."""
+    limits: dict[str, Any] = {}
+    if "rate_limit" in data:
+        rate = data["rate_limit"]
+        limits["rate_limit"] = None if rate is None else (int(rate[0]), float(rate[1]))
+    if "daily_limit" in data:
+        limits["daily_limit"] = int(data["daily_limit"])
+    return fake.add_location(
+        str(data["location_id"]), str(data["token"]), data.get("name"), **limits
+    )
 
 
 def _location(fake: FakeGHL, location_id: Any) -> GHLLocation:

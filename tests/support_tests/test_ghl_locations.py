@@ -4,6 +4,9 @@ location is answered 403 and recorded, and outages and budgets stay within one l
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ from tests.support.ghl_fake import DAY_SECONDS, NO_ACCESS, FakeGHL, GHLLocation
 from tests.support.ghl_responses import GHL_BASE_URL, installed
 from tests.support.ghl_server import FakeGHLServer
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 RATE_HEADERS = (
     "X-RateLimit-Max",
     "X-RateLimit-Remaining",
@@ -478,3 +482,70 @@ def test_a_single_location_fake_is_unchanged() -> None:
         fake.add_location("loc_other", "ghl-test-token")
     with pytest.raises(ValueError, match="already"):
         fake.add_location("loc_test", "another-token")
+
+
+def test_over_http_an_added_location_may_have_its_own_limits() -> None:
+    fake = FakeGHL("loc_acme", "tok-acme", rate_limit=(100, 10.0))
+    with FakeGHLServer(fake) as server, requests.Session() as http:
+        body = {"location_id": "loc_bolt", "token": "tok-bolt", "rate_limit": None}
+        assert http.post(f"{server.url}/_fake/locations", json=body).status_code == 200
+        body = {
+            "location_id": "loc_cove",
+            "token": "tok-cove",
+            "rate_limit": [2, 5],
+            "daily_limit": 9,
+        }
+        assert http.post(f"{server.url}/_fake/locations", json=body).status_code == 200
+        again = http.post(f"{server.url}/_fake/locations", json=body)
+        assert again.status_code == 400 and "already exists" in again.json()["error"]
+        assert http.post(f"{server.url}/_fake/locations", json={"token": "t"}).status_code == 400
+    assert fake.location("loc_bolt").rate_limit is None
+    assert fake.location("loc_bolt").daily_limit == 200_000
+    cove = fake.location("loc_cove")
+    assert (cove.rate_limit, cove.daily_limit) == ((2, 5.0), 9)
+
+
+def test_the_module_serves_extra_locations_from_the_command_line() -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.ghl_server",
+            "--port",
+            "0",
+            "--daily-limit",
+            "50",
+            "--location",
+            "loc_bolt:tok-bolt:Bolt Gyms",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = next(w for w in process.stdout.readline().split() if w.startswith("http://"))
+        headers = {"Authorization": "Bearer tok-bolt", "Version": "2021-07-28"}
+        answer = requests.get(f"{url}/locations/loc_bolt", headers=headers, timeout=5)
+        assert answer.json()["location"]["name"] == "Bolt Gyms"
+        assert answer.headers["X-RateLimit-Daily-Remaining"] == "49"
+        crossed = requests.get(f"{url}/locations/loc_test", headers=headers, timeout=5)
+        assert crossed.status_code == 403
+        state = requests.get(f"{url}/_fake/state", timeout=5).json()
+        assert state["violations"] == [
+            "GET /locations/loc_test with loc_bolt's token: addressed another location (loc_test)"
+        ]
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
+        process.stdout.close()
+
+
+def test_the_fake_ghl_fixture_takes_more_locations(fake_ghl: FakeGHL) -> None:
+    bolt = fake_ghl.add_location("loc_bolt", "tok-bolt")
+    client = GHLClient(GHL_BASE_URL, bolt.token, bolt.location_id)
+    contact_id, _ = client.upsert_contact({"email": "bo@example.com"})
+    client.create_note(contact_id, "Replied")
+    assert [n["body"] for n in bolt.notes[contact_id]] == ["Replied"]
+    assert fake_ghl.contacts == {}
+    # The fixture checks on teardown that no call crossed locations.
