@@ -417,7 +417,7 @@ class FakeGHL:
         self.calls: list[RecordedCall] = []
         self.spec_errors: list[str] = []
         self.violations: list[CrossLocationCall] = []
-        self._current: tuple[str, str, GHLLocation] | None = None  # the request being answered
+        self._current: tuple[str, str] | None = None  # the request being answered
         self.default = self.add_location(location_id, token, name, rate_limit, daily_limit)
 
     # --- locations ------------------------------------------------------------------------
@@ -693,7 +693,7 @@ class FakeGHL:
                 return loc, 501, limit_headers, _error_body(501, message)
             return loc, 404, limit_headers, _not_found(method, path)
         handler, _, params = route
-        self._current = (method, path, loc)
+        self._current = (method, path)
         try:
             status, answer = handler(
                 _Request(params, query, data if isinstance(data, dict) else {}, loc)
@@ -755,7 +755,7 @@ class FakeGHL:
         if other is None or other is loc:
             return False
         assert self._current is not None
-        method, path, _ = self._current
+        method, path = self._current
         self._violation(
             method, path, loc, other, None, f"sent {what} {object_id} of another location"
         )
