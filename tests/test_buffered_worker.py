@@ -6,10 +6,20 @@ every strict prefix of a request must read PARTIAL, or a thread would block on t
 
 from __future__ import annotations
 
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.web.buffered_worker import MAX_HEAD_BYTES, Arrival, arrival, wants_continue
+from bridge.web.buffered_worker import (
+    MAX_HEAD_BYTES,
+    Arrival,
+    BufferedThreadWorker,
+    arrival,
+    wants_continue,
+)
 from bridge.web.errors import MAX_BODY_BYTES
 
 HEAD = b"POST /webhooks/instantly HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\n"
@@ -75,3 +85,26 @@ def test_only_a_complete_http11_head_with_the_expectation_is_answered_100() -> N
     assert not wants_continue(asks[:-2])  # the head is not complete yet
     assert not wants_continue(with_length(b"{}"))
     assert not wants_continue(asks.replace(b"HTTP/1.1", b"HTTP/1.0"))
+
+
+def test_a_quit_signal_ends_the_loop_without_taking_the_thread_pools_lock() -> None:
+    # The signal may arrive while the loop is handing a request to the pool, holding the
+    # pool's lock; gthread's handler took that lock again and the worker hung until the
+    # master's SIGKILL. Here the handler only marks the worker as stopping.
+    worker = BufferedThreadWorker.__new__(BufferedThreadWorker)
+    worker.alive = True
+    worker.tpool = ThreadPoolExecutor(max_workers=1)
+    handled: list[bool] = []
+
+    def quit_twice() -> None:  # Ctrl-C: SIGINT from the terminal, SIGQUIT from the master
+        worker.handle_quit(signal.SIGINT, None)
+        worker.handle_quit(signal.SIGQUIT, None)
+        handled.append(True)
+
+    with worker.tpool._shutdown_lock:  # as the loop holds it inside submit()
+        caller = threading.Thread(target=quit_twice, daemon=True)
+        caller.start()
+        caller.join(timeout=10)
+    assert handled == [True] and not worker.alive
+    worker.tpool.submit(lambda: None).result()  # the pool still runs what it was given
+    worker.tpool.shutdown()

@@ -322,6 +322,15 @@ class BufferedThreadWorker(ThreadWorker):
                 READ_DEADLINE_SECONDS,
             )
 
+    def handle_quit(self, sig, frame) -> None:
+        """SIGQUIT and SIGINT (Ctrl-C, and the master passing it on): end the loop, as
+        SIGTERM does, instead of gthread's shutting the thread pool down in the handler.
+        That takes the pool's lock, which the loop the signal interrupted may hold while it
+        hands a request to a thread; the worker then hangs until the master kills it. Not
+        even a wake-up is sent from here (it takes a queue's lock too): the loop looks at
+        `alive` at least once a second, then closes what waits and lets threads finish."""
+        self.alive = False
+
     def handle_request(self, req, conn):
         """gthread's, except that the answer to an oversized body says `Connection: close`
         (and the thread does not drain the body, which could arrive as slowly as its sender
