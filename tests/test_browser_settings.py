@@ -255,3 +255,82 @@ def test_with_ghl_down_a_typed_workflow_id_is_saved_with_a_warning(
     workflow = settings_mod.current(check)[1]["actions"]["workflow"]
     check.close()
     assert workflow["workflow_id"] == "wf_typed_while_ghl_was_down"
+
+
+LONG_CLIENT_A = "Northern Smiles Dental Group — Greater Manchester, Stockport and Oldham practices"
+LONG_CLIENT_B = "Brightwater Orthodontics & Implant Centre (Leeds, Harrogate, York) — 2026 retainer"
+CLIENT_B = "ve9EPM428h8vShlRW1KT"
+CLIENT_B_TOKEN = "pit-7d41c2b8-5e0f-4a8e-9b3d-client-b-only"
+WORKSPACE = "3f0c6d1e-8a7b-4c2d-9e5f-000000000b0b"
+
+
+@pytest.fixture
+def two_locations(db, config, ghl_server):
+    """GHL_LOCATION_ID's location and a client with a token typed on the page, both with long
+    names, routes and an override; the client has a custom field of its own."""
+    from bridge.locations import tokens
+
+    client = ghl_server.fake.add_location(CLIENT_B, CLIENT_B_TOKEN, name=LONG_CLIENT_B)
+    client.add_custom_field("contact.implant_interest", "Implant interest")
+    client.add_workflow("Brightwater: consultation booking follow-up, orthodontics team")
+    _, current = settings_mod.current(db)
+    current["locations"] = [
+        {"id": ghl_server.fake.location_id, "name": LONG_CLIENT_A, "workspaces": [WORKSPACE]},
+        {
+            "id": CLIENT_B,
+            "name": LONG_CLIENT_B,
+            "campaigns": [
+                "0c9e2b1a-7f44-4c1d-8e2a-5b6f7a8b9c0d",
+                "1d0f3c2b-8a55-4d2e-9f3b-6c7a8b9c0d1e",
+            ],
+            "overrides": {
+                "events": {"reply_received": {"tags": ["replied", "brightwater-{campaign_name}"]}}
+            },
+        },
+    ]
+    current["instantly"] = {
+        "workspaces": [{"id": WORKSPACE, "name": "Northern Smiles outreach", "key_env": ""}]
+    }
+    current["routing"] = {"default_location": "none"}
+    settings_mod.save(db, current)
+    tokens.store(db, config.secret_key, CLIENT_B, CLIENT_B_TOKEN)
+    return client
+
+
+@pytest.mark.parametrize(("width", "height"), WIDTHS, ids=[f"{w}px" for w, _ in WIDTHS])
+def test_two_locations_with_long_names_fit_and_show_their_own_lists(
+    browser, server, two_locations, ghl_server, width, height
+):
+    ARTIFACTS.mkdir(exist_ok=True)
+    context, page = open_settings(browser, server, width, height)
+    try:
+        cards = page.locator("fieldset.record:not(.blank)")
+        assert cards.count() == 2
+        assert LONG_CLIENT_B in cards.nth(1).locator("legend").inner_text()
+        assert "stored (encrypted)" in cards.nth(1).inner_text()
+        assert CLIENT_B_TOKEN not in page.content()
+        assert page.locator(
+            "select[name='routing.default_location'] option:checked"
+        ).inner_text() == ("hold (none): unrouted events wait for a route")
+        assert_fits(page)
+        page.click("nav .jump a:has-text('Locations')")
+        assert save_button_in_view(page)
+        page.screenshot(path=str(ARTIFACTS / f"settings-locations-{width}.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / f"settings-locations-{width}-viewport.png"))
+        # The client's card (its stored token, its override) and the workspaces and routing.
+        cards.nth(1).screenshot(path=str(ARTIFACTS / f"settings-location-card-{width}.png"))
+        page.locator("#s-instantly").screenshot(
+            path=str(ARTIFACTS / f"settings-workspaces-{width}.png")
+        )
+        page.locator("#s-routing").screenshot(path=str(ARTIFACTS / f"settings-routing-{width}.png"))
+
+        # The pickers show the chosen location's GHL lists, fetched with its own token.
+        page.select_option("#lists-location", CLIENT_B)
+        page.click("form.lists-from button")
+        page.wait_for_selector("#settings-form")
+        assert page.locator("#pick-ghl_field option[value='contact.implant_interest']").count() == 1
+        assert page.locator("#pick-ghl_field option[value='contact.icebreaker']").count() == 0
+        assert_fits(page)
+    finally:
+        context.close()
+    ghl_server.fake.assert_no_cross_location_calls()

@@ -91,7 +91,8 @@ def test_a_failed_refresh_keeps_asking_and_then_caches_the_list(db, config, fake
 def test_a_failure_cached_by_an_older_version_is_not_served(db, config, fake_ghl):
     from bridge.store import state
 
-    state.put(db, lookups.STATE_PREFIX + "ghl_workflows", {"at": 1000.0, "items": [], "error": "x"})
+    name = lookups.cache_name("ghl_workflows", lookups.env_location(config))
+    state.put(db, name, {"at": 1000.0, "items": [], "error": "x"})
     found = lookups.load(db, config, {"ghl_workflow"}, clock=lambda: 1001.0)["ghl_workflow"]
     assert found.error is None
     assert len(fake_ghl.calls_to("GET", "/workflows/")) == 1

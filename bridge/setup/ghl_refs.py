@@ -4,6 +4,9 @@ The settings page checks them before saving and `instantly-ghl-bridge doctor` ch
 on demand, so a mistyped workflow id or field key is caught then, not when a reply dies
 in the worker. The lists come from GHL's API (lookups.py caches them for the page); a
 list that could not be loaded is None, and what it would have checked becomes a warning.
+
+Each location is checked with its own lists and its own effective settings (the bridge's
+with its overrides laid over), since a field key one client has may be missing in another.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bridge.settings import CUSTOM_FIELD_PREFIX, STATUSES
+from bridge.settings import CUSTOM_FIELD_PREFIX, STATUSES, for_location
+
+if TYPE_CHECKING:
+    from bridge.locations.registry import Location
 
 # How many close matches a "did you mean" offers.
 SUGGESTIONS = 2
@@ -114,6 +120,62 @@ def lists_from(
             for p in pipelines
         },
     )
+
+
+# --- per location ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A location the settings are checked for: its id and label, its overrides, and the
+    index of its [[locations]] entry (None for GHL_LOCATION_ID's when it has none)."""
+
+    location_id: str
+    label: str
+    overrides: dict = field(default_factory=dict)
+    index: int | None = None
+
+
+def targets(settings: dict, locations: Iterable[Location]) -> list[Target]:
+    """A Target for each location the bridge serves (registry.Registry.locations)."""
+    index = {entry["id"]: i for i, entry in enumerate(settings.get("locations") or [])}
+    return [Target(loc.id, loc.label, dict(loc.overrides), index.get(loc.id)) for loc in locations]
+
+
+def check_location(settings: dict, target: Target, lists: GhlLists, named: bool = False) -> Found:
+    """`check` of the settings `target` syncs with, against its own lists. What it found in
+    a value the location overrides is keyed locations.<index>.overrides.<path>, beside its
+    overrides; in the bridge's own value, by that value's path, the message starting with
+    the location's label when `named` (the bridge has several locations)."""
+    found = check(for_location(settings, target.overrides), lists)
+    out = Found()
+    for mine, theirs in [
+        (out.errors, found.errors),
+        (out.warnings, found.warnings),
+        (out.unchecked, found.unchecked),
+    ]:
+        for path, messages in theirs.items():
+            if target.index is not None and _overridden(target.overrides, path):
+                key, shown = f"locations.{target.index}.overrides.{path}", messages
+            else:
+                key = path
+                shown = [f"{target.label}: {m}" for m in messages] if named else messages
+            bucket = mine.setdefault(key, [])
+            bucket.extend(m for m in shown if m not in bucket)
+    return out
+
+
+def _overridden(overrides: dict, path: str) -> bool:
+    """Whether the setting at `path` is the override's: it, or a list or table above it, is
+    set there (a list replaces the bridge's whole)."""
+    node: Any = overrides
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+        if not isinstance(node, dict):
+            return True
+    return True
 
 
 # --- the checks -----------------------------------------------------------------------------

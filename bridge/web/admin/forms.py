@@ -2,23 +2,25 @@
 
 Nested → fieldset, Boolean → checkbox, Integer/Float → number, String → text (a select
 when the schema names its choices), List[String] → one per line (checkboxes when the
-schema names its choices), List[Nested] and Dict with free keys → editable rows, Dict
-with named keys → one fieldset per key. Anything else is edited as JSON. Form fields are
-named by their dotted settings path (`sync.max_attempts`, `field_map.0.ghl`), the same
-paths SettingsError reports.
+schema names its choices), List[Nested] and Dict with free keys → editable rows (a
+card per record when a record holds lists or tables, as a location does), Dict with named
+keys → one fieldset per key, a table of any settings (a location's overrides) → a TOML
+text box. Anything else is edited as JSON. Form fields are named by their dotted settings
+path (`sync.max_attempts`, `field_map.0.ghl`), the same paths SettingsError reports.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 from werkzeug.datastructures import MultiDict
 
-from bridge.settings import DND_EVENTS, OPPORTUNITY_NAME_PLACEHOLDERS, TAG_PLACEHOLDERS
+from bridge.settings import DND_EVENTS, OPPORTUNITY_NAME_PLACEHOLDERS, TAG_PLACEHOLDERS, to_toml
 
 REMOVE = "_remove"
 KEY = "_key"
@@ -122,6 +124,44 @@ HELP = {
     "actions.opportunity.name": (
         "The opportunity's name. Placeholders: " + _placeholders(OPPORTUNITY_NAME_PLACEHOLDERS)
     ),
+    "locations": (
+        "GHL sub-accounts (locations) this bridge syncs to besides GHL_LOCATION_ID's, one per "
+        "client. An event goes to the location its campaign is routed to, else its "
+        "workspace's, else the default location under Routing. An entry with "
+        "GHL_LOCATION_ID's id names, routes or overrides that location."
+    ),
+    "locations.*.id": "The GHL location id (Settings › Business Profile in the sub-account).",
+    "locations.*.name": "How pages and messages name this location.",
+    "locations.*.token_env": (
+        "The environment variable holding this location's Private Integration token; leave "
+        "it empty to enter the token below instead (stored encrypted)."
+    ),
+    "locations.*.workspaces": "Instantly workspace ids whose events all go here, one per line.",
+    "locations.*.campaigns": (
+        "Instantly campaign ids whose events go here, one per line; a campaign's route wins "
+        "over its workspace's."
+    ),
+    "locations.*.overrides": (
+        "Settings this location uses instead of the bridge's, as TOML in the format of "
+        "config/defaults.toml (sections sync, events, field_map, interest, actions); a list "
+        "replaces the bridge's whole list. Example: [events.reply_received] then "
+        'tags = ["replied", "acme-{campaign_name}"].'
+    ),
+    "instantly": "Instantly workspaces, each with its own API key.",
+    "instantly.workspaces": (
+        "Workspaces besides INSTANTLY_API_KEY's: the bridge polls each and registers its "
+        "webhooks there with that workspace's key."
+    ),
+    "instantly.workspaces.*.id": "The Instantly workspace id.",
+    "instantly.workspaces.*.name": "How pages and messages name this workspace.",
+    "instantly.workspaces.*.key_env": (
+        "The environment variable holding its API key; empty means INSTANTLY_API_KEY."
+    ),
+    "routing": "Where an event goes when no location claims its campaign or workspace.",
+    "routing.default_location": (
+        "An event no route claims goes here. Hold keeps it (status unrouted) until a route "
+        "exists; replay it then."
+    ),
 }
 
 # Labels in words, by path or pattern; a field without one is named after its key.
@@ -171,6 +211,20 @@ LABELS = {
     "retention.event_days": "Finished events kept (days)",
     "retention.call_log_days": "GHL call log kept (days)",
     "retention.run_days": "Reconciliation runs kept (days)",
+    "locations": "Locations (GHL sub-accounts)",
+    "locations.*.id": "GHL location id",
+    "locations.*.name": "Name",
+    "locations.*.token_env": "Token variable",
+    "locations.*.workspaces": "Instantly workspaces routed here",
+    "locations.*.campaigns": "Instantly campaigns routed here",
+    "locations.*.overrides": "Overrides (TOML)",
+    "instantly": "Instantly workspaces",
+    "instantly.workspaces": "Workspaces",
+    "instantly.workspaces.*.id": "Workspace id",
+    "instantly.workspaces.*.name": "Name",
+    "instantly.workspaces.*.key_env": "API key variable",
+    "routing": "Routing",
+    "routing.default_location": "Events no route claims go to",
 }
 
 # Words for keys and choices wherever they appear: interest statuses, event types.
@@ -198,6 +252,12 @@ PICKER_BY_NAME = {
     "campaigns": "instantly_campaign",
     "lists": "instantly_list",
 }
+# Ids typed without a picker: a location's routes name campaigns of any workspace, while
+# the campaign list is INSTANTLY_API_KEY's workspace's, and one checkbox per campaign in
+# every location's card would bury the page.
+NO_PICKER = {"locations.*.campaigns", "locations.*.workspaces"}
+# Tables of any settings, edited as TOML text.
+TOML_FIELDS = {"locations.*.overrides"}
 
 
 @dataclass
@@ -207,7 +267,9 @@ class Widget:
     path: str
     name: str
     label: str
-    kind: str  # section | checkbox | number | text | select | lines | checks | rows | json
+    # section | checkbox | number | text | select | lines | checks | rows | records |
+    # record | toml | json
+    kind: str
     help: str = ""
     value: Any = None
     errors: list[str] = field(default_factory=list)
@@ -225,6 +287,10 @@ class Widget:
     row_warnings: list[list[str]] = field(default_factory=list)
     keyed: bool = False
     blanks: int = 1
+    # A record never saved (a blank card to fill in).
+    blank: bool = False
+    # What the page adds beside a record (a location's token state), by settings_page.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def as_select(self) -> bool:
@@ -237,6 +303,15 @@ class Widget:
         return bool(
             self.errors or any(self.row_errors) or any(child.has_errors for child in self.children)
         )
+
+    def find(self, path: str) -> Widget | None:
+        """The widget at `path`, this one or one inside it."""
+        if self.path == path:
+            return self
+        for child in self.children:
+            if path == child.path or path.startswith(child.path + "."):
+                return child.find(path)
+        return None
 
 
 def pickers(widgets: list[Widget]) -> set[str]:
@@ -258,10 +333,17 @@ def build(
     errors: dict[str, list[str]] | None = None,
     blanks: dict[str, int] | None = None,
     warnings: dict[str, list[str]] | None = None,
+    choices: dict[str, list[tuple[str, str]]] | None = None,
 ) -> tuple[list[Widget], list[str]]:
-    """The form's widgets with values, errors and warnings; plus errors no widget took."""
+    """The form's widgets with values, errors and warnings; plus errors no widget took.
+    `choices` makes the text fields at those paths selects of (value, label), for choices
+    that depend on other settings (the default location is one of the declared ones)."""
     pending = dict(errors or {})
     widgets = _schema_widgets(schema, values or {}, "", "", pending, blanks or {})
+    for path, offered in (choices or {}).items():
+        found = next((w.find(path) for w in widgets if w.find(path)), None)
+        if found is not None and found.kind == "text":
+            _offer(found, offered)
     leftover = [f"{path}: {msg}" for path, msgs in pending.items() for msg in msgs]
     unplaced = dict(warnings or {})
     _attach_warnings(widgets, unplaced)
@@ -269,11 +351,25 @@ def build(
     return widgets, leftover
 
 
+def _offer(widget: Widget, offered: list[tuple[str, str]]) -> None:
+    """Make a text field a select; a value not offered stays, marked, so a save keeps it
+    and the check says what is wrong with it."""
+    labels = dict(offered)
+    value = widget.value or ""
+    if value not in labels:
+        labels[value] = f"{value} (not declared)"
+    widget.kind = "select"
+    widget.choices = list(labels)
+    widget.choice_labels = labels
+
+
 def _attach_warnings(widgets: list[Widget], warnings: dict[str, list[str]]) -> None:
     """Put each warning beside the field (or row) its path names."""
     for widget in widgets:
-        if widget.kind == "section":
+        if widget.kind in ("section", "records", "record"):
             _attach_warnings(widget.children, warnings)
+        elif widget.kind == "toml":
+            widget.warnings = _take_below(warnings, widget.path)
         elif widget.kind == "rows":
             widget.row_warnings = [
                 _take(warnings, _join(widget.path, str(i)), nested=True)
@@ -335,11 +431,19 @@ def _widget(
         or fld.metadata.get("description", ""),
         pattern=pattern,
         optional=bool(fld.allow_none),
-        picker=fld.metadata.get("picker")
+        picker=None
+        if pattern in NO_PICKER
+        else fld.metadata.get("picker")
         or PICKER_BY_PATTERN.get(pattern)
         or PICKER_BY_NAME.get(name),
     )
-    if isinstance(fld, fields.Nested) and not fld.many:
+    if pattern in TOML_FIELDS:
+        widget.kind = "toml"
+        widget.value = value if isinstance(value, str) else to_toml(value or {})
+        widget.errors = _take_below(errors, path)
+    elif isinstance(fld, fields.List) and _holds_records(fld):
+        _records(widget, fld, pattern, value, errors, blanks)
+    elif isinstance(fld, fields.Nested) and not fld.many:
         widget.kind = "section"
         widget.errors = _take(errors, path)
         widget.children = _schema_widgets(fld.schema, value or {}, path, pattern, errors, blanks)
@@ -374,7 +478,8 @@ def _widget(
     elif isinstance(fld, fields.List) and _is_text(fld.inner):
         widget.kind = "lines"
         widget.value = [str(v) for v in (value or [])]
-        widget.picker = widget.picker or fld.inner.metadata.get("picker")
+        if pattern not in NO_PICKER:
+            widget.picker = widget.picker or fld.inner.metadata.get("picker")
         widget.errors = _take(errors, path, nested=True)
     else:
         _scalar(widget, fld, value)
@@ -398,6 +503,51 @@ def _scalar(widget: Widget, fld: fields.Field, value: Any) -> None:
     else:
         widget.kind = "json"
         widget.value = value if isinstance(value, str) else json.dumps(value, indent=2)
+
+
+def _holds_records(fld: fields.List) -> bool:
+    """A list of records some of whose fields are lists or tables: too much for a table row."""
+    inner = fld.inner
+    holders = fields.List | fields.Dict | fields.Nested
+    return isinstance(inner, fields.Nested) and any(
+        isinstance(f, holders) for f in inner.schema.fields.values()
+    )
+
+
+def _records(
+    widget: Widget,
+    fld: fields.List,
+    pattern: str,
+    value: Any,
+    errors: dict[str, list[str]],
+    blanks: dict[str, int],
+) -> None:
+    """One card (a fieldset of ordinary fields) per record, then blank cards to fill in."""
+    widget.kind = "records"
+    widget.errors = _take(errors, widget.path)
+    inner = fld.inner
+    assert isinstance(inner, fields.Nested)
+    widget.blanks = blanks.get(widget.path, 1)
+    records = [r for r in (value or []) if isinstance(r, dict)]
+    for index in range(len(records) + widget.blanks):
+        blank = index >= len(records)
+        record = {} if blank else records[index]
+        path = _join(widget.path, str(index))
+        card = Widget(
+            path=path,
+            name=str(index),
+            label=str(record.get("name") or record.get("id") or "")
+            or ("New" if blank else f"{widget.label} {index + 1}"),
+            kind="record",
+            pattern=_join(pattern, "*"),
+            blank=blank,
+        )
+        card.children = _schema_widgets(
+            inner.schema, record, path, _join(pattern, "*"), errors, blanks
+        )
+        # What no field took (a token's problem, a record-wide error) is the card's.
+        card.errors = _take(errors, path, nested=True)
+        widget.children.append(card)
 
 
 def _rows(
@@ -482,6 +632,16 @@ def _default_entry(fld: fields.Field | None) -> Any:
     return None
 
 
+def _take_below(errors: dict[str, list[str]], path: str) -> list[str]:
+    """Remove and return the errors for `path` and below it, each naming the setting below
+    (`events.reply_received.tags: …`), as a TOML box holds many settings."""
+    taken = list(errors.pop(path, []))
+    for key in [k for k in errors if k.startswith(path + ".")]:
+        below = key[len(path) + 1 :]
+        taken += [f"{below}: {m}" for m in errors.pop(key)]
+    return taken
+
+
 def _take(errors: dict[str, list[str]], path: str, nested: bool = False) -> list[str]:
     """Remove and return the errors for `path` (and, when nested, below it)."""
     taken = list(errors.pop(path, []))
@@ -512,45 +672,69 @@ def _join(prefix: str, name: str) -> str:
 def parse(schema: Schema, form: MultiDict) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """Read the posted form into raw settings (for the schema to validate).
 
-    Returns the raw settings and errors found while reading (bad JSON), by path.
+    Returns the raw settings and errors found while reading (bad JSON or TOML), by path.
     """
     problems: dict[str, list[str]] = {}
-    return _parse_schema(schema, form, "", problems), problems
+    return _parse_schema(schema, form, "", "", problems), problems
 
 
 def _parse_schema(
-    schema: Schema, form: MultiDict, prefix: str, problems: dict[str, list[str]]
+    schema: Schema, form: MultiDict, prefix: str, pattern: str, problems: dict[str, list[str]]
 ) -> dict[str, Any]:
     out = {}
     for name, fld in schema.fields.items():
         path = _join(prefix, name)
         if fld.dump_only or not applies(path):
             continue
-        out[name] = _parse_field(fld, form, path, problems)
+        out[name] = _parse_field(fld, form, path, _join(pattern, name), problems)
     return out
 
 
 def _parse_field(
-    fld: fields.Field, form: MultiDict, path: str, problems: dict[str, list[str]]
+    fld: fields.Field, form: MultiDict, path: str, pattern: str, problems: dict[str, list[str]]
 ) -> Any:
+    if pattern in TOML_FIELDS:
+        return _parse_toml(form.get(path, ""), path, problems)
     if isinstance(fld, fields.Nested) and not fld.many:
-        return _parse_schema(fld.schema, form, path, problems)
+        return _parse_schema(fld.schema, form, path, pattern, problems)
     if isinstance(fld, fields.Dict) and _choices(fld.key_field):
         return {
-            key: _parse_field(fld.value_field or fields.Raw(), form, _join(path, key), problems)
+            key: _parse_field(
+                fld.value_field or fields.Raw(),
+                form,
+                _join(path, key),
+                _join(pattern, "*"),
+                problems,
+            )
             for key in _choices(fld.key_field)
         }
     if isinstance(fld, fields.Dict):
         inner = fld.value_field or fields.Raw()
         return {
             str(row[KEY]).strip(): _row_value(inner, row)
-            for row in _posted_rows(form, path, inner, problems, keyed=True)
+            for row in _posted_rows(form, path, pattern, inner, problems, keyed=True)
         }
     if isinstance(fld, fields.List) and isinstance(fld.inner, fields.Nested):
-        return [_row_value(fld.inner, row) for row in _posted_rows(form, path, fld.inner, problems)]
+        return [
+            _row_value(fld.inner, row)
+            for row in _posted_rows(form, path, pattern, fld.inner, problems)
+        ]
     if isinstance(fld, fields.List) and _is_text(fld.inner):
         return _lines(form.getlist(path))
     return _parse_scalar(fld, form, path, problems)
+
+
+def _parse_toml(text: str, path: str, problems: dict[str, list[str]]) -> Any:
+    """A TOML box: its table, or the text as typed (kept for the page) with the error."""
+    if not text.strip():
+        return {}
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        problems.setdefault(path, []).append(f"not valid TOML: {exc}")
+    except RecursionError:
+        problems.setdefault(path, []).append("not valid TOML: nested too deeply")
+    return text
 
 
 def _parse_scalar(
@@ -573,30 +757,37 @@ def _parse_scalar(
         return raw
 
 
+def posted_indices(form: MultiDict, path: str) -> list[int]:
+    """The row numbers posted for the rows (or records) at `path`, in order."""
+    pattern = re.compile(re.escape(path) + r"\.(\d+)\.")
+    return sorted({int(m.group(1)) for k in form for m in [pattern.match(k)] if m})
+
+
 def _posted_rows(
     form: MultiDict,
     path: str,
+    pattern: str,
     inner: fields.Field,
     problems: dict[str, list[str]],
     keyed: bool = False,
 ) -> list[dict[str, Any]]:
     """The rows posted for a rows widget, minus removed and blank ones, in order."""
-    pattern = re.compile(re.escape(path) + r"\.(\d+)\.")
-    indices = sorted({int(m.group(1)) for k in form for m in [pattern.match(k)] if m})
     columns = dict(inner.schema.fields) if isinstance(inner, fields.Nested) else {"value": inner}
     rows = []
-    for index in indices:
+    for index in posted_indices(form, path):
         row_path = _join(path, str(index))
         if _join(row_path, REMOVE) in form:
             continue
         row = {
-            name: _parse_field(column, form, _join(row_path, name), problems)
+            name: _parse_field(
+                column, form, _join(row_path, name), _join(_join(pattern, "*"), name), problems
+            )
             for name, column in columns.items()
             if not column.dump_only
         }
         if keyed:
             row[KEY] = form.get(_join(row_path, KEY), "")
-        if all(v in ("", None, [], False) for v in row.values()):
+        if all(v in ("", None, [], {}, False) for v in row.values()):
             continue
         rows.append(row)
     return rows

@@ -2,6 +2,9 @@
 
 The settings page must work when neither API is configured or reachable: a lookup that
 fails carries its error, the page says so, and the field stays a plain text box.
+
+GHL's lists belong to one location: each is fetched with that location's own token and
+cached under a name scoped by its id, so one client's fields never fill another's pickers.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import sqlite_utils
 from bridge.clients.ghl import GHLClient, GHLError
 from bridge.clients.instantly import InstantlyClient, InstantlyError
 from bridge.config import Config
+from bridge.locations import registry
+from bridge.locations.registry import Location
 from bridge.settings import GHL_STANDARD_FIELDS
 from bridge.setup import ghl_refs
 from bridge.store import state
@@ -63,8 +68,12 @@ def load(
     names: set[str],
     refresh: bool = False,
     clock: Callable[[], float] = time.time,
+    location: Location | None = None,
 ) -> dict[str, Lookup]:
-    """The lookups for these picker names, from the cache or fetched now."""
+    """The lookups for these picker names, from the cache or fetched now. GHL's lists are
+    `location`'s (GHL_LOCATION_ID's when None), asked for with its token."""
+    if location is None:
+        location = env_location(config)
     fetched: dict[str, tuple[list[dict], str | None]] = {}
     out = {}
     for name in sorted(names):
@@ -73,7 +82,7 @@ def load(
             continue
         source_name, shape = source
         if source_name not in fetched:
-            fetched[source_name] = _source(db, config, source_name, refresh, clock)
+            fetched[source_name] = _source(db, config, source_name, refresh, clock, location)
         items, error = fetched[source_name]
         out[name] = Lookup(name, shape(items), error, items, _parents(name, items))
     return out
@@ -87,6 +96,26 @@ def _parents(picker: str, items: list[dict]) -> dict[str, str]:
 
 # The pickers whose lists the save-time checks need (ghl_refs.py).
 GHL_REF_PICKERS = {"ghl_field", "ghl_workflow", "ghl_pipeline"}
+
+
+def env_location(config: Config) -> Location | None:
+    """GHL_TOKEN + GHL_LOCATION_ID's location, None unless both are set."""
+    if not config.ghl_configured:
+        return None
+    return registry.build(config, {}).get(config.ghl_location_id)
+
+
+def lists_for(
+    db: sqlite_utils.Database,
+    config: Config,
+    location: Location | None,
+    refresh: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> tuple[ghl_refs.GhlLists, dict[str, Lookup]]:
+    """What one location's GHL lists, for the save-time checks, and the lookups they came
+    from."""
+    found = load(db, config, GHL_REF_PICKERS | {"ghl_stage"}, refresh, clock, location)
+    return ghl_lists(found), found
 
 
 def ghl_lists(found: dict[str, Lookup]) -> ghl_refs.GhlLists:
@@ -104,28 +133,43 @@ def clear(db: sqlite_utils.Database) -> None:
     db.execute("DELETE FROM state WHERE name LIKE ?", [STATE_PREFIX + "%"])
 
 
+def cache_name(source: str, location: Location | None) -> str:
+    """The state name a source's list is cached under: GHL's per location."""
+    if source.startswith("ghl_"):
+        return state.scoped(STATE_PREFIX + source, location.id if location else "")
+    return STATE_PREFIX + source
+
+
 def _source(
-    db: sqlite_utils.Database, config: Config, name: str, refresh: bool, clock
+    db: sqlite_utils.Database,
+    config: Config,
+    name: str,
+    refresh: bool,
+    clock: Callable[[], float],
+    location: Location | None,
 ) -> tuple[list[dict], str | None]:
     if name == "static":
         return [], None
-    cached = state.get(db, STATE_PREFIX + name)
+    cached_as = cache_name(name, location)
+    cached = state.get(db, cached_as)
     now = clock()
     # Entries with an error were written by older versions, which kept failures too.
     if cached and not refresh and not cached.get("error") and now - cached["at"] < CACHE_SECONDS:
         return cached["items"], None
     try:
-        items = FETCHERS[name](config)
+        items = FETCHERS[name](config, location)
     except (_Unavailable, GHLError, InstantlyError) as exc:
         return [], str(exc)
-    state.put(db, STATE_PREFIX + name, {"at": now, "items": items, "error": None})
+    state.put(db, cached_as, {"at": now, "items": items, "error": None})
     return items, None
 
 
-def _ghl(config: Config) -> GHLClient:
-    if not config.ghl_configured:
+def _ghl(config: Config, location: Location | None) -> GHLClient:
+    if location is None:
         raise _Unavailable("GHL is not configured (GHL_TOKEN, GHL_LOCATION_ID): type the value")
-    return GHLClient(config.ghl_base_url, config.ghl_token, config.ghl_location_id, timeout=TIMEOUT)
+    if location.problem or not location.token:
+        raise _Unavailable(f"{location.problem or location.label + ': no token'}: type the value")
+    return GHLClient(config.ghl_base_url, location.token, location.id, timeout=TIMEOUT)
 
 
 def _instantly(config: Config) -> InstantlyClient:
@@ -136,28 +180,29 @@ def _instantly(config: Config) -> InstantlyClient:
     )
 
 
-def _custom_fields(config: Config) -> list[dict]:
-    return ghl_refs.custom_field_items(_ghl(config).custom_fields())
+def _custom_fields(config: Config, location: Location | None) -> list[dict]:
+    return ghl_refs.custom_field_items(_ghl(config, location).custom_fields())
 
 
-def _workflows(config: Config) -> list[dict]:
-    return ghl_refs.workflow_items(_ghl(config).workflows())
+def _workflows(config: Config, location: Location | None) -> list[dict]:
+    return ghl_refs.workflow_items(_ghl(config, location).workflows())
 
 
-def _pipelines(config: Config) -> list[dict]:
-    return ghl_refs.pipeline_items(_ghl(config).pipelines())
+def _pipelines(config: Config, location: Location | None) -> list[dict]:
+    return ghl_refs.pipeline_items(_ghl(config, location).pipelines())
 
 
 def _named(items: list[dict[str, Any]]) -> list[dict]:
     return [{"id": i["id"], "name": i.get("name") or i["id"]} for i in items if i.get("id")]
 
 
-FETCHERS: dict[str, Callable[[Config], list[dict]]] = {
+# source -> fetcher(config, location); Instantly's lists are INSTANTLY_API_KEY's workspace's.
+FETCHERS: dict[str, Callable[[Config, Location | None], list[dict]]] = {
     "ghl_custom_fields": _custom_fields,
     "ghl_workflows": _workflows,
     "ghl_pipelines": _pipelines,
-    "instantly_campaigns": lambda config: _named(_instantly(config).campaigns()),
-    "instantly_lead_lists": lambda config: _named(_instantly(config).lead_lists()),
+    "instantly_campaigns": lambda config, _: _named(_instantly(config).campaigns()),
+    "instantly_lead_lists": lambda config, _: _named(_instantly(config).lead_lists()),
 }
 
 
@@ -202,11 +247,15 @@ SOURCE_LABELS = {
 }
 
 
-def failures(found: dict[str, Lookup]) -> list[tuple[str, str]]:
-    """(what, why) for each list that could not be loaded, once per source fetched."""
+def failures(found: dict[str, Lookup], where: str = "") -> list[tuple[str, str]]:
+    """(what, why) for each list that could not be loaded, once per source fetched; GHL's
+    are said to be `where`'s (a location's label) when given."""
     out: dict[str, str] = {}
     for name, lookup in sorted(found.items()):
         if lookup.error:
             source = PICKERS[name][0]
-            out.setdefault(SOURCE_LABELS.get(source, source), lookup.error)
+            what = SOURCE_LABELS.get(source, source)
+            if where and source.startswith("ghl_"):
+                what = f"{what} of {where}"
+            out.setdefault(what, lookup.error)
     return list(out.items())
