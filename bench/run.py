@@ -1,6 +1,7 @@
 """`make bench`: every benchmark in one run, the table printed and written to RESULTS.md.
 
-    .venv/bin/python -m bench.run [--quick] [--only webhook,calls,sync,latency,reconcile,retention]
+    .venv/bin/python -m bench.run [--quick]
+        [--only webhook,calls,sync,latency,reconcile,retention,locations]
 
 Each figure is compared with a baseline measured in this same run on this machine (or a
 fixed floor or ceiling): absolute times on shared machines drift. Loopback and local fakes
@@ -24,6 +25,7 @@ from typing import Any
 from bench import (
     calls_bench,
     latency_bench,
+    locations_bench,
     procs,
     reconcile_bench,
     report,
@@ -46,6 +48,7 @@ def benches(quick: bool) -> dict[str, Any]:
             "latency": lambda: latency_bench.run(out, seconds=8),
             "reconcile": lambda: reconcile_bench.run(out, sizes=(1_000, 5_000)),
             "retention": lambda: retention_bench.run(out, per_day=500),
+            "locations": lambda: locations_bench.run(out, seconds=20, events=150),
         }
     return {
         "webhook": lambda: webhook_bench.run(out),
@@ -54,6 +57,7 @@ def benches(quick: bool) -> dict[str, Any]:
         "latency": lambda: latency_bench.run(out),
         "reconcile": lambda: reconcile_bench.run(out),
         "retention": lambda: retention_bench.run(out),
+        "locations": lambda: locations_bench.run(out),
     }
 
 
