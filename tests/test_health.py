@@ -21,7 +21,7 @@ from bridge.setup.health import BACKLOG_SECONDS, GHL_FAILING_SECONDS, report
 from bridge.store import db as store
 from bridge.store import inbox, state
 from bridge.sync.worker import Worker
-from tests.helpers import post_webhook, reply_payload
+from tests.helpers import LOCATION_ID, post_webhook, reply_payload
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_a_ghl_call_that_fails_starts_the_clock_and_one_that_answers_stops_it(
     post_webhook(client, reply_payload())
     worker.run(drain=True)
     assert inbox.counts(db)["pending"] == 1, "the event waits for its retry"
-    failing = state.get(db, state.GHL_FAILING_SINCE)
+    failing = state.get(db, state.scoped(state.GHL_FAILING_SINCE, LOCATION_ID))
     assert failing["status"] == 503
     at = parse_time(failing["at"]).timestamp()
 
@@ -160,37 +160,45 @@ def test_a_ghl_call_that_fails_starts_the_clock_and_one_that_answers_stops_it(
 
     db.execute("UPDATE events SET next_attempt_at = 0")
     worker.run(drain=True)
-    assert state.get(db, state.GHL_FAILING_SINCE) is None
+    assert state.get(db, state.scoped(state.GHL_FAILING_SINCE, LOCATION_ID)) is None
     code, body = healthz(client)
     assert (code, body["status"]) == (200, "ok")
 
 
 def test_ghl_failing_for_longer_than_the_threshold_answers_503(client, db):
-    state.put(db, state.GHL_FAILING_SINCE, {"at": ago(GHL_FAILING_SECONDS + 60), "status": 0})
-    state.put(db, state.GHL_LAST_ERROR, {"status": 0, "message": "ConnectionError", "at": ago(5)})
+    state.put(
+        db,
+        state.scoped(state.GHL_FAILING_SINCE, LOCATION_ID),
+        {"at": ago(GHL_FAILING_SECONDS + 60), "status": 0},
+    )
+    state.put(
+        db,
+        state.scoped(state.GHL_LAST_ERROR, LOCATION_ID),
+        {"status": 0, "message": "ConnectionError", "at": ago(5)},
+    )
     code, body = healthz(client)
     assert (code, body["status"], body["failing_checks"]) == (503, "unhealthy", ["ghl_failing"])
     assert "last: no answer (network error or timeout): ConnectionError" in body["problems"][0]
 
 
 def test_a_later_failure_keeps_the_first_failures_time(db):
-    state.note_ghl_call(db, 0)
-    first = state.get(db, state.GHL_FAILING_SINCE)
-    state.note_ghl_call(db, 502)
-    assert state.get(db, state.GHL_FAILING_SINCE) == first
+    state.note_ghl_call(db, 0, LOCATION_ID)
+    first = state.get(db, state.scoped(state.GHL_FAILING_SINCE, LOCATION_ID))
+    state.note_ghl_call(db, 502, LOCATION_ID)
+    assert state.get(db, state.scoped(state.GHL_FAILING_SINCE, LOCATION_ID)) == first
 
 
 @pytest.mark.parametrize("status", [0, 408, 500, 502, 503, 504])
 def test_what_counts_as_ghl_failing(db, status):
-    state.note_ghl_call(db, status)
-    assert state.get(db, state.GHL_FAILING_SINCE)["status"] == status
+    state.note_ghl_call(db, status, LOCATION_ID)
+    assert state.get(db, state.scoped(state.GHL_FAILING_SINCE, LOCATION_ID))["status"] == status
 
 
 @pytest.mark.parametrize("status", [200, 201, 400, 401, 404, 422, 429])
 def test_any_answer_from_a_ghl_that_is_up_clears_it(db, status):
-    state.note_ghl_call(db, 503)
-    state.note_ghl_call(db, status)
-    assert state.get(db, state.GHL_FAILING_SINCE) is None
+    state.note_ghl_call(db, 503, LOCATION_ID)
+    state.note_ghl_call(db, status, LOCATION_ID)
+    assert state.get(db, state.scoped(state.GHL_FAILING_SINCE, LOCATION_ID)) is None
 
 
 # --- unhealthy: the bridge cannot do its job -----------------------------------------------
@@ -218,7 +226,11 @@ def test_a_backlog_the_worker_has_not_taken_is_unhealthy_and_clears_when_it_drai
 def test_a_backlog_behind_paused_writes_points_at_the_pause_not_the_worker(client, db, config):
     post_webhook(client, reply_payload())
     received = inbox.get(db, 1)["next_attempt_at"]
-    state.put(db, state.GHL_PAUSE, {"reason": "GHL answered 401", "since": ago(5), "probe_at": 0})
+    state.put(
+        db,
+        state.scoped(state.GHL_PAUSE, LOCATION_ID),
+        {"reason": "GHL answered 401", "since": ago(5), "probe_at": 0},
+    )
     facts = report(db, config, now=received + BACKLOG_SECONDS + 1)
     assert facts["failing_checks"] == ["backlog", "ghl_paused"]
     (paused, backlog) = facts["problems"]
@@ -266,7 +278,11 @@ def test_paused_writes_are_unhealthy_until_they_resume(client, db, worker, fake_
     assert problem.startswith("GHL writes paused: GHL answered 401 (Invalid token)")
     assert "resumes by itself" in problem
 
-    state.put(db, state.GHL_PAUSE, {**state.get(db, state.GHL_PAUSE), "probe_at": 0})
+    state.put(
+        db,
+        state.scoped(state.GHL_PAUSE, LOCATION_ID),
+        {**state.get(db, state.scoped(state.GHL_PAUSE, LOCATION_ID)), "probe_at": 0},
+    )
     db.execute("UPDATE events SET next_attempt_at = 0")
     worker.run(drain=True)
     code, body = healthz(client)
@@ -331,13 +347,17 @@ def test_ok_degraded_unhealthy_and_back(client, db, worker, fake_ghl):
     worker.run(drain=True)
     assert healthz(client)[1]["status"] == "degraded"  # a dead letter
 
-    state.put(db, state.GHL_PAUSE, {"reason": "GHL answered 401", "since": ago(5), "probe_at": 0})
+    state.put(
+        db,
+        state.scoped(state.GHL_PAUSE, LOCATION_ID),
+        {"reason": "GHL answered 401", "since": ago(5), "probe_at": 0},
+    )
     code, body = healthz(client)
     assert (code, body["status"]) == (503, "unhealthy")
     assert body["failing_checks"] == ["dead_events", "ghl_paused"]
     assert len(body["problems"]) == 1 and len(body["warnings"]) == 1
 
-    state.delete(db, state.GHL_PAUSE)
+    state.delete(db, state.scoped(state.GHL_PAUSE, LOCATION_ID))
     code, body = healthz(client)
     assert (code, body["status"]) == (200, "degraded")
 
@@ -359,7 +379,11 @@ def test_every_check_has_a_severity_and_no_other_name_is_used():
 
 def test_status_prints_the_state_problems_and_warnings(runner, db):
     dead_event(db)
-    state.put(db, state.GHL_PAUSE, {"reason": "GHL answered 401", "since": ago(5), "probe_at": 0})
+    state.put(
+        db,
+        state.scoped(state.GHL_PAUSE, LOCATION_ID),
+        {"reason": "GHL answered 401", "since": ago(5), "probe_at": 0},
+    )
     result = runner.invoke(["status"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()

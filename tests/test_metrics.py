@@ -19,7 +19,7 @@ from bridge.setup.health import report
 from bridge.store import db as store
 from bridge.store import inbox, probe, state
 from bridge.web import metrics
-from tests.helpers import post_webhook, reply_payload
+from tests.helpers import LOCATION_ID, post_webhook, reply_payload
 from tests.web_helpers import all_secrets
 
 pytestmark = pytest.mark.admin
@@ -61,14 +61,21 @@ def test_events_by_type_and_status_and_queue_depth(client, db):
     ]
     inbox.dead(db, ids[0], "GHL 422")
     inbox.finish(db, ids[1], "done", "c1")
-    state.put(db, state.GHL_PAUSE, {"reason": "401", "since": "x", "probe_at": 0})
+    state.put(
+        db,
+        state.scoped(state.GHL_PAUSE, LOCATION_ID),
+        {"reason": "401", "since": "x", "probe_at": 0},
+    )
     samples = scrape(client)
-    for status, n in (("dead", 1), ("done", 1), ("pending", 1)):
-        key = ("bridge_events", (("event_type", "reply_received"), ("status", status)))
-        assert samples[key] == n
-    assert samples[("bridge_queue_depth", ())] == 1
+    # Finished before it had a location: GHL_LOCATION_ID's (m042); queued: not routed yet.
+    for location, status in ((LOCATION_ID, "dead"), (LOCATION_ID, "done"), ("", "pending")):
+        labels = (("event_type", "reply_received"), ("location", location), ("status", status))
+        assert samples[("bridge_events", labels)] == 1
+    assert samples[("bridge_queue_depth", (("location", ""),))] == 1
+    assert samples[("bridge_queue_depth", (("location", LOCATION_ID),))] == 0
     assert samples[("bridge_queue_oldest_pending_seconds", ())] >= 0
-    assert samples[("bridge_ghl_paused", ())] == 1
+    assert samples[("bridge_ghl_paused", (("location", LOCATION_ID),))] == 1
+    assert samples[("bridge_unrouted_events", ())] == 0
 
 
 def test_ghl_calls_by_status_and_latency_histogram(client, db):
@@ -157,7 +164,7 @@ def test_webhook_outcomes_are_counted_without_touching_the_store(client, db, mon
 def test_unreadable_store_is_reported_not_a_500(client, monkeypatch):
     import sqlite3
 
-    def broken(self, db):
+    def broken(self, db, facts):
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(metrics.StoreCollector, "_families", broken)
@@ -206,7 +213,9 @@ def test_health_gauges_follow_what_healthz_reports(client, db):
         [now - health.BACKLOG_SECONDS - 60, overdue.event_id],
     )
     failing_since = iso(datetime.fromtimestamp(now - 600, UTC))
-    state.put(db, state.GHL_FAILING_SINCE, {"at": failing_since, "status": 503})
+    state.put(
+        db, state.scoped(state.GHL_FAILING_SINCE, LOCATION_ID), {"at": failing_since, "status": 503}
+    )
     db[runs.RUNS_TABLE].insert(
         {"trigger": "cli", "status": "error", "started_at": "a", "finished_at": "b"}
     )
@@ -220,7 +229,8 @@ def test_health_gauges_follow_what_healthz_reports(client, db):
     assert samples[("bridge_queue_oldest_due_seconds", ())] >= health.BACKLOG_SECONDS + 60
     assert samples[("bridge_ghl_failing_seconds", ())] >= 600
     assert samples[("bridge_reconcile_last_run_failed", ())] == 1
-    assert samples[("bridge_events", (("event_type", "reply_received"), ("status", "dead")))] == 1
+    dead = (("event_type", "reply_received"), ("location", LOCATION_ID), ("status", "dead"))
+    assert samples[("bridge_events", dead)] == 1
     body = client.get("/healthz").get_json()
     assert (body["status"], body["failing_checks"]) == ("unhealthy", sorted(failed))
 
@@ -313,14 +323,17 @@ def test_a_scrape_reads_as_much_at_50k_events_as_at_1k(config, db):
         for family in collector.collect()
         for s in family.samples
     }
-    done = ("bridge_events", (("event_type", "reply_received"), ("status", "done")))
+    done = (
+        "bridge_events",
+        (("event_type", "reply_received"), ("location", LOCATION_ID), ("status", "done")),
+    )
     assert (
         samples[done]
         == db.execute(
             "SELECT COUNT(*) FROM events WHERE event_type = 'reply_received' AND status = 'done'"
         ).fetchone()[0]
     )
-    assert samples[("bridge_queue_depth", ())] == 5
+    assert samples[("bridge_queue_depth", (("location", ""),))] == 5
     assert (
         samples[("bridge_ghl_calls_total", (("status", "429"),))]
         == db.execute("SELECT COUNT(*) FROM ghl_calls WHERE status = 429").fetchone()[0]
@@ -358,11 +371,11 @@ def test_concurrent_scrapes_within_the_interval_read_the_store_once(config, db, 
     reads = []
     read_store = metrics.StoreCollector._families
 
-    def counted(self, db):
+    def counted(self, db, facts):
         reads.append(threading.get_ident())
         # Hold the read a moment, so the other scrapes arrive while it runs.
         time.sleep(0.05)
-        return list(read_store(self, db))
+        return list(read_store(self, db, facts))
 
     monkeypatch.setattr(metrics.StoreCollector, "_families", counted)
     scrapers = 16
@@ -378,13 +391,14 @@ def test_concurrent_scrapes_within_the_interval_read_the_store_once(config, db, 
     with ThreadPoolExecutor(scrapers) as pool:
         bodies = set(pool.map(scrape_once, range(scrapers)))
     assert len(reads) == 1 and len(bodies) == 1
-    assert "bridge_queue_depth 0.0" in bodies.pop()
+    unrouted_depth = 'bridge_queue_depth{location=""}'
+    assert f"{unrouted_depth} 0.0" in bodies.pop()
 
     inbox.enqueue(db, from_webhook(reply_payload()))
     clock.now += metrics.CACHE_SECONDS - 0.01
-    assert "bridge_queue_depth 0.0" in scrape_once_plain(app)
+    assert f"{unrouted_depth} 0.0" in scrape_once_plain(app)
     clock.now += 0.02
-    assert "bridge_queue_depth 1.0" in scrape_once_plain(app)
+    assert f"{unrouted_depth} 1.0" in scrape_once_plain(app)
     assert len(reads) == 2
     store.forget_cached()
 

@@ -14,8 +14,10 @@ import time
 
 import sqlite_utils
 
+from bridge import settings as settings_mod
 from bridge.clock import parse_time
 from bridge.config import Config
+from bridge.locations import registry as locations
 from bridge.reconcile import runs
 from bridge.store import db as store
 from bridge.store import inbox, probe, state
@@ -28,6 +30,7 @@ PROBLEM, WARNING = "problem", "warning"
 CHECKS = {
     "webhook_secret_missing": PROBLEM,
     "ghl_credentials_missing": PROBLEM,
+    "settings_invalid": PROBLEM,
     "database_not_migrated": PROBLEM,
     "database_unreachable": PROBLEM,
     "database_unwritable": PROBLEM,
@@ -38,7 +41,11 @@ CHECKS = {
     "reconcile_failed": WARNING,
     "ghl_errors": WARNING,
     "ghl_retry_after_capped": WARNING,
+    "unrouted_events": WARNING,
 }
+# Statuses an event only reaches after its sync: one stored with no location before m042
+# was synced to GHL_LOCATION_ID's location (see m042_locations).
+FINISHED = (inbox.DONE, inbox.IGNORED, inbox.SUPERSEDED, inbox.DEAD)
 
 # A due event that has waited this long for a worker: no worker runs, it is stuck, or it
 # cannot keep up. An event waiting for its retry time is not due, so a GHL outage's
@@ -77,7 +84,12 @@ class Findings:
 
 def report(db: sqlite_utils.Database, config: Config, now: float | None = None) -> dict:
     """The health facts, the state they add up to, and the problems and warnings among
-    them. Reads cost the same at any history length: /healthz needs no login."""
+    them, for the bridge and for each location (`locations`). Reads cost the same at any
+    history length: /healthz needs no login.
+
+    The keys from before there were several locations keep their meaning for one; with
+    several, `ghl_paused` is a paused location's pause, `last_ghl_error` the latest of
+    any, `ghl_failing_since` the earliest and `ghl_failing_seconds` the longest."""
     now = time.time() if now is None else now
     findings = Findings()
     missing = config.missing()
@@ -98,23 +110,29 @@ def report(db: sqlite_utils.Database, config: Config, now: float | None = None) 
             f"database cannot be written: {unwritable}; free disk space, or let the bridge's"
             " user write the database file (BRIDGE_DATABASE) and its folder",
         )
-    counts = inbox.counts(db)
+    served = _registry(db, config, findings)
+    rows = by_location(db, config.ghl_location_id)
+    counts = dict.fromkeys(inbox.STATUSES, 0)
+    for _, _, status, n in rows:
+        counts[status] = counts.get(status, 0) + n
+    declared = {loc.id: loc for loc in served.locations} if served else {}
+    per_location = {
+        location_id: _location_facts(db, location_id, declared.get(location_id), rows, now)
+        for location_id in _served_ids(declared, rows)
+    }
+    several = len(per_location) > 1
+    for location_id, facts in per_location.items():
+        env_token = location_id in declared and declared[location_id].token_source == "GHL_TOKEN"
+        for check, message in facts.pop("_failed"):
+            if check == "dead_events" or (check == "ghl_credentials_missing" and env_token):
+                continue  # said once for the bridge, by _check_config or the count of all
+            named = several and not message.startswith("location ")
+            findings.add(check, f"location {facts['label']}: {message}" if named else message)
     oldest = inbox.oldest_pending_age(db, now)
     oldest_due = oldest_due_age(db, now)
-    pause = state.get(db, state.GHL_PAUSE)
-    if pause:
-        findings.add(
-            "ghl_paused",
-            f"GHL writes paused: {pause['reason']}; the bridge tries again every minute"
-            " and resumes by itself",
-        )
+    pauses = [f["ghl_paused"] for f in per_location.values() if f["ghl_paused"]]
     if oldest_due is not None and oldest_due > BACKLOG_SECONDS:
-        findings.add("backlog", _backlog_problem(oldest_due, held_back=bool(pause) or not ghl_set))
-    failing = state.get(db, state.GHL_FAILING_SINCE)
-    last_error = state.get(db, state.GHL_LAST_ERROR)
-    failing_seconds = None if failing is None else max(0.0, _seconds_since(failing["at"], now))
-    if failing_seconds is not None:
-        _check_ghl_failing(findings, failing, failing_seconds, last_error)
+        findings.add("backlog", _backlog_problem(oldest_due, held_back=bool(pauses) or not ghl_set))
     if counts[inbox.DEAD]:
         dead = counts[inbox.DEAD]
         findings.add(
@@ -123,9 +141,9 @@ def report(db: sqlite_utils.Database, config: Config, now: float | None = None) 
             + ": see why on the Dead letters page,"
             " fix the cause, then replay them (`instantly-ghl-bridge replay`)",
         )
-    capped = state.get(db, state.GHL_RETRY_AFTER_CAPPED)
-    if capped and _seconds_since(capped["at"], now) < CAPPED_WAIT_WARNING_SECONDS:
-        findings.add("ghl_retry_after_capped", _capped_wait_warning(capped))
+    held = counts.get(inbox.UNROUTED, 0)
+    if held:
+        findings.add("unrouted_events", unrouted_warning(held))
     reconcile = runs.report(db)
     last = reconcile["last_run"]
     if last and last["status"] == "error":
@@ -134,20 +152,155 @@ def report(db: sqlite_utils.Database, config: Config, now: float | None = None) 
             f"last reconciliation failed: {_run_errors(last)}: check INSTANTLY_API_KEY and"
             " `instantly-ghl-bridge doctor`; the next run tries again",
         )
+    blocks = list(per_location.values())
+    failing = [f["ghl_failing_since"] for f in blocks if f["ghl_failing_since"]]
+    # None for a stored time that cannot be read (infinitely long ago; JSON has no inf).
+    failing_seconds = [
+        f["ghl_failing_seconds"] for f in blocks if f["ghl_failing_seconds"] is not None
+    ]
     return {
         "database": "ok" if unwritable is None else "cannot be written",
         "queue": counts,
         "oldest_pending_seconds": _rounded(oldest),
         "oldest_due_seconds": _rounded(oldest_due),
+        "ghl_paused": pauses[0] if pauses else None,
+        "last_ghl_error": _latest(f["last_ghl_error"] for f in blocks),
+        "ghl_failing_since": min(failing, key=_when, default=None),
+        "ghl_failing_seconds": max(failing_seconds, default=None),
+        "ghl_retry_after_capped": _latest(f["ghl_retry_after_capped"] for f in blocks),
+        "missing": missing,
+        "reconcile": reconcile,
+        "unrouted": held,
+        "default_location": None if served is None else served.default_id,
+        "locations": per_location,
+        **findings.facts(),
+    }
+
+
+def unrouted_warning(held: int) -> str:
+    """Why events are held and what to do, as the dashboard and /healthz say it."""
+    events = "1 event is" if held == 1 else f"{held} events are"
+    return (
+        f"{events} held (unrouted): no route claims their campaign or workspace and there"
+        " is no default location: add a route on the settings page, then replay them"
+        " (Replay on the page's held events list, or `instantly-ghl-bridge replay --unrouted`)"
+    )
+
+
+def located(location_id: str | None, status: str, env_location: str) -> str:
+    """The location an event's row belongs to: its own, or GHL_LOCATION_ID's for one that
+    finished before m042 recorded locations; '' for one not routed (yet, or held)."""
+    if location_id:
+        return location_id
+    return env_location if status in FINISHED else ""
+
+
+def by_location(db: sqlite_utils.Database, env_location: str) -> list[tuple[str, str, str, int]]:
+    """(location, event type, status, events), a finished event stored without a location
+    counted for GHL_LOCATION_ID's location (`located`); as cheap as inbox.counts_by_type."""
+    totals: dict[tuple[str, str, str], int] = {}
+    for location_id, event_type, status, n in inbox.counts_by_location(db):
+        key = (located(location_id, status, env_location), event_type, status)
+        totals[key] = totals.get(key, 0) + n
+    return [(*key, n) for key, n in totals.items()]
+
+
+def served_registry(db: sqlite_utils.Database, config: Config) -> locations.Registry:
+    """The locations and workspaces the stored settings declare (settings.SettingsError
+    when they no longer validate)."""
+    return locations.build(config, settings_mod.current(db)[1], db)
+
+
+def _registry(
+    db: sqlite_utils.Database, config: Config, findings: Findings
+) -> locations.Registry | None:
+    try:
+        return served_registry(db, config)
+    except settings_mod.SettingsError as exc:
+        findings.add(
+            "settings_invalid",
+            f"stored settings are not valid: {'; '.join(settings_mod.error_lines(exc))}:"
+            " fix them on the settings page or import a good file"
+            " (`instantly-ghl-bridge settings import FILE`)",
+        )
+        return None
+
+
+def _served_ids(
+    declared: dict[str, locations.Location], rows: list[tuple[str, str, str, int]]
+) -> list[str]:
+    """Each declared location, then any no longer declared that still has events (a
+    removed client's history)."""
+    out = list(declared)
+    for location_id, _, _, _ in rows:
+        if location_id and location_id not in out:
+            out.append(location_id)
+    return out
+
+
+def _location_facts(
+    db: sqlite_utils.Database,
+    location_id: str,
+    location: locations.Location | None,
+    rows: list[tuple[str, str, str, int]],
+    now: float,
+) -> dict:
+    """One location's block: its events by status, its token's trouble, pause, failing
+    GHL calls and last error (bridge/store/state.py keeps them per location), and what
+    they make it."""
+    findings = Findings()
+    if location is not None and location.problem:
+        findings.add(
+            "ghl_credentials_missing",
+            f"{location.problem}: its events are queued but not synced",
+        )
+    queue = dict.fromkeys(inbox.STATUSES, 0)
+    for row_location, _, status, n in rows:
+        if row_location == location_id:
+            queue[status] = queue.get(status, 0) + n
+    queue.pop(inbox.UNROUTED, None)  # a held event has no location
+    pause = state.get(db, state.scoped(state.GHL_PAUSE, location_id))
+    if pause:
+        findings.add(
+            "ghl_paused",
+            f"GHL writes paused: {pause['reason']}; the bridge tries again every minute"
+            " and resumes by itself",
+        )
+    failing = state.get(db, state.scoped(state.GHL_FAILING_SINCE, location_id))
+    last_error = state.get(db, state.scoped(state.GHL_LAST_ERROR, location_id))
+    failing_seconds = None if failing is None else max(0.0, _seconds_since(failing["at"], now))
+    if failing_seconds is not None:
+        _check_ghl_failing(findings, failing, failing_seconds, last_error)
+    capped = state.get(db, state.scoped(state.GHL_RETRY_AFTER_CAPPED, location_id))
+    if capped and _seconds_since(capped["at"], now) < CAPPED_WAIT_WARNING_SECONDS:
+        findings.add("ghl_retry_after_capped", _capped_wait_warning(capped))
+    if queue[inbox.DEAD]:
+        dead = queue[inbox.DEAD]
+        findings.add(
+            "dead_events",
+            (f"{dead} dead events wait" if dead != 1 else "1 dead event waits")
+            + ": see why on the Dead letters page, fix the cause, then replay them",
+        )
+    return {
+        "label": location.label if location else location_id,
+        "queue": queue,
         "ghl_paused": pause,
         "last_ghl_error": last_error,
         "ghl_failing_since": failing,
         "ghl_failing_seconds": _rounded(failing_seconds),
         "ghl_retry_after_capped": capped,
-        "missing": missing,
-        "reconcile": reconcile,
         **findings.facts(),
+        "_failed": findings.failed,
     }
+
+
+def _latest(values) -> dict | None:
+    return max((v for v in values if v), key=_when, default=None)
+
+
+def _when(value: dict) -> float:
+    moment = parse_time(value.get("at"))
+    return float("-inf") if moment is None else moment.timestamp()
 
 
 def unreachable(error: Exception) -> dict:

@@ -37,7 +37,7 @@ from bridge.config import Config
 from bridge.reconcile import runs
 from bridge.setup import health
 from bridge.store import db as store
-from bridge.store import inbox, state
+from bridge.store import inbox
 from bridge.web.snapshot import Snapshot
 
 bp = Blueprint("metrics", __name__)
@@ -106,7 +106,7 @@ class StoreCollector:
         try:
             db = store.cached(self.config.database)
             facts = health.report(db, self.config)
-            families = list(self._families(db))
+            families = list(self._families(db, facts))
         except sqlite3.Error as exc:
             store.forget_cached()
             up.add_metric([], 0)
@@ -114,32 +114,50 @@ class StoreCollector:
         up.add_metric([], 1)
         return [up, *families, *health_families(facts)]
 
-    def _families(self, db) -> Iterator[Metric]:
+    def _families(self, db, facts: dict) -> Iterator[Metric]:
+        # `location` is the GHL location id; '' for events not routed yet and held ones.
         events = GaugeMetricFamily(
             "bridge_events",
-            "Events received and stored, by event type and current status.",
-            labels=["event_type", "status"],
+            "Events received and stored, by location, event type and current status"
+            " (location '' is not routed yet, or held: status unrouted).",
+            labels=["location", "event_type", "status"],
         )
-        for event_type, status, n in inbox.counts_by_type(db):
-            events.add_metric([event_type, status], n)
+        depth: dict[str, int] = dict.fromkeys(facts.get("locations", {}), 0)
+        for location, event_type, status, n in health.by_location(db, self.config.ghl_location_id):
+            events.add_metric([location, event_type, status], n)
+            if status in (inbox.PENDING, inbox.PROCESSING):
+                depth[location] = depth.get(location, 0) + n
         yield events
 
-        counts = inbox.counts(db)
-        yield GaugeMetricFamily(
+        queue = GaugeMetricFamily(
             "bridge_queue_depth",
-            "Events waiting for the worker (pending or processing).",
-            value=counts[inbox.PENDING] + counts[inbox.PROCESSING],
+            "Events waiting for the worker (pending or processing), by location"
+            " ('' for those not routed yet).",
+            labels=["location"],
         )
+        depth.setdefault("", 0)
+        for location, n in sorted(depth.items()):
+            queue.add_metric([location], n)
+        yield queue
         oldest = inbox.oldest_pending_age(db)
         yield GaugeMetricFamily(
             "bridge_queue_oldest_pending_seconds",
             "Age of the oldest event waiting for the worker (0 when none waits).",
             value=oldest or 0.0,
         )
-        yield GaugeMetricFamily(
+        paused = GaugeMetricFamily(
             "bridge_ghl_paused",
-            "1 while GHL writes are paused because GHL refused the token.",
-            value=1 if state.get(db, state.GHL_PAUSE) else 0,
+            "1 while a location's GHL writes are paused because GHL refused its token.",
+            labels=["location"],
+        )
+        for location, block in facts.get("locations", {}).items():
+            paused.add_metric([location], 1 if block["ghl_paused"] else 0)
+        yield paused
+        yield GaugeMetricFamily(
+            "bridge_unrouted_events",
+            "Events held because no route claims their campaign or workspace and there is"
+            " no default location (replay them once a route exists).",
+            value=facts.get("unrouted", 0),
         )
 
         calls = CounterMetricFamily(
