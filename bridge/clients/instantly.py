@@ -108,11 +108,15 @@ class InstantlyClient:
         sleep: Callable[[float], None] = time.sleep,
         timeout: tuple[float, float] = TIMEOUT,
         tries: int = MAX_TRIES,
+        key_name: str = "INSTANTLY_API_KEY",
     ):
+        """`key_name` is the variable the key came from, named in errors about it (an
+        agency's bridge has a key per workspace)."""
         if not api_key:
-            raise ValueError("INSTANTLY_API_KEY is not set")
+            raise ValueError(f"{key_name} is not set")
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
+        self.key_name = key_name
         self.session = session or requests.Session()
         self.session.headers.update(
             {
@@ -132,10 +136,14 @@ class InstantlyClient:
 
     @classmethod
     def for_setup(
-        cls, base_url: str, api_key: str, timeout: tuple[float, float] = SETUP_TIMEOUT
+        cls,
+        base_url: str,
+        api_key: str,
+        timeout: tuple[float, float] = SETUP_TIMEOUT,
+        key_name: str = "INSTANTLY_API_KEY",
     ) -> InstantlyClient:
         """A client for calls a person waits on: one try each, a shorter timeout."""
-        return cls(base_url, api_key, timeout=timeout, tries=1)
+        return cls(base_url, api_key, timeout=timeout, tries=1, key_name=key_name)
 
     # --- the reads ------------------------------------------------------------------------
 
@@ -287,7 +295,8 @@ class InstantlyClient:
 
     def _error(self, method: str, path: str, response: requests.Response) -> InstantlyError:
         status = response.status_code
-        message = self._clean(f"{_explain(status, _message(response))} ({method} {path})")
+        explained = _explain(status, _message(response), self.key_name)
+        message = self._clean(f"{explained} ({method} {path})")
         if status == 429:
             return InstantlyRateLimited(status, message, retry_after_seconds(response))
         if status in (401, 403):
@@ -353,10 +362,10 @@ def _message(response: requests.Response) -> str:
     return str(data)[:200]
 
 
-def _explain(status: int, message: str) -> str:
+def _explain(status: int, message: str, key_name: str) -> str:
     """What an error status means for the person reading it."""
     if status == 401:
-        return f"the API key was refused ({message}); check INSTANTLY_API_KEY"
+        return f"the API key was refused ({message}); check {key_name}"
     if status == 403:
         # Never read a 403 as "nothing there": it is a missing scope or Cloudflare.
         return (

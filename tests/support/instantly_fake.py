@@ -127,8 +127,14 @@ class FakeInstantly:
         api_key: str = API_KEY,
         clock: Callable[[], float] = time.monotonic,
         validate: bool = True,
+        organization: str = ORGANIZATION,
+        id_tag: str = "7c81",
     ):
+        """`organization` is the workspace's id in what it answers; `id_tag` (4 hex digits)
+        sets its ids apart from another fake workspace's, as Instantly's UUIDs are."""
         self.api_key = api_key
+        self.organization = organization
+        self.id_tag = id_tag
         self.clock = clock
         self.calls: list[Call] = []
         self.spec_errors: list[str] = []
@@ -156,7 +162,7 @@ class FakeInstantly:
     def _next_id(self) -> str:
         self._seq += 1
         n = self._seq
-        return f"{n:08x}-7c81-4444-84bb-{n:012x}"
+        return f"{n:08x}-{self.id_tag}-4444-84bb-{n:012x}"
 
     def add_campaign(self, name: str) -> dict[str, Any]:
         campaign = {
@@ -182,7 +188,7 @@ class FakeInstantly:
     def add_list(self, name: str) -> dict[str, Any]:
         lead_list = {
             "id": self._next_id(),
-            "organization_id": ORGANIZATION,
+            "organization_id": self.organization,
             "name": name,
             "has_enrichment_task": False,
             "timestamp_created": stamp(EPOCH),
@@ -194,8 +200,8 @@ class FakeInstantly:
         record = {
             "id": self._next_id(),
             "timestamp_created": stamp(EPOCH),
-            "created_by": ORGANIZATION,
-            "organization_id": ORGANIZATION,
+            "created_by": self.organization,
+            "organization_id": self.organization,
             "label": label,
             "interest_status_label": kind,
             "interest_status": interest_status,
@@ -239,7 +245,7 @@ class FakeInstantly:
             "id": lead_id,
             "timestamp_created": stamp(created),
             "timestamp_updated": record.get("timestamp_last_interest_change") or stamp(created),
-            "organization": ORGANIZATION,
+            "organization": self.organization,
             "status": 1,
             "email": record["email"],
             "email_open_count": 0,
@@ -276,7 +282,7 @@ class FakeInstantly:
             "from_address_email": lead_email,
             "to_address_email_list": "sender@agency.example",
             "body": {"text": text, "html": f"<div>{text}</div>"},
-            "organization_id": ORGANIZATION,
+            "organization_id": self.organization,
             "eaccount": "sender@agency.example",
             "campaign_id": campaign_id,
             "lead": lead_email,
@@ -304,7 +310,7 @@ class FakeInstantly:
         now = stamp(datetime.now(UTC))
         hook = {
             "id": self._next_id(),
-            "organization": ORGANIZATION,
+            "organization": self.organization,
             "campaign": campaign,
             "name": name,
             "target_hook_url": target_hook_url,
