@@ -16,8 +16,9 @@ from bridge import settings as settings_mod
 from bridge.cli.common import load_config_or_exit, open_database
 from bridge.clients.instantly import InstantlyClient
 from bridge.config import Config
+from bridge.locations import registry
 from bridge.reconcile.reconciler import REPLIES, STATUSES, Options, Progress, Summary
-from bridge.reconcile.runs import Busy, run_recorded
+from bridge.reconcile.runs import Busy, RunSummary, run_recorded
 from bridge.store import inbox
 from bridge.sync.preview import plan_events
 
@@ -71,12 +72,13 @@ def reconcile(
         raise click.UsageError("--since must be before --until")
     config = load_config_or_exit()
     db = open_database(config)
-    if not config.instantly_api_key:
+    _, settings = settings_mod.current(db)
+    workspaces = registry.build(config, settings, db)
+    if not workspaces.workspaces:
         raise click.ClickException(
             "INSTANTLY_API_KEY (or INSTANTLY_API_KEY_FILE) is not set: reconciliation reads"
             " from Instantly"
         )
-    _, settings = settings_mod.current(db)
     warning = since and beyond_retention(since, settings["retention"]["event_days"])
     if warning and not as_json:
         click.echo(f"warning: {warning}", err=True)
@@ -89,10 +91,19 @@ def reconcile(
         statuses=not replies_only,
         dry_run=dry_run,
     )
-    client = InstantlyClient(config.instantly_base_url, config.instantly_api_key)
     bar = ProgressLine(sys.stderr) if not as_json and sys.stderr.isatty() else None
     try:
-        summary = run_recorded(db, client, settings, options, "cli", on_progress=bar)
+        summary = run_recorded(
+            db,
+            lambda workspace: InstantlyClient(
+                config.instantly_base_url, workspace.key, key_name=workspace.key_source
+            ),
+            settings,
+            options,
+            "cli",
+            on_progress=bar,
+            registry=workspaces,
+        )
     except Busy as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -104,6 +115,7 @@ def reconcile(
     planned = [
         {
             "key": plan.event.key,
+            "workspace_id": plan.event.workspace_id,
             "event_type": plan.event.event_type,
             "email": plan.event.email,
             "campaign_name": plan.event.campaign_name,
@@ -162,8 +174,9 @@ def sync_new_events(
     return {"processed": handled, **{k: v for k, v in outcome.items() if v}}
 
 
-def render_text(summary: Summary, planned: list[dict[str, Any]], sync: dict | None) -> str:
-    """The human summary: planned events (dry run), then the table."""
+def render_text(summary: RunSummary, planned: list[dict[str, Any]], sync: dict | None) -> str:
+    """The human summary: planned events (dry run), then the table; with several
+    workspaces, one block each and then the totals."""
     lines = []
     if summary.dry_run:
         lines.append(f"Dry run: nothing was written. Would enqueue {len(planned)} events.")
@@ -177,23 +190,21 @@ def render_text(summary: Summary, planned: list[dict[str, Any]], sync: dict | No
         if len(planned) > SHOWN_PLANNED:
             lines.append(f"  ... and {len(planned) - SHOWN_PLANNED} more (--json lists all)")
         lines.append("")
-    if summary.since:
-        mark = summary.watermark_before or "none yet"
-        lines.append(
-            f"Replies from {summary.since} to {summary.until or 'now'} (watermark {mark}"
-            + (
-                f", now {summary.watermark_after})"
-                if summary.watermark_after != summary.watermark_before
-                else ")"
-            )
-        )
-    lines.append(_table(summary))
-    for name in (REPLIES, STATUSES):
-        stats = getattr(summary, name)
-        if stats.skipped:
-            lines.append(f"{name}: skipped ({stats.skipped})")
-        for error in stats.errors:
-            lines.append(f"{name}: error: {error}")
+    one = summary.only
+    if one is not None:
+        if summary.parts[0].workspace.id:
+            lines.append(f"Workspace {summary.parts[0].label}:")
+        lines += _workspace_lines(one)
+    else:
+        for part in summary.parts:
+            lines.append(f"Workspace {part.label}:")
+            if part.summary is None:
+                lines.append(f"  skipped: {part.skipped}")
+                continue
+            lines += ["  " + line for line in _workspace_lines(part.summary)]
+            lines.append(f"  status: {part.summary.status}")
+        lines.append("All workspaces:")
+        lines.append(_table(summary))
     if sync is not None:
         if "skipped" in sync:
             lines.append(f"sync: {sync['skipped']}")
@@ -208,7 +219,30 @@ def render_text(summary: Summary, planned: list[dict[str, Any]], sync: dict | No
     return "\n".join(lines)
 
 
-def _table(summary: Summary) -> str:
+def _workspace_lines(summary: Summary) -> list[str]:
+    """One workspace's replies window, table, skipped passes and errors."""
+    lines = []
+    if summary.since:
+        mark = summary.watermark_before or "none yet"
+        lines.append(
+            f"Replies from {summary.since} to {summary.until or 'now'} (watermark {mark}"
+            + (
+                f", now {summary.watermark_after})"
+                if summary.watermark_after != summary.watermark_before
+                else ")"
+            )
+        )
+    lines += _table(summary).splitlines()
+    for name in (REPLIES, STATUSES):
+        stats = getattr(summary, name)
+        if stats.skipped:
+            lines.append(f"{name}: skipped ({stats.skipped})")
+        for error in stats.errors:
+            lines.append(f"{name}: error: {error}")
+    return lines
+
+
+def _table(summary: Summary | RunSummary) -> str:
     rows = [
         ("pages fetched", "pages"),
         ("Instantly calls", "calls"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -150,13 +150,26 @@ class _Wanted:
     filter: str | None
 
 
-def watermark(db: sqlite_utils.Database, source: str) -> datetime | None:
-    """The newest time up to which `source` is known to be in the inbox."""
-    return parse_time(state.get(db, WATERMARK_PREFIX + source))
+def watermark_name(source: str, workspace_id: str = "") -> str:
+    """The state name of a workspace's watermark. INSTANTLY_API_KEY's undeclared workspace
+    ('') keeps the name a single-workspace bridge always used, so its watermark carries on."""
+    name = WATERMARK_PREFIX + source
+    return state.scoped(name, workspace_id) if workspace_id else name
+
+
+def watermark(db: sqlite_utils.Database, source: str, workspace_id: str = "") -> datetime | None:
+    """The newest time up to which `source` of a workspace is known to be in the inbox."""
+    return parse_time(state.get(db, watermark_name(source, workspace_id)))
 
 
 class Reconciler:
-    """One reconciliation run against one Instantly workspace."""
+    """One reconciliation run against one Instantly workspace.
+
+    `workspace_id` is the declared workspace polled ('' for INSTANTLY_API_KEY's undeclared
+    one); `route` gives the location an event of (campaign, workspace) goes to, so a lead's
+    applied status is read from that location's contact map; `routed_campaigns` are the
+    campaigns [[locations]] route, which the statuses pass adds to reconcile.campaigns.
+    """
 
     def __init__(
         self,
@@ -167,6 +180,9 @@ class Reconciler:
         on_progress: Callable[[Progress], None] | None = None,
         heartbeat: Callable[[], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        workspace_id: str = "",
+        route: Callable[[str, str], str | None] | None = None,
+        routed_campaigns: tuple[str, ...] = (),
     ):
         self.db = db
         self.client = client
@@ -175,6 +191,9 @@ class Reconciler:
         self.on_progress = on_progress
         self.heartbeat = heartbeat
         self.should_stop = should_stop
+        self.workspace_id = workspace_id
+        self.route = route
+        self.routed_campaigns = routed_campaigns
         self._campaign_names: dict[str, str] | None = None
         self._planned_keys: set[str] = set()
 
@@ -223,7 +242,7 @@ class Reconciler:
             stats.skipped = "reply_received is not synced in settings"
             return
         config = self.settings["reconcile"]
-        stored = watermark(self.db, REPLIES)
+        stored = watermark(self.db, REPLIES, self.workspace_id)
         now = self.now()
         if options.since is not None:
             since = options.since
@@ -329,6 +348,8 @@ class Reconciler:
             campaigns, lists = options.campaigns, options.lists
         else:
             campaigns, lists = tuple(config["campaigns"]), tuple(config["lists"])
+            if campaigns:
+                campaigns += self._routed_here(campaigns)
         scopes: list[dict[str, Any]] = [{"campaign": c} for c in campaigns]
         scopes += [{"list_id": x} for x in lists]
         needed = {w.filter for w in wanted.values()}
@@ -390,12 +411,12 @@ class Reconciler:
             target = wanted.get(_status_code(lead.get("lt_interest_status")))  # type: ignore[arg-type]
             address = lead_email(lead)
             if target is not None and address:
-                rows.append((lead, address, target))
+                rows.append((lead, (self._location_of(lead), address), target))
         if not rows:
             return  # a page of plain leads costs no query at all
-        applied = self._applied_statuses({address for _, address, _ in rows})
+        applied = self._applied_statuses({contact for _, contact, _ in rows})
         candidates: list[tuple[dict[str, Any], _Wanted, str]] = []
-        for lead, address, target in rows:
+        for lead, contact, target in rows:
             changed = str(
                 lead.get("timestamp_last_interest_change") or lead.get("timestamp_updated") or ""
             )
@@ -405,7 +426,7 @@ class Reconciler:
                     continue
                 if options.until is not None and changed_at > options.until:
                     continue
-            status, status_at = applied.get(address, (None, None))
+            status, status_at = applied.get(contact, (None, None))
             if status == target.status:
                 continue
             applied_at = parse_time(status_at)
@@ -453,14 +474,52 @@ class Reconciler:
                     wanted[code] = _Wanted(text, status, FILTER_BY_LABEL_KIND.get(kind))
         return wanted
 
-    def _applied_statuses(self, emails: set[str]) -> dict[str, tuple[str | None, str | None]]:
-        """The contact map's interest status per email: one query for a page."""
-        marks = ",".join("?" * len(emails))
-        rows = self.db.execute(
-            f"SELECT email, interest_status, interest_at FROM contacts WHERE email IN ({marks})",
-            sorted(emails),
+    def _applied_statuses(
+        self, wanted: set[tuple[str | None, str]]
+    ) -> dict[tuple[str | None, str], tuple[str | None, str | None]]:
+        """The contact map's interest status per (location, email): one query a location
+        for a page. Without routes (one location) the location is None and any row
+        counts; a lead no route claims (its event would be held) has none applied."""
+        out: dict[tuple[str | None, str], tuple[str | None, str | None]] = {}
+        by_location: dict[str | None, list[str]] = {}
+        for location, email in wanted:
+            by_location.setdefault(location, []).append(email)
+        for location, emails in by_location.items():
+            if location is None and self.route is not None:
+                continue
+            marks = ",".join("?" * len(emails))
+            sql = (
+                f"SELECT email, interest_status, interest_at FROM contacts WHERE email IN ({marks})"
+            )
+            args: list[str] = sorted(emails)
+            if location is not None:
+                sql += " AND location_id = ?"
+                args.append(location)
+            for email, status, at in self.db.execute(sql, args):
+                out[(location, email)] = (status, at)
+        return out
+
+    def _location_of(self, lead: dict[str, Any]) -> str | None:
+        """The location a lead's event would be synced to (None: held, or no routes)."""
+        if self.route is None:
+            return None
+        return self.route(
+            str(lead.get("campaign") or ""), self._workspace_of(lead.get("organization"))
         )
-        return {email: (status, at) for email, status, at in rows}
+
+    def _workspace_of(self, organization: Any) -> str:
+        """The workspace an event found here belongs to: the declared one polled, else the
+        one Instantly names in the item (as a webhook delivery's `workspace` would)."""
+        return self.workspace_id or (str(organization) if organization else "")
+
+    def _routed_here(self, configured: tuple[str, ...]) -> tuple[str, ...]:
+        """The routed campaigns this workspace lists, beyond those configured: each
+        workspace polls only what it can see, so no call is spent on another's campaign."""
+        extra = [c for c in dict.fromkeys(self.routed_campaigns) if c not in configured]
+        if not extra:
+            return ()
+        visible = self._campaigns()
+        return tuple(c for c in extra if c in visible)
 
     def _queued_keys(self, wanted: dict[str, tuple[str, str]]) -> set[str]:
         """Of these keys (-> email, event type), those whose lead already has the same
@@ -505,6 +564,10 @@ class Reconciler:
     ) -> None:
         """Enqueue a page's events and move the watermark in one transaction: the mark
         never passes an event that is not stored. A dry run only notes them."""
+        events = [
+            replace(event, workspace_id=self._workspace_of(event.payload.get("workspace")))
+            for event in events
+        ]
         if summary.dry_run:
             for event in events:
                 self._planned_keys.add(event.key)
@@ -522,19 +585,21 @@ class Reconciler:
                 else:
                     stats.known += 1  # a webhook stored it since we looked
             if source and mark is not None:
-                state.put(self.db, WATERMARK_PREFIX + source, iso(mark))
+                state.put(self.db, watermark_name(source, self.workspace_id), iso(mark))
 
     def _campaign_name(self, campaign_id: str) -> str:
-        """A campaign's name for tags; all campaigns are read once per run, when needed."""
-        if not campaign_id:
-            return ""
+        """A campaign's name for tags."""
+        return self._campaigns().get(campaign_id, "") if campaign_id else ""
+
+    def _campaigns(self) -> dict[str, str]:
+        """This workspace's campaigns by id, read once per run, when first needed."""
         if self._campaign_names is None:
             names: dict[str, str] = {}
             for page in pages(self.client.list_campaigns):
                 for campaign in page.items:
                     names[str(campaign.get("id"))] = str(campaign.get("name") or "")
             self._campaign_names = names
-        return self._campaign_names.get(campaign_id, "")
+        return self._campaign_names
 
     def _progress(self, name: str, stats: PassStats, fraction: float | None) -> None:
         if self.on_progress:

@@ -11,21 +11,34 @@ reconciliation inside a web request. Each run is a row of `reconcile_runs`; the 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import sqlite_utils
 
 from bridge.clients.instantly import InstantlyClient
 from bridge.clock import now_iso
-from bridge.reconcile.reconciler import Options, Progress, Reconciler, Summary
+from bridge.events.event import Event
+from bridge.locations.registry import Registry, Workspace
+from bridge.reconcile.reconciler import (
+    REPLIES,
+    STATUSES,
+    Options,
+    PassStats,
+    Progress,
+    Reconciler,
+    Summary,
+)
 from bridge.store import state
 from bridge.store.db import immediate
+
+log = logging.getLogger("bridge.reconcile")
 
 RUNS_TABLE = "reconcile_runs"
 LOCK = "reconcile_lock"
@@ -94,23 +107,172 @@ def acquire_lock(
     return Lock(db, owner, clock, seconds)
 
 
+@dataclass
+class WorkspaceRun:
+    """One workspace's part of a run: its summary, or why it was not polled."""
+
+    workspace: Workspace
+    summary: Summary | None = None
+    skipped: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.workspace.label
+
+
+@dataclass
+class RunSummary:
+    """A run over every workspace: each one's summary, and the totals the run log, the
+    CLI's table and /healthz read (as one workspace's Summary offers them)."""
+
+    started_at: str
+    dry_run: bool
+    parts: list[WorkspaceRun] = field(default_factory=list)
+    stopped: bool = False  # stopped between two workspaces
+
+    def _summaries(self) -> list[Summary]:
+        return [part.summary for part in self.parts if part.summary is not None]
+
+    @property
+    def status(self) -> str:
+        if self.stopped or any(s.status == "stopped" for s in self._summaries()):
+            return "stopped"
+        return "error" if self.errors else "ok"
+
+    @property
+    def errors(self) -> list[str]:
+        """Every error, named by its workspace when the bridge has more than the one
+        INSTANTLY_API_KEY gives (whose errors read as they always did)."""
+        named = len(self.parts) > 1 or any(part.workspace.id for part in self.parts)
+        out = []
+        for part in self.parts:
+            if part.skipped:
+                out.append(part.skipped)  # the registry's reason names the workspace
+            elif part.summary is not None:
+                out += [f"workspace {part.label}: {e}" if named else e for e in part.summary.errors]
+        return out
+
+    @property
+    def replies(self) -> PassStats:
+        return _merged(s.replies for s in self._summaries())
+
+    @property
+    def statuses(self) -> PassStats:
+        return _merged(s.statuses for s in self._summaries())
+
+    @property
+    def planned(self) -> list[Event]:
+        return [event for s in self._summaries() for event in s.planned]
+
+    @property
+    def new_event_ids(self) -> list[int]:
+        return [i for s in self._summaries() for i in s.new_event_ids]
+
+    @property
+    def only(self) -> Summary | None:
+        """The one workspace's summary when the run polled exactly one."""
+        found = self._summaries()
+        return found[0] if len(self.parts) == 1 and found else None
+
+    def totals(self) -> dict[str, int]:
+        names = ("pages", "calls", "read", "found", "known", "new")
+        return {n: sum(s.totals()[n] for s in self._summaries()) for n in names}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The totals at the top (with one workspace, its replies window too, as before),
+        then each workspace's own summary."""
+        one = self.only
+        out: dict[str, Any] = {
+            "status": self.status,
+            "dry_run": self.dry_run,
+            "started_at": self.started_at,
+            "finished_at": max((s.finished_at for s in self._summaries()), default=""),
+        }
+        for name in ("since", "until", "watermark_before", "watermark_after"):
+            out[name] = getattr(one, name) if one else None
+        out[REPLIES] = asdict(self.replies)
+        out[STATUSES] = asdict(self.statuses)
+        out["totals"] = self.totals()
+        out["errors"] = self.errors
+        out["workspaces"] = [
+            {
+                "id": part.workspace.id,
+                "name": part.workspace.name,
+                "skipped": part.skipped,
+                **({"summary": part.summary.as_dict()} if part.summary else {}),
+            }
+            for part in self.parts
+        ]
+        return out
+
+
+def _merged(stats: Iterable[PassStats]) -> PassStats:
+    out = PassStats()
+    skipped = []
+    for one in stats:
+        for name in ("pages", "calls", "read", "found", "known", "new"):
+            setattr(out, name, getattr(out, name) + getattr(one, name))
+        out.errors += one.errors
+        skipped.append(one.skipped)
+    # A pass skipped everywhere is skipped; run anywhere, it ran.
+    out.skipped = skipped[0] if skipped and all(skipped) and len(set(skipped)) == 1 else None
+    return out
+
+
+# The client of the workspace INSTANTLY_API_KEY gives, when no registry says otherwise.
+PLAIN = Workspace("", "INSTANTLY_API_KEY's workspace", "", "INSTANTLY_API_KEY")
+
+
 def run_recorded(
     db: sqlite_utils.Database,
-    client: InstantlyClient,
+    client: InstantlyClient | Callable[[Workspace], InstantlyClient],
     settings: dict,
     options: Options,
     trigger: str,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.time,
-) -> Summary:
-    """Take the lock, run, and keep the run's record. A dry run writes nothing at all,
-    so it neither locks nor records. Raises Busy when another run is going."""
+    registry: Registry | None = None,
+) -> RunSummary:
+    """Take the lock, run once per workspace, and keep the run's record (one row for the
+    run, its errors naming the workspace). A dry run writes nothing at all, so it neither
+    locks nor records. Raises Busy when another run is going.
+
+    `client` makes each workspace's client (with that workspace's key), or is the one
+    client of a bridge without a registry (INSTANTLY_API_KEY's workspace alone). With a
+    registry, a workspace whose key is missing is skipped with its reason.
+    """
+    workspaces = registry.workspaces if registry is not None else (PLAIN,)
+    client_for = (lambda _: client) if isinstance(client, InstantlyClient) else client
+
+    def run_all(heartbeat: Callable[[], None] | None) -> RunSummary:
+        summary = RunSummary(started_at=now_iso(), dry_run=options.dry_run)
+        route = registry.route if registry is not None else None
+        routed = tuple(c for loc in registry.locations for c in loc.campaigns) if registry else ()
+        for workspace in workspaces:
+            if should_stop and should_stop():
+                summary.stopped = True
+                break
+            if workspace.problem:
+                log.warning("reconcile skips workspace %s: %s", workspace.label, workspace.problem)
+                summary.parts.append(WorkspaceRun(workspace, skipped=workspace.problem))
+                continue
+            reconciler = Reconciler(
+                db,
+                client_for(workspace),
+                settings,
+                on_progress=on_progress,
+                heartbeat=heartbeat,
+                should_stop=should_stop,
+                workspace_id=workspace.id,
+                route=route,
+                routed_campaigns=routed,
+            )
+            summary.parts.append(WorkspaceRun(workspace, reconciler.run(options)))
+        return summary
+
     if options.dry_run:
-        reconciler = Reconciler(
-            db, client, settings, on_progress=on_progress, should_stop=should_stop
-        )
-        return reconciler.run(options)
+        return run_all(None)
     lock = acquire_lock(db, trigger, clock)
     try:
         # A run that starts now answers any request made before it.
@@ -127,16 +289,8 @@ def run_recorded(
             )
             .last_pk
         )
-        reconciler = Reconciler(
-            db,
-            client,
-            settings,
-            on_progress=on_progress,
-            heartbeat=lock.renew,
-            should_stop=should_stop,
-        )
         try:
-            summary = reconciler.run(options)
+            summary = run_all(lock.renew)
         except BaseException as exc:
             db["reconcile_runs"].update(
                 run_id,
@@ -156,8 +310,8 @@ def run_recorded(
                 "pages": totals["pages"],
                 "instantly_calls": totals["calls"],
                 "events_found": totals["found"],
-                "events_known": totals["known"],
                 "events_new": totals["new"],
+                "events_known": totals["known"],
                 "errors": json.dumps(summary.errors),
                 "detail": json.dumps(summary.as_dict()),
             },

@@ -20,6 +20,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from bridge.clients.instantly import InstantlyClient, Stopped
 from bridge.clock import iso, parse_time
 from bridge.config import Config
+from bridge.locations import registry
+from bridge.locations.registry import Workspace
 from bridge.reconcile.reconciler import Options
 from bridge.reconcile.runs import SCHEDULE, Busy, last_run, requested, run_recorded
 from bridge.settings import SettingsCache
@@ -44,7 +46,8 @@ class ReconcileScheduler:
         self,
         config: Config,
         scheduler: BackgroundScheduler | None = None,
-        client_factory: Callable[[Callable[[float], None]], InstantlyClient] | None = None,
+        client_factory: Callable[[Workspace, Callable[[float], None]], InstantlyClient]
+        | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.config = config
@@ -58,11 +61,14 @@ class ReconcileScheduler:
         self._running = threading.Lock()  # held while a run goes on in this process
 
     def start(self) -> bool:
-        """Add the jobs and start; False (and nothing scheduled) without an Instantly key."""
+        """Add the jobs and start; False (and nothing scheduled) when no workspace has a key."""
         db = self._db()
-        if not self.config.instantly_api_key:
+        if not registry.build(self.config, self.settings.get(db), db).workspaces:
             state.put(db, SCHEDULE, {"enabled": False, "reason": "INSTANTLY_API_KEY is not set"})
-            log.warning("INSTANTLY_API_KEY is not set: reconciliation will not run")
+            log.warning(
+                "no Instantly workspace has a key (INSTANTLY_API_KEY, [[instantly.workspaces]]):"
+                " reconciliation will not run"
+            )
             return False
         self.apply_settings(db)
         self.scheduler.add_job(
@@ -159,9 +165,14 @@ class ReconcileScheduler:
     def _run(self, db: sqlite_utils.Database, trigger: str) -> None:
         try:
             settings = self.settings.get(db)
-            client = self.client_factory(self._sleep)
             summary = run_recorded(
-                db, client, settings, Options(), trigger, should_stop=self._stop.is_set
+                db,
+                lambda workspace: self.client_factory(workspace, self._sleep),
+                settings,
+                Options(),
+                trigger,
+                should_stop=self._stop.is_set,
+                registry=registry.build(self.config, settings, db),
             )
         except Busy as exc:
             log.info("reconcile (%s) waits: %s", trigger, exc)
@@ -170,6 +181,20 @@ class ReconcileScheduler:
             log.exception("reconcile (%s) failed", trigger)
             return
         totals = summary.totals()
+        # With several workspaces, each one's line first, then the run's totals.
+        several = len(summary.parts) > 1
+        for part in summary.parts:
+            if several and part.summary is not None:
+                own = part.summary.totals()
+                log.info(
+                    "reconcile (%s) workspace %s %s: %d Instantly calls, %d found, %d new",
+                    trigger,
+                    part.label,
+                    part.summary.status,
+                    own["calls"],
+                    own["found"],
+                    own["new"],
+                )
         log.info(
             "reconcile (%s) %s: %d pages, %d Instantly calls, %d found, %d new%s",
             trigger,
@@ -199,14 +224,17 @@ class ReconcileScheduler:
         if self._stop.wait(seconds):
             raise Stopped
 
-    def _client(self, sleep: Callable[[float], None]) -> InstantlyClient:
+    def _client(self, workspace: Workspace, sleep: Callable[[float], None]) -> InstantlyClient:
         return InstantlyClient(
-            self.config.instantly_base_url, self.config.instantly_api_key, sleep=sleep
+            self.config.instantly_base_url,
+            workspace.key,
+            sleep=sleep,
+            key_name=workspace.key_source,
         )
 
 
 def start_scheduler(config: Config) -> ReconcileScheduler:
-    """The worker's scheduler, started (it does nothing without INSTANTLY_API_KEY)."""
+    """The worker's scheduler, started (it does nothing without an Instantly key)."""
     scheduler = ReconcileScheduler(config)
     scheduler.start()
     return scheduler

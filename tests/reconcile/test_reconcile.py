@@ -19,7 +19,7 @@ from bridge.reconcile.reconciler import (
 )
 from bridge.store import contacts, inbox, state
 from bridge.sync.worker import Worker
-from tests.helpers import post_webhook, reply_payload, sample_payloads
+from tests.helpers import LOCATION_ID, post_webhook, reply_payload, sample_payloads
 from tests.reconcile.conftest import with_events, without_interest
 from tests.support.instantly_fake import EPOCH, populate, stamp
 
@@ -349,7 +349,7 @@ def test_status_is_compared_with_the_one_last_applied(
         lt_interest_status=1,
         timestamp_last_interest_change="2026-01-19T00:00:00.000Z",
     )
-    contacts.record_upsert(db, "ada@example.com", "contact-1", {})
+    contacts.record_upsert(db, LOCATION_ID, "ada@example.com", "contact-1", {})
     db.execute("UPDATE contacts SET interest_status = ?, interest_at = ?", [applied, applied_at])
     summary = reconcile(Options(replies=False), settings=interest)
     assert summary.statuses.new == expected
@@ -463,8 +463,8 @@ def test_no_change_reconcile_of_1000_leads_makes_no_ghl_call(
         db.query("SELECT DISTINCT email FROM events WHERE event_type = 'lead_interested'")
     ):
         # What the interest issue's worker records once it has applied a status.
-        if contacts.get(db, row["email"]) is None:
-            contacts.record_upsert(db, row["email"], f"contact-{row['email']}", {})
+        if contacts.get(db, LOCATION_ID, row["email"]) is None:
+            contacts.record_upsert(db, LOCATION_ID, row["email"], f"contact-{row['email']}", {})
         db.execute(
             "UPDATE contacts SET interest_status = 'interested', interest_at = ? WHERE email = ?",
             [stamp(NOW), row["email"]],

@@ -45,7 +45,7 @@ def scheduler(recon_config, instantly):
     made = ReconcileScheduler(
         recon_config,
         scheduler=BackgroundScheduler(timezone=UTC),
-        client_factory=lambda sleep: instantly,
+        client_factory=lambda workspace, sleep: instantly,
         now=lambda: NOW,
     )
     yield made
@@ -99,7 +99,7 @@ def test_start_without_an_instantly_key_schedules_nothing(config, db):
 
 
 def test_start_adds_both_jobs(db, recon_config, instantly):
-    scheduler = ReconcileScheduler(recon_config, client_factory=lambda sleep: instantly)
+    scheduler = ReconcileScheduler(recon_config, client_factory=lambda workspace, sleep: instantly)
     assert scheduler.start() is True
     try:  # looked at before any job is due: the first run is 30 s away
         assert {job.id for job in scheduler.scheduler.get_jobs()} == {RUN_JOB, CHECK_JOB}
@@ -133,7 +133,7 @@ def test_a_stopping_worker_ends_the_run_at_the_next_page(db, scheduler, fake_ins
     populate(fake_instantly, leads=3, replies=3)
     scheduler.apply_settings(db)
     pages = []
-    scheduler.client_factory = lambda sleep: _StopAfterFirstCall(scheduler, pages)
+    scheduler.client_factory = lambda workspace, sleep: _StopAfterFirstCall(scheduler, pages)
     scheduler.run_once("schedule")
     run = last_run(db)
     assert run["status"] == "stopped" and len(pages) == 1
