@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from typing import TYPE_CHECKING
 
 import click
 
 from bridge.cli.common import load_config_or_exit, open_database
 from bridge.store import db as store
+
+if TYPE_CHECKING:
+    from bridge.setup.subscriptions import Action
 
 
 @click.command()
@@ -61,11 +65,11 @@ def webhook() -> None:
     help="Accept a URL on a private, loopback or link-local address (a test set-up).",
 )
 def webhook_register(raw_url: str | None, resume: bool, allow_private: bool) -> None:
-    """Create or update the Instantly webhooks for the enabled event types.
+    """Create or update the Instantly webhooks for the enabled event types, in every
+    workspace (each with its own key); exits 1 if any workspace failed.
 
     The only change the bridge ever makes in Instantly: its own webhook subscriptions.
     """
-    from bridge.clients.instantly import InstantlyError
     from bridge.setup import subscriptions
 
     config = load_config_or_exit()
@@ -81,17 +85,33 @@ def webhook_register(raw_url: str | None, resume: bool, allow_private: bool) -> 
     if url.startswith("http://"):
         click.echo("warning: http:// sends the X-Bridge-Secret header unencrypted; use https://")
     try:
-        actions = subscriptions.register_for_bridge(
+        results = subscriptions.register_workspaces(
             open_database(config), config, url, resume, allow_private=allow_private
         )
     except subscriptions.UnsafeWebhookURL as exc:
         raise click.BadParameter(str(exc), param_hint="--url") from None
-    except (subscriptions.SetupMissing, InstantlyError) as exc:
+    except subscriptions.SetupMissing as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"webhooks delivering to {url}:")
-    for action in actions:
-        click.echo("  " + action.line())
-    if not actions:
-        click.echo("  none needed: no event type is enabled in settings")
-    if any(a.what == "disabled" for a in actions):
+    if len(results) == 1 and not results[0].workspace.id:
+        # INSTANTLY_API_KEY's workspace alone: the output it always had.
+        result = results[0]
+        if result.error is not None:
+            raise click.ClickException(result.error)
+        _echo_actions(result.url, result.actions, "")
+    else:
+        for result in results:
+            click.echo(f"workspace {result.workspace.label}:")
+            if result.error is not None:
+                click.echo(f"  failed: {result.error}")
+                continue
+            _echo_actions(result.url, result.actions, "  ")
+    if any(result.failed for result in results):
         raise SystemExit(1)
+
+
+def _echo_actions(url: str, actions: list[Action], indent: str) -> None:
+    click.echo(f"{indent}webhooks delivering to {url}:")
+    for action in actions:
+        click.echo(f"{indent}  " + action.line())
+    if not actions:
+        click.echo(f"{indent}  none needed: no event type is enabled in settings")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import sqlite_utils
@@ -18,6 +18,7 @@ from bridge.clients.ghl import GHLClient, GHLError
 from bridge.clients.instantly import InstantlyClient, InstantlyError
 from bridge.clock import now_iso
 from bridge.config import Config
+from bridge.locations import registry
 from bridge.logs import MASK
 from bridge.settings import CUSTOM_FIELD_PREFIX
 from bridge.setup import ghl_refs, subscriptions
@@ -32,12 +33,14 @@ PLACEHOLDER_URL = "https://<your bridge>/webhooks/instantly"
 
 @dataclass(frozen=True)
 class Check:
-    """One check: ok is True, False, or None when it could not run (another check failed)."""
+    """One check: ok is True, False, or None when it could not run (another check failed).
+    `block` names the location or workspace it is about, when the bridge has several."""
 
     name: str
     ok: bool | None
     detail: str
     fix: str = ""
+    block: str = ""
 
     @property
     def mark(self) -> str:
@@ -48,47 +51,106 @@ def failed(checks: Iterable[Check]) -> bool:
     return any(c.ok is False for c in checks)
 
 
-def run_checks(
-    config: Config,
-    webhook_url: str | None = None,
-    ghl: GHLClient | None = None,
-    instantly: InstantlyClient | None = None,
-) -> list[Check]:
-    """Run every check in order; a check that cannot run says which one to fix first."""
+def run_checks(config: Config, webhook_url: str | None = None) -> list[Check]:
+    """Run every check in order: the bridge's, then one block per GHL location and one per
+    Instantly workspace, each with its own token or key. A check that cannot run says
+    which one to fix first."""
     checks: list[Check] = []
     db, settings, database_check = _database(config)
     checks.append(database_check)
     checks.append(_secret_check(config))
     checks.append(_admin_check(config))
+    # A database that cannot be read has no page-entered tokens to offer.
+    served = registry.build(config, settings or {}, db if settings is not None else None)
+    plain = _single(config, served)
 
-    if ghl is None and config.ghl_configured:
-        ghl = GHLClient(
-            config.ghl_base_url, config.ghl_token, config.ghl_location_id, timeout=TIMEOUT
-        )
-    location_check = _ghl_location(config, ghl)
-    checks.append(location_check)
-    lists, scope_check = _ghl_scopes(ghl if location_check.ok else None, settings)
-    checks.append(scope_check)
-    checks.append(_ghl_writes(db if settings is not None else None))
-    ghl_ok = ghl is not None and bool(location_check.ok)
-    checks.append(_field_map(settings, lists.get("custom_fields"), ghl_ok))
-    checks.append(_action_ids(settings, lists, ghl_ok))
+    for location in served.locations or (None,):
+        block = "" if plain or location is None else f"Location {location.label}"
+        found = _location_checks(config, location, db, settings)
+        checks += [replace(check, block=block) for check in found]
 
-    if instantly is None and config.instantly_api_key:
-        instantly = InstantlyClient.for_setup(
-            config.instantly_base_url, config.instantly_api_key, timeout=TIMEOUT
-        )
-    key_check = _instantly_key(config, instantly)
-    checks.append(key_check)
     if webhook_url is None:
         # The configured address is this bridge's; the one registered last may be older.
         webhook_url = subscriptions.public_webhook_url(config)
     if webhook_url is None and settings is not None:
         webhook_url = state.get(db, subscriptions.WEBHOOK_URL_STATE)
-    checks.append(_webhooks(config, instantly if key_check.ok else None, settings, webhook_url))
+    for workspace in served.workspaces or (None,):
+        block = "" if plain or workspace is None else f"Workspace {workspace.label}"
+        found = _workspace_checks(config, workspace, settings, webhook_url)
+        checks += [replace(check, block=block) for check in found]
     if db is not None:
         db.close()
-    return [_redacted(c, config.secret_values()) for c in checks]
+    secrets = config.secret_values() + served.secret_values()
+    return [_redacted(c, secrets) for c in checks]
+
+
+def _single(config: Config, served: registry.Registry) -> bool:
+    """Whether this is a bridge of one location (GHL_LOCATION_ID's, or none yet) and
+    INSTANTLY_API_KEY's workspace alone: then the checks read as they always did, with
+    no blocks."""
+    return (
+        len(served.locations) <= 1
+        and all(loc.id == config.ghl_location_id for loc in served.locations)
+        and len(served.workspaces) <= 1
+        and not any(ws.id for ws in served.workspaces)
+    )
+
+
+def _location_checks(
+    config: Config,
+    location: registry.Location | None,
+    db: sqlite_utils.Database | None,
+    settings: dict | None,
+) -> list[Check]:
+    """One location's block: its token against its own id, its scopes, its pause, and the
+    custom fields and ids of its own settings (the bridge's with its overrides)."""
+    own = settings
+    if settings is not None and location is not None:
+        try:
+            own = settings_mod.for_location(settings, location.overrides)
+        except settings_mod.SettingsError as exc:
+            bad = "; ".join(settings_mod.error_lines(exc))
+            return [
+                Check(
+                    "Location settings",
+                    False,
+                    f"the overrides do not make valid settings: {bad}",
+                    "fix this location's overrides on the settings page",
+                )
+            ]
+    ghl = None
+    if location is not None and not location.problem:
+        ghl = GHLClient(config.ghl_base_url, location.token, location.id, timeout=TIMEOUT)
+    location_check = _ghl_location(config, location, ghl)
+    lists, scope_check = _ghl_scopes(ghl if location_check.ok else None, own)
+    ghl_ok = ghl is not None and bool(location_check.ok)
+    return [
+        location_check,
+        scope_check,
+        _ghl_writes(db if settings is not None else None, location, config),
+        _field_map(own, lists.get("custom_fields"), ghl_ok),
+        _action_ids(own, lists, ghl_ok),
+    ]
+
+
+def _workspace_checks(
+    config: Config,
+    workspace: registry.Workspace | None,
+    settings: dict | None,
+    url: str | None,
+) -> list[Check]:
+    """One workspace's block: its key, and the webhooks delivering its events here."""
+    instantly = None
+    if workspace is not None and not workspace.problem:
+        instantly = InstantlyClient.for_setup(
+            config.instantly_base_url, workspace.key, timeout=TIMEOUT, key_name=workspace.key_source
+        )
+    key_check = _instantly_key(workspace, instantly)
+    target = subscriptions.workspace_url(url, workspace.id) if url and workspace else url
+    return [
+        key_check,
+        _webhooks(config, instantly if key_check.ok else None, settings, target, url),
+    ]
 
 
 def save_result(db: sqlite_utils.Database, checks: list[Check]) -> None:
@@ -104,14 +166,27 @@ def last_result(db: sqlite_utils.Database) -> tuple[str, list[Check]] | None:
 
 
 def format_text(checks: list[Check]) -> str:
-    """The checks as lines for a terminal: mark, name, detail, and the fix under a failure."""
+    """The checks as lines for a terminal: mark, name, detail, and the fix under a failure;
+    a location's or workspace's checks under its name. The last line counts the failures
+    and names the blocks they are in."""
     lines = []
+    block = ""
     for check in checks:
-        lines.append(f"{check.mark} {check.name}: {check.detail}")
+        if check.block != block:
+            block = check.block
+            if block:
+                lines.append(f"{block}:")
+        indent = "  " if block else ""
+        lines.append(f"{indent}{check.mark} {check.name}: {check.detail}")
         if check.ok is False and check.fix:
-            lines.append(f"    fix: {check.fix}")
-    bad = sum(1 for c in checks if c.ok is False)
-    lines.append(f"{bad} of {len(checks)} checks failed" if bad else "all checks passed")
+            lines.append(f"{indent}    fix: {check.fix}")
+    bad = [c for c in checks if c.ok is False]
+    if not bad:
+        lines.append("all checks passed")
+        return "\n".join(lines)
+    summary = f"{len(bad)} of {len(checks)} checks failed"
+    where = list(dict.fromkeys(c.block for c in bad if c.block))
+    lines.append(summary + (f" (in {', '.join(where)})" if where else ""))
     return "\n".join(lines)
 
 
@@ -181,9 +256,11 @@ def _admin_check(config: Config) -> Check:
     )
 
 
-def _ghl_location(config: Config, ghl: GHLClient | None) -> Check:
+def _ghl_location(
+    config: Config, location: registry.Location | None, ghl: GHLClient | None
+) -> Check:
     name = "GHL token and location"
-    if ghl is None:
+    if location is None:
         missing = [n for n in ("GHL_TOKEN", "GHL_LOCATION_ID") if n in config.missing()]
         return Check(
             name,
@@ -192,30 +269,50 @@ def _ghl_location(config: Config, ghl: GHLClient | None) -> Check:
             "set GHL_TOKEN (a Private Integration token of the sub-account) and "
             "GHL_LOCATION_ID in .env, then restart",
         )
+    if ghl is None:
+        return Check(name, False, location.problem or "no token", _token_fix(location))
     try:
         data = ghl.get_location()
     except GHLError as exc:
         return Check(
-            name, False, f"GET /locations/{{id}}: {exc}", _ghl_fix(exc, "locations.readonly")
+            name,
+            False,
+            f"GET /locations/{{id}}: {exc}",
+            _ghl_fix(exc, "locations.readonly", location),
         )
-    location = data.get("location") or {}
-    label = location.get("name") or "(no name)"
+    found = data.get("location") or {}
+    label = found.get("name") or "(no name)"
     return Check(name, True, f"token works for location {label!r} ({ghl.location_id})")
 
 
-def _ghl_fix(exc: GHLError, scope: str) -> str:
+def _token_fix(location: registry.Location) -> str:
+    if location.token_source == registry.PAGE:
+        return (
+            "enter this location's Private Integration token on the settings page, or set "
+            "token_env to the variable holding it"
+        )
+    return (
+        f"set {location.token_source} (a Private Integration token of the sub-account) in "
+        "the bridge's environment, then restart"
+    )
+
+
+def _ghl_fix(exc: GHLError, scope: str, location: registry.Location) -> str:
+    # The env location's settings are GHL_TOKEN and GHL_LOCATION_ID; a declared one's
+    # are its token's source and its `id` in [[locations]].
+    token = location.token_source or "GHL_TOKEN"
+    where = (
+        "GHL_LOCATION_ID" if token == "GHL_TOKEN" else f"the id of [[locations]] {location.label}"
+    )
     if exc.status == 401:
         return (
             f"the token is invalid or lacks the {scope} scope: create a Private Integration "
-            "token in the GHL sub-account with the scopes in the README and set GHL_TOKEN"
+            f"token in the GHL sub-account with the scopes in the README and set {token}"
         )
     if exc.status == 403:
-        return f"the token has no access to this location or lacks {scope}: check GHL_LOCATION_ID"
+        return f"the token has no access to this location or lacks {scope}: check {where}"
     if exc.status in (400, 404, 422):
-        return (
-            "GHL_LOCATION_ID looks wrong: copy it from the sub-account's "
-            "Settings → Business Profile"
-        )
+        return f"{where} looks wrong: copy it from the sub-account's Settings → Business Profile"
     return "GHL did not answer normally; try again later, or check GHL_BASE_URL"
 
 
@@ -261,11 +358,18 @@ def _ghl_scopes(
     )
 
 
-def _ghl_writes(db: sqlite_utils.Database | None) -> Check:
+def _ghl_writes(
+    db: sqlite_utils.Database | None, location: registry.Location | None, config: Config
+) -> Check:
     name = "GHL writes"
     if db is None:
         return Check(name, None, "not checked: fix the database first")
-    pause = state.get(db, state.GHL_PAUSE)
+    pause = None
+    if location is not None:
+        pause = state.get(db, state.scoped(state.GHL_PAUSE, location.id))
+        if pause is None and location.id == config.ghl_location_id:
+            # Kept without a location until a worker adopts it (bridge/store/adopt.py).
+            pause = state.get(db, state.GHL_PAUSE)
     if pause:
         return Check(
             name,
@@ -343,20 +447,22 @@ def _action_ids(
     return Check(name, True, detail)
 
 
-def _instantly_key(config: Config, instantly: InstantlyClient | None) -> Check:
+def _instantly_key(
+    workspace: registry.Workspace | None, instantly: InstantlyClient | None
+) -> Check:
     name = "Instantly API key"
-    if instantly is None:
+    source = workspace.key_source if workspace else "INSTANTLY_API_KEY"
+    if workspace is None or instantly is None:
         return Check(
             name,
             False,
-            "INSTANTLY_API_KEY is not set",
-            "create an API key in Instantly (Settings → Integrations → API keys) and set "
-            "INSTANTLY_API_KEY",
+            workspace.problem if workspace and workspace.problem else f"{source} is not set",
+            f"create an API key in Instantly (Settings → Integrations → API keys) and set {source}",
         )
     try:
         instantly.check_key()
     except InstantlyError as exc:
-        fix = "create a new API key in Instantly and set INSTANTLY_API_KEY"
+        fix = f"create a new API key in Instantly and set {source}"
         if exc.status == 403:
             fix = (
                 "give the key the scopes campaigns:read and webhooks:all "
@@ -373,7 +479,11 @@ def _webhooks(
     instantly: InstantlyClient | None,
     settings: dict | None,
     url: str | None,
+    registered_url: str | None,
 ) -> Check:
+    """Whether this workspace's webhooks deliver each enabled event type to `url` (its
+    URL, with ?workspace= for a declared one); the fix registers at `registered_url`,
+    which covers every workspace."""
     name = "Instantly webhooks"
     if instantly is None or settings is None:
         return Check(name, None, "not checked: fix the Instantly key and database first")
@@ -407,7 +517,7 @@ def _webhooks(
     detail = "; ".join(parts)
     if found.ok:
         return Check(name, True, detail)
-    command = f"instantly-ghl-bridge webhook register --url {url or PLACEHOLDER_URL}"
+    command = f"instantly-ghl-bridge webhook register --url {registered_url or PLACEHOLDER_URL}"
     if found.disabled:
         command += " --resume"
     return Check(name, False, detail, f"run `{command}`")
@@ -438,4 +548,4 @@ def _redacted(check: Check, secrets: list[str]) -> Check:
         if len(secret) >= 4:
             detail = detail.replace(secret, MASK)
             fix = fix.replace(secret, MASK)
-    return Check(check.name, check.ok, detail, fix)
+    return replace(check, detail=detail, fix=fix)

@@ -9,21 +9,25 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import sqlite_utils
 
 from bridge import settings as settings_mod
-from bridge.clients.instantly import InstantlyClient
+from bridge.clients.instantly import InstantlyClient, InstantlyError
 from bridge.config import Config
 from bridge.events.types import synced_event_types
 from bridge.events.webhook import SECRET_HEADER, WEBHOOK_PATH
+from bridge.locations import registry
+from bridge.locations.registry import Workspace
 from bridge.store import state
 
 # The URL last registered, so doctor knows which webhooks are this bridge's.
 WEBHOOK_URL_STATE = "instantly_webhook_url"
+# The query parameter naming a declared workspace in its webhooks' URL.
+WORKSPACE = "workspace"
 
 
 class SetupMissing(ValueError):
@@ -34,6 +38,70 @@ class UnsafeWebhookURL(ValueError):
     """The webhook URL leads to an address Instantly should not be sent to with the secret."""
 
 
+@dataclass
+class WorkspaceRegistration:
+    """What registering did in one workspace: its actions, or why it could not."""
+
+    workspace: Workspace
+    url: str
+    actions: list[Action] = field(default_factory=list)
+    error: str | None = None
+    exception: InstantlyError | None = field(default=None, repr=False)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or any(a.what == "disabled" for a in self.actions)
+
+
+def register_workspaces(
+    db: sqlite_utils.Database,
+    config: Config,
+    url: str,
+    resume: bool = False,
+    allow_private: bool = False,
+) -> list[WorkspaceRegistration]:
+    """Register this bridge's webhooks in every workspace, each with its own key, and
+    remember the URL for doctor. A declared workspace's webhooks deliver to the URL with
+    `?workspace=<id>`, so each delivery says where it came from; INSTANTLY_API_KEY's
+    undeclared workspace keeps the plain URL, so its existing webhooks are found again.
+    One workspace failing does not stop the others: each result says what happened.
+
+    Raises UnsafeWebhookURL for a URL leading to a private address (unless allowed here or
+    by BRIDGE_ALLOW_PRIVATE_WEBHOOK_URL), SetupMissing for a missing setting.
+    """
+    if not (allow_private or config.allow_private_webhook_url):
+        check_public(url)
+    _, current = settings_mod.current(db)
+    workspaces = registry.build(config, current, db).workspaces
+    if not workspaces:
+        raise SetupMissing("INSTANTLY_API_KEY is not set: the bridge cannot reach Instantly")
+    if not config.webhook_secret:
+        raise SetupMissing(
+            "BRIDGE_WEBHOOK_SECRET is not set: run `instantly-ghl-bridge init-env` or set it"
+        )
+    event_types = enabled_event_types(current)
+    results = []
+    for workspace in workspaces:
+        target = workspace_url(url, workspace.id)
+        result = WorkspaceRegistration(workspace, target)
+        results.append(result)
+        if workspace.problem:
+            result.error = workspace.problem
+            continue
+        client = InstantlyClient.for_setup(
+            config.instantly_base_url, workspace.key, key_name=workspace.key_source
+        )
+        try:
+            result.actions = register(
+                client, target, config.webhook_secret, event_types, resume=resume
+            )
+        except InstantlyError as exc:
+            result.error, result.exception = str(exc), exc
+    if any(r.error is None for r in results):
+        state.put(db, WEBHOOK_URL_STATE, url)
+    return results
+
+
 def register_for_bridge(
     db: sqlite_utils.Database,
     config: Config,
@@ -41,28 +109,36 @@ def register_for_bridge(
     resume: bool = False,
     allow_private: bool = False,
 ) -> list[Action]:
-    """Register this bridge's webhooks for the event types settings sync, and remember
-    the URL for doctor: the one path the page and `instantly-ghl-bridge webhook register` share.
-
-    Raises UnsafeWebhookURL for a URL leading to a private address (unless allowed here or
-    by BRIDGE_ALLOW_PRIVATE_WEBHOOK_URL), SetupMissing for a missing setting,
-    InstantlyError when Instantly refuses.
+    """register_workspaces as one list of actions, for the dashboard's button: each named
+    by its workspace when there are several. Raises what register_workspaces raises, and
+    the InstantlyError of a workspace Instantly refused (after registering the others),
+    naming that workspace when there are several.
     """
-    if not (allow_private or config.allow_private_webhook_url):
-        check_public(url)
-    if not config.instantly_api_key:
-        raise SetupMissing("INSTANTLY_API_KEY is not set: the bridge cannot reach Instantly")
-    if not config.webhook_secret:
-        raise SetupMissing(
-            "BRIDGE_WEBHOOK_SECRET is not set: run `instantly-ghl-bridge init-env` or set it"
-        )
-    _, current = settings_mod.current(db)
-    client = InstantlyClient.for_setup(config.instantly_base_url, config.instantly_api_key)
-    actions = register(
-        client, url, config.webhook_secret, enabled_event_types(current), resume=resume
-    )
-    state.put(db, WEBHOOK_URL_STATE, url)
-    return actions
+    results = register_workspaces(db, config, url, resume, allow_private)
+    several = len(results) > 1 or any(r.workspace.id for r in results)
+    for result in results:
+        if result.error is None:
+            continue
+        if not several:
+            raise result.exception or SetupMissing(result.error)
+        exc = result.exception
+        if exc is None:
+            raise SetupMissing(result.error)  # the registry's reason names the workspace
+        raise type(exc)(exc.status, f"workspace {result.workspace.label}: {exc.message}")
+    if not several:
+        return results[0].actions
+    return [replace(a, workspace=r.workspace.label) for r in results for a in r.actions]
+
+
+def workspace_url(url: str, workspace_id: str) -> str:
+    """The webhook URL a workspace's webhooks deliver to: `url` with ?workspace=<id> for a
+    declared workspace (other query parameters kept), `url` itself for ''."""
+    if not workspace_id:
+        return url
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != WORKSPACE]
+    query.append((WORKSPACE, workspace_id))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
 
 
 ALL_EVENTS = "all_events"
@@ -194,11 +270,31 @@ def non_public_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> s
 
 
 def ours(hook: dict[str, Any], url: str | None) -> bool:
-    """Does this webhook deliver to this bridge (to `url`, or to any bridge's path)?"""
+    """Does this webhook deliver to this bridge (to `url`, or to any bridge's path)?
+
+    A declared workspace's URL carries ?workspace=<id>: a webhook to the same address
+    naming no workspace, or the same one, is ours too (it still delivers here), one
+    naming another workspace is not.
+    """
     target = normalise_url(str(hook.get("target_hook_url") or ""))
-    if url:
-        return target == normalise_url(url)
-    return urlsplit(target).path.endswith(WEBHOOK_PATH)
+    if not url:
+        return urlsplit(target).path.endswith(WEBHOOK_PATH)
+    base, workspace = _without_workspace(target)
+    wanted_base, wanted = _without_workspace(normalise_url(url))
+    return base == wanted_base and (wanted is None or workspace in (None, wanted))
+
+
+def _same_target(hook: dict[str, Any], url: str) -> bool:
+    return normalise_url(str(hook.get("target_hook_url") or "")) == normalise_url(url)
+
+
+def _without_workspace(url: str) -> tuple[str, str | None]:
+    """A normalised URL without its ?workspace=, and the workspace it named (or None)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    named = [v for k, v in query if k == WORKSPACE]
+    rest = urlencode([(k, v) for k, v in query if k != WORKSPACE])
+    return urlunsplit(parts._replace(query=rest)), (named[-1] if named else None)
 
 
 def has_secret(hook: dict[str, Any], secret: str) -> bool:
@@ -260,11 +356,13 @@ class Action:
     what: str  # created | updated | resumed | unchanged | disabled | not subscribable | left alone
     webhook_id: str = ""
     detail: str = ""
+    workspace: str = ""  # its workspace's label, when the bridge has several
 
     def line(self) -> str:
         hook = f" (webhook {self.webhook_id})" if self.webhook_id else ""
+        where = f" in {self.workspace}" if self.workspace else ""
         tail = f": {self.detail}" if self.detail else ""
-        return f"{self.what:<16} {self.event_type}{hook}{tail}"
+        return f"{self.what:<16} {self.event_type}{hook}{where}{tail}"
 
 
 def register(
@@ -283,7 +381,10 @@ def register(
         raise ValueError(
             "BRIDGE_WEBHOOK_SECRET is not set: run `instantly-ghl-bridge init-env` or set it"
         )
-    hooks = [h for h in client.webhooks() if ours(h, url)]
+    mine = [h for h in client.webhooks() if ours(h, url)]
+    # Only a webhook to this very URL is reused; one to the same address without the
+    # workspace (registered before the workspace was declared) is reported below.
+    hooks = [h for h in mine if _same_target(h, url)]
     actions: list[Action] = []
     wanted_names: set[str] = set()
     for event_type in event_types:
@@ -307,9 +408,19 @@ def register(
             continue
         for hook in existing:
             actions.append(_fix(client, hook, wanted, secret, resume))
-    for hook in hooks:
+    for hook in mine:
         name = str(hook.get("event_type"))
-        if name not in wanted_names:
+        if not _same_target(hook, url):
+            actions.append(
+                Action(
+                    name,
+                    "left alone",
+                    str(hook.get("id", "")),
+                    f"delivers to {hook.get('target_hook_url')}, not to {url}: delete it "
+                    "in Instantly once the webhook to the new URL delivers",
+                )
+            )
+        elif name not in wanted_names:
             actions.append(
                 Action(
                     name,
