@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bridge import settings as settings_mod
+from bridge.locations.registry import Location
 from bridge.setup import ghl_refs
 
 LISTS = ghl_refs.lists_from(
@@ -144,3 +145,61 @@ def test_ghl_answers_are_shaped_without_tripping_on_missing_names():
     assert ghl_refs.pipeline_items([{"id": "p1", "stages": [{"id": "s1"}, "junk", {}]}]) == [
         {"id": "p1", "name": "", "stages": [{"id": "s1", "name": "s1"}]}
     ]
+
+
+# --- per location ---------------------------------------------------------------------------
+
+CLIENT_LISTS = ghl_refs.lists_from([{"id": "contact.implant", "name": "Implant"}], [], [])
+
+
+def agency(overrides: dict) -> dict:
+    current = settings_with(["contact.icebreaker"])
+    current["locations"] = [{"id": "loc_client", "name": "Client", "overrides": overrides}]
+    return settings_mod.validate_settings(current)
+
+
+def test_the_bridges_value_wrong_for_one_location_is_named_after_it():
+    settings = agency({})
+    location = Location("loc_client", "Client", token="tok")
+    target = ghl_refs.targets(settings, [location])[0]
+    assert target == ghl_refs.Target("loc_client", "Client (loc_client)", {}, 0)
+    found = ghl_refs.check_location(settings, target, CLIENT_LISTS, named=True)
+    assert found.errors == {
+        "field_map.5.ghl": [
+            "Client (loc_client): contact.icebreaker is not a custom field of this GHL location"
+        ]
+    }
+    # Alone, the location needs no name in the message.
+    alone = ghl_refs.check_location(settings, target, CLIENT_LISTS)
+    assert alone.errors["field_map.5.ghl"][0].startswith("contact.icebreaker is not")
+
+
+def test_a_value_the_location_overrides_is_reported_under_its_overrides():
+    overrides = {
+        "field_map": [{"instantly": "x", "ghl": "contact.implnt"}],
+        "actions": {"workflow": {"enabled": True, "workflow_id": "wf_gone"}},
+    }
+    settings = agency(overrides)
+    target = ghl_refs.Target("loc_client", "Client", overrides, 0)
+    found = ghl_refs.check_location(settings, target, CLIENT_LISTS, named=True)
+    assert found.errors == {
+        "locations.0.overrides.field_map.0.ghl": [
+            "contact.implnt is not a custom field of this GHL location; did you mean "
+            "contact.implant?"
+        ],
+        "locations.0.overrides.actions.workflow.workflow_id": [
+            "wf_gone is not a workflow in GHL (GHL lists none)"
+        ],
+    }
+
+
+def test_a_location_whose_lists_did_not_load_leaves_its_values_unchecked():
+    settings = agency({})
+    target = ghl_refs.Target("loc_client", "Client", {}, 0)
+    found = ghl_refs.check_location(settings, target, UNLOADED, named=True)
+    assert found.errors == {}
+    assert found.unchecked == {
+        "field_map.5.ghl": [
+            "Client: contact.icebreaker not checked: GHL's custom fields could not be loaded"
+        ]
+    }

@@ -115,3 +115,37 @@ def test_unconfigured_apis_are_never_called(db, env):
     assert "GHL is not configured" in found["ghl_workflow"].error
     assert "Instantly is not configured" in found["instantly_list"].error
     assert found["instantly_field"].error is None and found["instantly_field"].options
+
+
+def test_each_locations_lists_are_fetched_with_its_token_and_cached_apart(db, config, fake_ghl):
+    from bridge.locations.registry import Location
+    from bridge.store import state
+
+    fake_ghl.add_workflow("Ours")
+    client = fake_ghl.add_location("loc_client", "tok-client", name="Client")
+    theirs = client.add_workflow("Theirs")
+    location = Location("loc_client", "Client", token="tok-client")
+    found = lookups.load(db, config, {"ghl_workflow"}, location=location)["ghl_workflow"]
+    assert found.options == [(theirs, "Theirs (published)")]
+    own = lookups.load(db, config, {"ghl_workflow"})["ghl_workflow"]
+    assert [label for _, label in own.options] == ["Ours (published)"]
+    # Each cached under its own location's name: asked again, neither is fetched.
+    lookups.load(db, config, {"ghl_workflow"}, location=location)
+    lookups.load(db, config, {"ghl_workflow"})
+    assert len(client.calls_to("GET", "/workflows/")) == 1
+    assert len(fake_ghl.default.calls_to("GET", "/workflows/")) == 1
+    assert state.get(db, "lookup:ghl_workflows:loc_client")["items"][0]["name"] == "Theirs"
+    assert state.get(db, "lookup:ghl_workflows:loc_test")["items"][0]["name"] == "Ours"
+
+
+def test_a_location_without_a_usable_token_is_never_asked(db, config, fake_ghl):
+    from bridge.locations.registry import Location
+
+    broken = Location("loc_client", "Client", token="", problem="location Client: no token")
+    found = lookups.load(db, config, {"ghl_workflow", "ghl_field"}, location=broken)
+    assert found["ghl_workflow"].error == "location Client: no token: type the value"
+    assert lookups.failures(found, "Client") == [
+        ("GHL custom fields of Client", "location Client: no token: type the value"),
+        ("GHL workflows of Client", "location Client: no token: type the value"),
+    ]
+    assert fake_ghl.calls == []

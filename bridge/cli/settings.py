@@ -10,6 +10,7 @@ import click
 
 from bridge import settings as settings_mod
 from bridge.cli.common import load_config_or_exit, open_database
+from bridge.locations import registry
 
 
 @click.group("settings")
@@ -40,15 +41,21 @@ def export(output: str | None) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 def import_(file: str) -> None:
     """Check the TOML FILE (`-` reads standard input) and store it as the settings; the
-    worker applies it to its next event."""
-    db = open_database(load_config_or_exit())
+    worker applies it to its next event. A token_env or key_env this environment does not
+    set is refused, as on the settings page."""
+    config = load_config_or_exit()
+    db = open_database(config)
     try:
         with click.open_file(file, "rb") as handle:
             data = handle.read(settings_mod.MAX_IMPORT_BYTES + 1)
     except OSError as exc:
         raise click.ClickException(f"{file} cannot be read: {exc.strerror}") from None
     try:
-        new_version = settings_mod.save(db, settings_mod.parse_import(data))
+        imported = settings_mod.parse_import(data)
+        refused = registry.environment_problems(config, imported)
+        if refused:
+            raise settings_mod.SettingsError(refused)
+        new_version = settings_mod.save(db, imported)
     except settings_mod.ImportRefused as exc:
         raise click.ClickException(f"{file}: {exc}") from None
     except settings_mod.SettingsError as exc:

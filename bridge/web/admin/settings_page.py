@@ -359,7 +359,8 @@ def save_settings() -> ResponseReturnValue:
     done = _keep_tokens(typed, clean)
     flash(f"Saved (version {new_version}). The worker applies it to the next event.", "ok")
     if done:
-        flash("; ".join(done).capitalize() + ".", "ok")
+        said = "; ".join(done)
+        flash(said[0].upper() + said[1:] + ".", "ok")
     if found.unchecked:
         flash(
             "Not checked against GHL, as its lists could not be loaded: "
