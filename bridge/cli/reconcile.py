@@ -16,6 +16,7 @@ from bridge import settings as settings_mod
 from bridge.cli.common import load_config_or_exit, open_database
 from bridge.clients.instantly import InstantlyClient
 from bridge.config import Config
+from bridge.events.event import Event
 from bridge.locations import registry
 from bridge.reconcile.reconciler import REPLIES, STATUSES, Options, Progress, Summary
 from bridge.reconcile.runs import Busy, RunSummary, run_recorded
@@ -24,6 +25,7 @@ from bridge.sync.preview import plan_events
 
 # A dry run lists this many planned events as text; --json lists them all.
 SHOWN_PLANNED = 50
+HELD = "none: held (unrouted): no route claims its campaign or workspace, and no default location"
 
 
 class Moment(click.ParamType):
@@ -111,20 +113,8 @@ def reconcile(
             bar.close()
     sync = None
     if not dry_run and not no_sync:
-        sync = sync_new_events(config, db, summary.new_event_ids)
-    planned = [
-        {
-            "key": plan.event.key,
-            "workspace_id": plan.event.workspace_id,
-            "event_type": plan.event.event_type,
-            "email": plan.event.email,
-            "campaign_name": plan.event.campaign_name,
-            "occurred_at": plan.event.occurred_at,
-            "ghl_changes": plan.changes,
-            "ghl_calls": [f"{call.method} {call.path}" for call in plan.calls],
-        }
-        for plan in plan_events(db, summary.planned, settings, config.ghl_location_id)
-    ]
+        sync = sync_new_events(config, db, summary.new_event_ids, workspaces)
+    planned = planned_events(db, summary.planned, settings, workspaces)
     if as_json:
         body = {**summary.as_dict(), "would_enqueue": planned if dry_run else None, "sync": sync}
         if warning:
@@ -151,14 +141,54 @@ def beyond_retention(since: datetime, event_days: int, now: datetime | None = No
     )
 
 
+def planned_events(
+    db: sqlite_utils.Database, events: list[Event], settings: dict, served: registry.Registry
+) -> list[dict[str, Any]]:
+    """What a dry run would do with each event, in order: planned in the location its route
+    gives, with that location's settings; one no route claims would be held."""
+    routed: dict[str | None, list[int]] = {}
+    for index, event in enumerate(events):
+        # A bridge without GHL set up yet still shows what the sync would send.
+        where = served.route(event.campaign_id, event.workspace_id) if served.locations else ""
+        routed.setdefault(where, []).append(index)
+    out: list[dict[str, Any] | None] = [None] * len(events)
+    for location_id, indexes in routed.items():
+        chosen = [events[i] for i in indexes]
+        if location_id is None:
+            plans = [(event, [HELD], []) for event in chosen]
+        else:
+            location = served.get(location_id)
+            own = settings_mod.for_location(settings, location.overrides) if location else settings
+            plans = [
+                (plan.event, plan.changes, [f"{c.method} {c.path}" for c in plan.calls])
+                for plan in plan_events(db, chosen, own, location_id)
+            ]
+        for index, (event, changes, calls) in zip(indexes, plans, strict=True):
+            out[index] = {
+                "key": event.key,
+                "workspace_id": event.workspace_id,
+                "location_id": location_id,
+                "event_type": event.event_type,
+                "email": event.email,
+                "campaign_name": event.campaign_name,
+                "occurred_at": event.occurred_at,
+                "ghl_changes": changes,
+                "ghl_calls": calls,
+            }
+    return [item for item in out if item is not None]
+
+
 def sync_new_events(
-    config: Config, db: sqlite_utils.Database, event_ids: list[int]
+    config: Config,
+    db: sqlite_utils.Database,
+    event_ids: list[int],
+    served: registry.Registry,
 ) -> dict[str, Any]:
     """Process the queue now (as `instantly-ghl-bridge worker --drain` would) and report on
     this run's events."""
     if not event_ids:
         return {"processed": 0}
-    if not config.ghl_configured:
+    if not any(location.problem is None for location in served.locations):
         return {"skipped": "GHL_TOKEN / GHL_LOCATION_ID not set: events stay queued"}
     from bridge.sync.worker import Worker
 

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     " saved).",
 )
 def doctor(webhook_url: str | None) -> None:
-    """Check the setup: database, GHL token and scopes, field map, Instantly key and webhooks."""
+    """Check the setup: database, then each GHL location (token, scopes, field map) and each
+    Instantly workspace (key, webhooks), one block each; exits 1 when a check fails."""
     from bridge.setup import doctor as doctor_mod
     from bridge.setup.subscriptions import webhook_url as parse_url
 

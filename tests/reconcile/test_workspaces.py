@@ -7,12 +7,14 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from bridge import settings as settings_mod
 from bridge.clients.instantly import InstantlyClient
 from bridge.locations import registry
 from bridge.reconcile.reconciler import REPLIES, WATERMARK_PREFIX, Options, watermark
 from bridge.reconcile.runs import last_run, run_recorded
+from bridge.reconcile.scheduler import ReconcileScheduler
 from bridge.store import contacts, state
 from tests.reconcile.conftest import without_interest
 from tests.support.instantly_fake import BASE_URL, FakeInstantly, stamp
@@ -209,7 +211,6 @@ def test_cli_prints_a_block_per_workspace_and_the_totals(runner, db, env, fakes)
     replies(beta, "bob", 1)
     settings_mod.save(db, without_interest(agency_settings(db)))
     result = runner.invoke(["reconcile", "--no-sync"])
-    print(result.output)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines.index(f"Workspace Acme outreach ({WS_A}):") < lines.index(
@@ -223,3 +224,43 @@ def test_cli_prints_a_block_per_workspace_and_the_totals(runner, db, env, fakes)
     assert lines[-1] == "status: ok"
     for key in (KEY_A, KEY_B):
         assert key not in result.output
+
+
+def test_a_dry_run_plans_each_event_in_its_location_or_says_it_would_be_held(runner, db, fakes):
+    acme, beta = fakes
+    replies(acme, "ada", 1)
+    replies(beta, "bob", 1)
+    settings = without_interest(agency_settings(db))
+    settings["locations"] = settings["locations"][:1]  # Beta's workspace has no route
+    settings["routing"]["default_location"] = "none"
+    settings_mod.save(db, settings)
+    result = runner.invoke(["reconcile", "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    planned = {e["email"]: e for e in json.loads(result.output)["would_enqueue"]}
+    assert planned["ada0@example.com"]["location_id"] == LOC_A
+    assert planned["ada0@example.com"]["ghl_calls"][0] == "POST /contacts/upsert"
+    assert planned["bob0@example.com"]["location_id"] is None
+    assert planned["bob0@example.com"]["ghl_calls"] == []
+    assert planned["bob0@example.com"]["ghl_changes"][0].startswith("none: held (unrouted)")
+
+
+def test_the_worker_schedule_polls_every_workspace_with_its_key(db, config, fakes):
+    acme, beta = fakes
+    replies(acme, "ada", 1)
+    replies(beta, "bob", 1)
+    settings_mod.save(db, without_interest(agency_settings(db)))
+    made = ReconcileScheduler(
+        config,
+        scheduler=BackgroundScheduler(timezone=UTC),
+        client_factory=lambda workspace, sleep: InstantlyClient(BASE_URL, workspace.key),
+    )
+    try:
+        assert made.start() is True  # the declared workspaces' keys are enough
+        made.run_once("schedule")
+    finally:
+        made.shutdown()
+    assert last_run(db)["status"] == "ok" and last_run(db)["events_new"] == 2
+    assert db.execute("SELECT workspace_id FROM events ORDER BY email").fetchall() == [
+        (WS_A,),
+        (WS_B,),
+    ]
