@@ -205,6 +205,28 @@ def test_forget_drops_the_token_and_keeps_the_location(logged_in, db, ghl, confi
     assert "no token: set token_env" in card(after, 0)
 
 
+def test_a_token_typed_over_a_stored_one_replaces_it(logged_in, db, ghl, config):
+    with_locations(db, client_entry())
+    tokens.store(db, config.secret_key, CLIENT, "pit-the-old-one")
+    data = form_of(page_of(logged_in))
+    data["locations.0._token"] = CLIENT_TOKEN
+    data["locations.0._forget_token"] = "on"
+    assert save(logged_in, data).status_code == 302
+    assert tokens.read(db, config.secret_key, CLIENT) == CLIENT_TOKEN
+
+
+def test_a_token_longer_than_any_ghl_token_is_refused(logged_in, db, ghl):
+    with_locations(db, client_entry())
+    data = form_of(page_of(logged_in))
+    data["locations.0._token"] = "x" * 5000
+    response = save(logged_in, data)
+    assert response.status_code == 400
+    assert "Token: longer than any GHL token (2048 characters at most)" in card(
+        response.get_data(as_text=True), 0
+    )
+    assert tokens.stored(db) == set()
+
+
 def test_add_another_shows_one_more_blank_card_without_saving(logged_in, db, ghl):
     data = form_of(page_of(logged_in))
     data["add_row"] = "locations"

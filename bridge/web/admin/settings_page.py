@@ -24,6 +24,8 @@ MIN_LENGTH_FOR_TAIL = 16
 # Form fields of a location's card that are no settings: a token typed, and forgetting one.
 TOKEN = "_token"
 FORGET_TOKEN = "_forget_token"
+# GHL's Private Integration tokens are a few dozen characters; this bounds what is stored.
+MAX_TOKEN_LENGTH = 2048
 
 
 def secrets_status() -> list[dict[str, str]]:
@@ -72,12 +74,12 @@ def _render(
     several = len(served.locations) > 1
     if choices is None:
         choices = lookups.load(db, cfg, _form_pickers(), location=view)
-    if check_stored and view is not None:
-        target = ghl_refs.targets(values, [view])[0]
-        found = ghl_refs.check_location(values, target, lookups.ghl_lists(choices))
-        warnings = _merged(found.errors, found.warnings)
-    elif check_stored:
-        found = ghl_refs.check(values, lookups.ghl_lists(choices))
+    if check_stored:
+        lists = lookups.ghl_lists(choices)
+        if view is None:
+            found = ghl_refs.check(values, lists)
+        else:
+            found = ghl_refs.check_location(values, ghl_refs.targets(values, [view])[0], lists)
         warnings = _merged(found.errors, found.warnings)
     widgets, leftover = forms.build(
         settings_mod.SettingsSchema(),
@@ -227,10 +229,10 @@ def _posted_tokens(form: MultiDict) -> _Tokens:
             continue
         if removed:
             out.removed.add(location_id)
+        elif token:  # typed over a stored one, it replaces it, "forget" ticked or not
+            out.store[location_id] = token
         elif f"{row}.{FORGET_TOKEN}" in form:
             out.forget.add(location_id)
-        elif token:
-            out.store[location_id] = token
     return out
 
 
@@ -250,6 +252,12 @@ def _token_problems(typed: _Tokens, settings: dict, env_id: str) -> dict[str, li
             )
             continue
         i = index[location_id]
+        if len(token) > MAX_TOKEN_LENGTH:
+            problems.setdefault(f"locations.{i}.{TOKEN}", []).append(
+                f"Token: longer than any GHL token ({MAX_TOKEN_LENGTH} characters at most); "
+                "paste the Private Integration token alone"
+            )
+            continue
         token_env = entries[i]["token_env"]
         if token_env:
             message = (
