@@ -27,7 +27,7 @@ def test_dashboard_shows_counts_oldest_pending_pause_and_last_error(logged_in, d
     inbox.dead(db, dead_id, "GHL 422: phone is invalid")
     state.put(
         db,
-        state.GHL_PAUSE,
+        state.scoped(state.GHL_PAUSE, LOCATION_ID),
         {
             "reason": "GHL answered 401 (Invalid JWT)",
             "since": "2026-01-05T10:00:00+00:00",
@@ -36,7 +36,7 @@ def test_dashboard_shows_counts_oldest_pending_pause_and_last_error(logged_in, d
     )
     state.put(
         db,
-        state.GHL_LAST_ERROR,
+        state.scoped(state.GHL_LAST_ERROR, LOCATION_ID),
         {"status": 401, "message": "Invalid JWT", "at": "2026-01-05T10:00:00"},
     )
     page = logged_in.get("/").get_data(as_text=True)

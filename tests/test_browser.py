@@ -9,6 +9,7 @@ phone's width with real-world long values (<page>-<width>.png).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import socket
@@ -24,11 +25,12 @@ from bridge import settings as settings_mod
 from bridge.clock import now_iso
 from bridge.config import load_config
 from bridge.events.webhook import from_webhook
+from bridge.locations import registry as locations
 from bridge.setup import subscriptions
 from bridge.store import db as store
 from bridge.store import inbox, state
 from tests.browser_helpers import ARTIFACTS
-from tests.helpers import reply_payload
+from tests.helpers import LOCATION_ID, reply_payload
 from tests.support.ghl_fake import FakeGHL
 from tests.support.ghl_server import FakeGHLServer
 from tests.support.specs import instantly_spec, specs_available
@@ -323,9 +325,13 @@ def long_values(db):
     # GHL refusing the token, with a message that is one long word, as a gateway's can be.
     jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." + "x" * 300
     reason = f"GHL answered 401 (Invalid JWT {jwt}): check GHL_TOKEN and its scopes"
-    state.put(db, state.GHL_PAUSE, {"reason": reason, "since": now_iso(), "probe_at": 0})
+    state.put(
+        db,
+        state.scoped(state.GHL_PAUSE, LOCATION_ID),
+        {"reason": reason, "since": now_iso(), "probe_at": 0},
+    )
     last = {"status": 0, "message": LONG_REFUSED.split(": ", 1)[1][:500], "at": now_iso()}
-    state.put(db, state.GHL_LAST_ERROR, last)
+    state.put(db, state.scoped(state.GHL_LAST_ERROR, LOCATION_ID), last)
     return {"dead": dead, "waiting": waiting.event_id}
 
 
@@ -424,6 +430,113 @@ def test_every_page_holds_its_shape_with_long_values(
         page.goto(url + "/")
         page.wait_for_selector("h1:has-text('Set an admin password first')")
         look(page, "no_password", width)
+        page.context.close()
+    finally:
+        stop()
+
+
+# --- an agency's bridge: several locations with long names, one paused, events held -------
+
+# As long as a name may be (100 characters).
+LONG_LOCATION = (
+    "Northeast Regional Trust, Estate & Elder-Law Attorneys Collective: Boston and Hartford"
+    " offices #1042"
+)
+AGENCY = [
+    ("ve9EPM428h8vShlRW1KT", LONG_LOCATION, "GHL_TOKEN_NORTHEAST", "pit-ne-5c0f3a9e-2b7d-4f11"),
+    ("Qm3xT7bWcN2pLs8dK4vY", "Beta Roofing", "GHL_TOKEN_BETA", "pit-beta-8d1e6b2a-9c4f-4e07"),
+]
+HELD_CAMPAIGN = "9f9f9f9f-0000-4000-8000-00000000held"
+
+
+@pytest.mark.parametrize(("width", "height"), [LAPTOP, PHONE], ids=["laptop", "phone"])
+def test_an_agencys_pages_hold_their_shape_with_long_location_names(
+    browser, db, env, config, public_dns, width, height
+):
+    ARTIFACTS.mkdir(exist_ok=True)
+    tokens = {variable: token for _, _, variable, token in AGENCY}
+    agency = dataclasses.replace(config, environ={**env, **tokens})
+    _, current = settings_mod.current(db)
+    current["locations"] = [
+        {"id": loc, "name": name, "token_env": variable, "campaigns": [f"camp-{loc}"]}
+        for loc, name, variable, _ in AGENCY
+    ]
+    current["routing"] = {"default_location": "none"}
+    settings_mod.save(db, current)
+    routes = locations.build(agency, current, db).route
+    for i, (loc, _, _, _) in enumerate(AGENCY):
+        payload = reply_payload(
+            email_id=f"agency-{i}",
+            lead_email=LONG_EMAIL,
+            email=LONG_EMAIL,
+            campaign_name=LONG_CAMPAIGN,
+            campaign_id=f"camp-{loc}",
+        )
+        event_id = inbox.enqueue(db, from_webhook(payload)).event_id
+        inbox.route_pending(db, routes)
+        inbox.dead(db, event_id, "gave up after 5 attempts: " + LONG_REFUSED)
+    held = reply_payload(
+        email_id="held-1",
+        lead_email=LONG_EMAIL,
+        campaign_name=LONG_CAMPAIGN,
+        campaign_id=HELD_CAMPAIGN,
+    )
+    inbox.enqueue(db, from_webhook(held))
+    inbox.route_pending(db, routes)
+    long_word = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." + "x" * 300
+    state.put(
+        db,
+        state.scoped(state.GHL_PAUSE, AGENCY[0][0]),
+        {
+            "reason": f"GHL answered 401 (Invalid JWT {long_word})",
+            "since": now_iso(),
+            "probe_at": 0,
+        },
+    )
+    state.put(
+        db,
+        state.scoped(state.GHL_LAST_ERROR, AGENCY[1][0]),
+        {"status": 0, "message": LONG_REFUSED.split(": ", 1)[1][:500], "at": now_iso()},
+    )
+    url, stop = serve(create_app({"BRIDGE_CONFIG": agency, "TESTING": True}))
+    try:
+        page = new_page(browser, width, height)
+        page.goto(url + "/login")
+        page.fill("#password", ADMIN_PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_selector("h1:has-text('Dashboard')")
+        rows = page.locator("#locations tbody tr")
+        assert rows.count() == 3  # GHL_LOCATION_ID's and the two declared
+        paused = rows.filter(has=page.locator(f"a[href='/events?location={AGENCY[0][0]}']"))
+        assert "paused" in paused.inner_text()
+        beta = rows.filter(has=page.locator(f"a[href='/events?location={AGENCY[1][0]}']"))
+        assert "writing" in beta.inner_text() and "paused" not in beta.inner_text()
+        assert "GHL unreachable: ConnectionError" in beta.inner_text()
+        assert page.locator("#unrouted").inner_text().startswith("Unrouted (held): 1")
+        look(page, "dashboard-locations", width)
+
+        page.goto(url + "/events")
+        label = f"{LONG_LOCATION} ({AGENCY[0][0]})"
+        assert page.locator("td.cut[data-label='Location']", has_text=label).count() == 1
+        page.select_option("select[name=location]", AGENCY[1][0])
+        page.click("button:has-text('Filter')")
+        page.wait_for_url(re.compile(f"location={AGENCY[1][0]}"))
+        assert page.locator("table.events tbody tr").count() == 1
+        look(page, "events-locations", width)
+
+        page.goto(url + "/dead")
+        assert page.locator("td[data-label='Location']").count() == 2
+        look(page, "dead-locations", width)
+
+        page.goto(url + "/unrouted")
+        assert page.locator("table.held tbody tr").count() == 1
+        assert HELD_CAMPAIGN in page.locator("table.held").inner_text()
+        look(page, "unrouted", width)
+        page.click("button:has-text('Replay the held event')")
+        page.wait_for_selector(".banner.ok:has-text('1 held event queued again')")
+        assert page.locator("text=No held events").count() == 1
+        for secret in tokens.values():
+            assert secret not in page.content()
         page.context.close()
     finally:
         stop()

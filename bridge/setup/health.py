@@ -181,9 +181,9 @@ def unrouted_warning(held: int) -> str:
     """Why events are held and what to do, as the dashboard and /healthz say it."""
     events = "1 event is" if held == 1 else f"{held} events are"
     return (
-        f"{events} held (unrouted): no route claims their campaign or workspace and there"
-        " is no default location: add a route on the settings page, then replay them"
-        " (Replay on the page's held events list, or `instantly-ghl-bridge replay --unrouted`)"
+        f"{events} held: no route claims their campaign or workspace and there is no"
+        " default location: add a route on the settings page, then Replay"
+        " (`instantly-ghl-bridge replay --unrouted`)"
     )
 
 

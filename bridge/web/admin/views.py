@@ -1,4 +1,5 @@
-"""Dashboard, events, dead letters, reconcile-now, setup checks and webhook registration."""
+"""Dashboard, events, dead letters, held events, reconcile-now, setup checks and webhook
+registration."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from typing import Any
 from urllib.parse import quote
 
 import sqlite_utils
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from bridge import settings as settings_mod
 from bridge.clients.instantly import InstantlyError
+from bridge.locations import registry as locations
 from bridge.reconcile import runs
 from bridge.setup import doctor, health, subscriptions
 from bridge.store import inbox, state
@@ -21,12 +24,14 @@ from bridge.web.admin.redirects import safe_next
 PAGE_SIZE = 50
 LATEST = 15
 GHL_CONTACT_URL = "https://app.gohighlevel.com/v2/location/{location}/contacts/detail/{contact}"
-FINAL_STATUSES = (inbox.DONE, inbox.IGNORED, inbox.SUPERSEDED, inbox.DEAD)
+# A held event is replayed too: routed again by the routes as they are now.
+FINAL_STATUSES = (inbox.DONE, inbox.IGNORED, inbox.SUPERSEDED, inbox.DEAD, inbox.UNROUTED)
 
 
-def contact_url(contact_id: str | None) -> str | None:
-    """The contact's page in GHL, when both ids are known."""
-    location = config().ghl_location_id
+def contact_url(contact_id: str | None, location_id: str | None = None) -> str | None:
+    """The contact's page in GHL, in the location it was synced to (GHL_LOCATION_ID's for
+    an event from before locations were recorded), when both ids are known."""
+    location = location_id or config().ghl_location_id
     if not (contact_id and location):
         return None
     return GHL_CONTACT_URL.format(
@@ -35,8 +40,50 @@ def contact_url(contact_id: str | None) -> str | None:
 
 
 @bp.app_template_global()
-def ghl_contact_url(contact_id: str | None) -> str | None:
-    return contact_url(contact_id)
+def ghl_contact_url(contact_id: str | None, location_id: str | None = None) -> str | None:
+    return contact_url(contact_id, location_id)
+
+
+def served() -> locations.Registry:
+    """The locations this bridge serves, once per request. Stored settings that no longer
+    validate (the dashboard's banner says so) leave GHL_LOCATION_ID's location alone, so
+    the pages still open."""
+    if "bridge_registry" not in g:
+        try:
+            g.bridge_registry = health.served_registry(database(), config())
+        except settings_mod.SettingsError:
+            g.bridge_registry = locations.build(config(), {}, database())
+    return g.bridge_registry
+
+
+def several_locations() -> bool:
+    """Whether pages name and filter by location: a bridge serving one says nothing new."""
+    return len(served().locations) > 1
+
+
+@bp.app_template_global()
+def event_location(event: dict[str, Any]) -> str:
+    """The location an event's row belongs to ('' when not routed yet or held)."""
+    return health.located(event.get("location_id"), event["status"], config().ghl_location_id)
+
+
+@bp.app_template_global()
+def served_locations() -> tuple[locations.Location, ...]:
+    return served().locations
+
+
+@bp.app_template_global()
+def location_label(location_id: str | None) -> str:
+    return served().label(location_id)
+
+
+@bp.app_template_global()
+def workspace_label(workspace_id: str | None) -> str:
+    """An Instantly workspace by its declared name, or its id; the payload may lack it."""
+    if not workspace_id:
+        return "(not given)"
+    found = next((ws for ws in served().workspaces if ws.id == workspace_id), None)
+    return found.label if found else workspace_id
 
 
 # What the templates say about errors, counts and times (bridge/web/error_summary.py and
@@ -67,6 +114,7 @@ def _dashboard(typed_url: str | None = None) -> str:
     return render_template(
         "dashboard.html",
         facts=facts,
+        several=several_locations(),
         events=latest_events,
         checks=last_checks,
         webhook_url=remembered if typed_url is None else typed_url,
@@ -82,7 +130,7 @@ def events() -> ResponseReturnValue:
     if status and status not in inbox.STATUSES:
         abort(400, f"unknown status {status[:40]!r}; use one of {', '.join(inbox.STATUSES)}")
     page = _page_number()
-    where, params = [], []
+    location, where, params = _location_filter(db)
     if status:
         where.append("status = ?")
         params.append(status)
@@ -101,6 +149,8 @@ def events() -> ResponseReturnValue:
         events=rows,
         status=status,
         query=query,
+        location=location,
+        several=several_locations(),
         page=page,
         pages=max(1, -(-total // PAGE_SIZE)),
         total=total,
@@ -122,6 +172,7 @@ def event_detail(event_id: int) -> ResponseReturnValue:
         reply_text=_reply_text(payload),
         calls=calls,
         can_replay=event["status"] in FINAL_STATUSES,
+        several=several_locations(),
     )
 
 
@@ -146,9 +197,16 @@ def _event_or_404(db: sqlite_utils.Database, event_id: int) -> dict[str, Any]:
 @bp.get("/dead")
 def dead_letters() -> ResponseReturnValue:
     db = database()
-    rows = list(db["events"].rows_where("status = 'dead'", order_by="id DESC", limit=500))
+    location, where, params = _location_filter(db)
+    clause = " AND ".join(["status = 'dead'", *where])
+    rows = list(db["events"].rows_where(clause, params, order_by="id DESC", limit=500))
     return render_template(
-        "dead.html", events=rows, total=db["events"].count_where("status = 'dead'")
+        "dead.html",
+        events=rows,
+        shown=db["events"].count_where(clause, params) if location else None,
+        total=db["events"].count_where("status = 'dead'"),
+        location=location,
+        several=several_locations(),
     )
 
 
@@ -157,6 +215,29 @@ def replay_dead() -> ResponseReturnValue:
     count = inbox.replay(database())
     flash(f"{wording.plural(count, 'dead event')} queued again.", "ok")
     return redirect(url_for("admin.dead_letters"))
+
+
+@bp.get("/unrouted")
+def held_events() -> ResponseReturnValue:
+    db = database()
+    total = db["events"].count_where("status = ?", [inbox.UNROUTED])
+    return render_template(
+        "unrouted.html",
+        events=inbox.unrouted(db, limit=500),
+        total=total,
+        default_location=served().default_id,
+    )
+
+
+@bp.post("/unrouted/replay")
+def replay_held() -> ResponseReturnValue:
+    count = inbox.replay(database(), unrouted=True)
+    flash(
+        f"{wording.plural(count, 'held event')} queued again: each is routed by the routes"
+        " as they are now; one that still matches none is held again.",
+        "ok",
+    )
+    return redirect(url_for("admin.held_events"))
 
 
 @bp.post("/reconcile")
@@ -248,6 +329,44 @@ def _instantly_fix(exc: InstantlyError, base_url: str) -> str:
     else:
         fix = "Instantly refused the request as sent: check the URL, then register again"
     return f"{said}\nFix: {fix}."
+
+
+def _location_filter(db: sqlite_utils.Database) -> tuple[str, list[str], list[Any]]:
+    """?location=<id>: the id, and the SQL that keeps its events. A finished event stored
+    without a location was synced to GHL_LOCATION_ID's (m042). An id this bridge neither
+    serves nor has events of is a 400 naming it."""
+    location = request.args.get("location", "").strip()
+    if not location:
+        return "", [], []
+    if served().get(location) is None and not _has_events(db, location):
+        abort(
+            400,
+            f"unknown location {location[:40]!r}: pick one of the locations this bridge"
+            " serves from the list (the settings page declares them)",
+        )
+    if location == config().ghl_location_id:
+        finished = ", ".join("?" * len(health.FINISHED))
+        return (
+            location,
+            [f"(location_id = ? OR (location_id IS NULL AND status IN ({finished})))"],
+            [location, *health.FINISHED],
+        )
+    return location, ["location_id = ?"], [location]
+
+
+def _has_events(db: sqlite_utils.Database, location: str) -> bool:
+    """A location no longer declared still has its history; two index lookups."""
+    return bool(
+        db.execute(
+            "SELECT 1 FROM event_totals WHERE location_id = ? AND events > 0 LIMIT 1",
+            [location],
+        ).fetchone()
+        or db.execute(
+            "SELECT 1 FROM events WHERE location_id = ? AND status IN ('pending', 'processing')"
+            " LIMIT 1",
+            [location],
+        ).fetchone()
+    )
 
 
 def _page_number() -> int:
