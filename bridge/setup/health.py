@@ -208,7 +208,23 @@ def by_location(db: sqlite_utils.Database, env_location: str) -> list[tuple[str,
 def served_registry(db: sqlite_utils.Database, config: Config) -> locations.Registry:
     """The locations and workspaces the stored settings declare (settings.SettingsError
     when they no longer validate)."""
-    return locations.build(config, settings_mod.current(db)[1], db)
+    return locations.build(config, _stored_settings(db, config.database), db)
+
+
+# The stored settings, validated, by database file and the save that wrote them: /healthz
+# and /metrics need no login, and validating costs more than the rest of the report.
+_validated: dict[str, tuple[tuple, dict]] = {}
+
+
+def _stored_settings(db: sqlite_utils.Database, path: str) -> dict:
+    mark = db.execute("SELECT version, updated_at FROM settings WHERE id = 1").fetchone()
+    seen = _validated.get(path)
+    if mark is not None and seen is not None and seen[0] == tuple(mark):
+        return seen[1]
+    _, current = settings_mod.current(db)  # seeds the defaults when none are stored
+    if mark is not None:
+        _validated[path] = (tuple(mark), current)
+    return current
 
 
 def _registry(
