@@ -18,6 +18,7 @@ from bridge.events.webhook import from_webhook
 from bridge.setup import health
 from bridge.store import db as store
 from bridge.store import inbox, state
+from bridge.sync.worker import Worker
 from tests.helpers import GHL_TOKEN, LOCATION_ID, reply_payload
 from tests.web_helpers import all_secrets, post
 
@@ -402,3 +403,40 @@ def test_replay_unrouted_queues_the_held_events_again(runner, db, config):
     assert inbox.get(db, dead)["status"] == inbox.DEAD, "dead events wait for their own replay"
     refused = runner.invoke(["replay", "--unrouted", str(dead)])
     assert refused.exit_code == 2 and "not both" in refused.output
+
+
+# --- end to end: the worker syncs two locations, GHL refuses one's token ------------------
+
+
+def test_a_refused_token_pauses_only_its_location_on_every_page(
+    agency, logged_in, client, db, config, env, fake_ghl
+):
+    fake_ghl.add_location(ACME, ACME_TOKEN, name=ACME_NAME)
+    # Beta's variable holds a token GHL no longer accepts: 401 for every Beta call.
+    fake_ghl.add_location(BETA, "pit-beta-the-current-one", name=BETA_NAME)
+    acme = arrive(db, config, "ann@acme.example", campaign=ACME_CAMPAIGN)
+    beta = arrive(db, config, "bob@beta.example", workspace=BETA_WORKSPACE)
+    Worker(config, db=db).run(drain=True)
+    assert inbox.get(db, acme)["status"] == inbox.DONE
+    assert fake_ghl.location(ACME).contact_by_email("ann@acme.example") is not None
+    assert inbox.get(db, beta)["status"] == inbox.PENDING
+    assert state.get(db, state.scoped(state.GHL_PAUSE, BETA)) is not None
+    assert state.get(db, state.scoped(state.GHL_PAUSE, ACME)) is None
+
+    body = client.get("/healthz").get_json()
+    assert body["failing_checks"] == ["ghl_paused"]
+    assert body["problems"][0].startswith(f"location {BETA_NAME} ({BETA}): GHL writes paused")
+    assert body["locations"][ACME]["status"] == "ok"
+    assert body["locations"][ACME]["queue"]["done"] == 1
+    assert body["locations"][BETA]["queue"]["pending"] == 1
+    samples = scrape(client)
+    assert samples[("bridge_ghl_paused", (("location", BETA),))] == 1
+    assert samples[("bridge_ghl_paused", (("location", ACME),))] == 0
+    done = (("event_type", "reply_received"), ("location", ACME), ("status", "done"))
+    assert samples[("bridge_events", done)] == 1
+
+    page = page_of(logged_in, "/")
+    assert "1 paused" in page
+    contact = inbox.get(db, acme)["contact_id"]
+    assert f"/v2/location/{ACME}/contacts/detail/{contact}" in page
+    assert "pit-beta-the-current-one" not in page
