@@ -440,3 +440,18 @@ def test_a_refused_token_pauses_only_its_location_on_every_page(
     contact = inbox.get(db, acme)["contact_id"]
     assert f"/v2/location/{ACME}/contacts/detail/{contact}" in page
     assert "pit-beta-the-current-one" not in page
+
+
+def test_stored_settings_that_no_longer_validate_are_a_problem_not_a_500(logged_in, client, db):
+    body = json.loads(db.execute("SELECT body FROM settings WHERE id = 1").fetchone()[0])
+    body["locations"] = [{"id": ACME, "overrides": {"retention": {}}}]
+    db.execute(
+        "UPDATE settings SET body = ?, version = version + 1 WHERE id = 1", [json.dumps(body)]
+    )
+    health_body = client.get("/healthz").get_json()
+    assert "settings_invalid" in health_body["failing_checks"]
+    problem = next(p for p in health_body["problems"] if p.startswith("stored settings"))
+    assert "locations.0.overrides" in problem and "settings import FILE" in problem
+    # The pages open, with GHL_LOCATION_ID's location alone.
+    assert "stored settings are not valid" in page_of(logged_in, "/")
+    assert "<th>Location</th>" not in page_of(logged_in, "/events")

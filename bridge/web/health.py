@@ -1,7 +1,9 @@
 """GET /healthz: the bridge's health for an uptime monitor.
 
 200 when ok or degraded, 503 when unhealthy; with ?strict=1, degraded is 503 too, for a
-monitor that should also page for dead letters or a failed reconciliation.
+monitor that should also page for dead letters or a failed reconciliation. Each GHL
+location's own state is under `locations` (by id), and `unrouted` counts held events; the
+bridge's status is the worst of them (bridge/setup/health.py).
 """
 
 from __future__ import annotations
