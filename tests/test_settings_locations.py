@@ -387,6 +387,18 @@ def test_the_pickers_show_the_chosen_locations_lists(logged_in, db, ghl, config)
         assert len(location.calls_to("GET", "/locations/{id}/customFields")) == 1
 
 
+def test_reload_lists_fetches_them_again_and_stays_on_the_chosen_location(
+    logged_in, db, ghl, config
+):
+    with_locations(db, client_entry())
+    tokens.store(db, config.secret_key, CLIENT, CLIENT_TOKEN)
+    page_of(logged_in, f"?location={CLIENT}")
+    response = post(logged_in, "/settings/refresh-lists", {"location": CLIENT})
+    assert response.location == f"/settings?location={CLIENT}"
+    logged_in.get(response.location)
+    assert len(ghl.client.calls_to("GET", "/locations/{id}/customFields")) == 2
+
+
 def test_a_save_checks_each_location_against_its_own_custom_fields(logged_in, db, ghl, config):
     with_locations(db, client_entry())
     tokens.store(db, config.secret_key, CLIENT, CLIENT_TOKEN)

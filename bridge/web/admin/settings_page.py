@@ -424,7 +424,7 @@ def import_settings() -> ResponseReturnValue:
 def refresh_lists() -> ResponseReturnValue:
     lookups.clear(database())
     flash("Lists from GHL and Instantly are fetched again.", "ok")
-    return redirect(url_for("admin.settings"))
+    return redirect(url_for("admin.settings", location=request.form.get("location") or None))
 
 
 def _posted_version(form: MultiDict) -> int:
