@@ -341,9 +341,10 @@ def build(
     pending = dict(errors or {})
     widgets = _schema_widgets(schema, values or {}, "", "", pending, blanks or {})
     for path, offered in (choices or {}).items():
-        found = next((w.find(path) for w in widgets if w.find(path)), None)
-        if found is not None and found.kind == "text":
-            _offer(found, offered)
+        for widget in widgets:
+            found = widget.find(path)
+            if found is not None and found.kind == "text":
+                _offer(found, offered)
     leftover = [f"{path}: {msg}" for path, msgs in pending.items() for msg in msgs]
     unplaced = dict(warnings or {})
     _attach_warnings(widgets, unplaced)
@@ -537,7 +538,7 @@ def _records(
             path=path,
             name=str(index),
             label=str(record.get("name") or record.get("id") or "")
-            or ("New" if blank else f"{widget.label} {index + 1}"),
+            or ("New" if blank else f"{widget.label}: entry {index + 1}"),
             kind="record",
             pattern=_join(pattern, "*"),
             blank=blank,
