@@ -528,6 +528,10 @@ def test_an_agencys_pages_hold_their_shape_with_long_location_names(
         assert page.locator("td[data-label='Location']").count() == 2
         look(page, "dead-locations", width)
 
+        page.goto(url + "/events/1")
+        assert page.locator("table.kv a", has_text=LONG_LOCATION).count() == 1
+        look(page, "event-locations", width)
+
         page.goto(url + "/unrouted")
         assert page.locator("table.held tbody tr").count() == 1
         assert HELD_CAMPAIGN in page.locator("table.held").inner_text()
