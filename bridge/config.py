@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -59,6 +60,14 @@ class Config:
     log_emails: str = LOG_EMAILS_MASK
     replica_url: str = ""
     extra: dict = field(default_factory=dict)
+    # The environment the config was read from, for the variables settings name (a
+    # location's token_env, a workspace's key_env); None reads os.environ.
+    environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
+
+    def env_value(self, name: str) -> str:
+        """An environment variable settings name, trimmed ('' when unset)."""
+        env = os.environ if self.environ is None else self.environ
+        return (env.get(name) or "").strip()
 
     @property
     def ghl_configured(self) -> bool:
@@ -110,6 +119,7 @@ def load_config(env: dict[str, str] | None = None, dotenv_path: str | None = Non
         allow_private_webhook_url=_flag(env, "BRIDGE_ALLOW_PRIVATE_WEBHOOK_URL"),
         log_emails=_choice(env, "BRIDGE_LOG_EMAILS", (LOG_EMAILS_MASK, LOG_EMAILS_FULL)),
         replica_url=_replica_url(env),
+        environ=env,
     )
 
 

@@ -16,6 +16,8 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate, val
 from bridge.clock import now_iso
 from bridge.events import template
 from bridge.events.types import STATUS_BY_EVENT
+from bridge.locations import overrides as location_overrides
+from bridge.locations.schema import InstantlySchema, LocationSchema, RoutingSchema, route_problems
 from bridge.store.db import immediate
 
 # config/defaults.toml in the repository, shipped as the package bridge.defaults.
@@ -404,6 +406,18 @@ class SettingsSchema(Schema):
         },
     )
 
+    locations = fields.List(
+        fields.Nested(LocationSchema),
+        load_default=list,
+        validate=validate.Length(max=500),
+        metadata={
+            "description": "GHL sub-accounts besides GHL_LOCATION_ID's, each with its "
+            "token, routes and overrides."
+        },
+    )
+    instantly = fields.Nested(InstantlySchema, load_default=lambda: InstantlySchema().load({}))
+    routing = fields.Nested(RoutingSchema, load_default=lambda: RoutingSchema().load({}))
+
     @pre_load
     def _event_days_outlast_first_run(self, data: Any, **_: Any) -> Any:
         """Settings stored before [retention] existed, with reconcile.first_run_days at or
@@ -427,6 +441,30 @@ class SettingsSchema(Schema):
             raise ValidationError({"event_days": [problem]}, "retention")
 
     @validates_schema
+    def _routes_agree(self, data: dict, **_: Any) -> None:
+        problems = route_problems(data)
+        if problems:
+            raise ValidationError(problems)
+
+    @validates_schema
+    def _overrides_are_settings(self, data: dict, **_: Any) -> None:
+        # Checked as the settings the location will run with, so an override of a setting
+        # that does not exist, or with a bad value, is named like any other setting.
+        if "locations" not in data or not any(loc["overrides"] for loc in data["locations"]):
+            return
+        base = location_overrides.without_locations(data)
+        for i, location in enumerate(data["locations"]):
+            if not location["overrides"]:
+                continue
+            try:
+                SettingsSchema().load(location_overrides.merged(base, location["overrides"]))
+            except ValidationError as exc:
+                found = _flatten(exc.messages)
+                raise ValidationError(
+                    {f"locations.{i}.overrides.{path}": msgs for path, msgs in found.items()}
+                ) from None
+
+    @validates_schema
     def _dnd_only_where_it_means_something(self, data: dict, **_: Any) -> None:
         for event_type, rule in data.get("events", {}).items():
             if rule["dnd"] and event_type not in DND_EVENTS:
@@ -444,6 +482,16 @@ class SettingsSchema(Schema):
                     {str(i): {"ghl": [f"{row['ghl']!r} is mapped twice"]}}, "field_map"
                 )
             seen.add(row["ghl"])
+
+
+def for_location(settings: dict, overrides: dict) -> dict:
+    """The settings a location syncs with: the bridge's with its overrides laid over
+    (validated when the settings were saved)."""
+    if not overrides:
+        return settings
+    return validate_settings(
+        location_overrides.merged(location_overrides.without_locations(settings), overrides)
+    )
 
 
 def validate_settings(raw: dict) -> dict:
