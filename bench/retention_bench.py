@@ -183,8 +183,9 @@ def _fast_forward(db, days: int, per_day: int) -> None:
     }
     for status, share in finished.items():
         db.execute(
-            "INSERT INTO event_totals VALUES ('reply_received', ?, ?)"
-            " ON CONFLICT (event_type, status) DO UPDATE SET events = events + excluded.events",
+            "INSERT INTO event_totals VALUES ('', 'reply_received', ?, ?)"
+            " ON CONFLICT (location_id, event_type, status)"
+            " DO UPDATE SET events = events + excluded.events",
             [status, round(days * per_day * share)],
         )
     calls = days * per_day * CALLS_PER_EVENT

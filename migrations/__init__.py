@@ -453,3 +453,85 @@ def m041_ghl_call_request(db: Database) -> None:
     """What each GHL call sent (its JSON body or query, capped, never a header), for the
     event's page. An added column keeps the table, and so m036's triggers on it."""
     db["ghl_calls"].add_column("request", str)
+
+
+EVENT_TOTALS_BY_LOCATION = (
+    "DROP TRIGGER event_totals_insert",
+    "DROP TRIGGER event_totals_update",
+    "DROP TRIGGER event_totals_delete",
+    "DROP TABLE event_totals",
+    """
+CREATE TABLE event_totals (
+    location_id TEXT NOT NULL, event_type TEXT NOT NULL, status TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    PRIMARY KEY (location_id, event_type, status)
+) WITHOUT ROWID
+""",
+    f"""
+INSERT INTO event_totals
+    SELECT IFNULL(location_id, ''), event_type, status, COUNT(*) FROM events
+    WHERE status NOT IN {QUEUED} GROUP BY IFNULL(location_id, ''), event_type, status
+""",
+    f"""
+CREATE TRIGGER event_totals_insert AFTER INSERT ON events
+WHEN NEW.status NOT IN {QUEUED}
+BEGIN
+    INSERT INTO event_totals VALUES (IFNULL(NEW.location_id, ''), NEW.event_type, NEW.status, 1)
+    ON CONFLICT (location_id, event_type, status) DO UPDATE SET events = events + 1;
+END
+""",
+    f"""
+CREATE TRIGGER event_totals_update AFTER UPDATE OF status, event_type, location_id ON events
+WHEN OLD.status IS NOT NEW.status OR OLD.event_type IS NOT NEW.event_type
+    OR OLD.location_id IS NOT NEW.location_id
+BEGIN
+    -- A queued status has no row here, so leaving the queue subtracts nothing.
+    UPDATE event_totals SET events = events - 1
+    WHERE location_id = IFNULL(OLD.location_id, '') AND event_type = OLD.event_type
+        AND status = OLD.status;
+    INSERT INTO event_totals
+    SELECT IFNULL(NEW.location_id, ''), NEW.event_type, NEW.status, 1
+    WHERE NEW.status NOT IN {QUEUED}
+    ON CONFLICT (location_id, event_type, status) DO UPDATE SET events = events + 1;
+END
+""",
+    """
+CREATE TRIGGER event_totals_delete AFTER DELETE ON events
+BEGIN
+    UPDATE event_totals SET events = events - 1
+    WHERE location_id = IFNULL(OLD.location_id, '') AND event_type = OLD.event_type
+        AND status = OLD.status;
+END
+""",
+)
+
+
+@migrations()
+def m042_locations(db: Database) -> None:
+    """Many GHL locations in one bridge (bridge/locations/). An event's location is decided
+    when it is synced (NULL before; an event finished before this step was synced to
+    GHL_LOCATION_ID's location); its workspace is where it came from. The contact map and
+    the keyed GHL writes are per location: the same email in two clients is two contacts.
+    Their rows from before get location '' and are adopted by GHL_LOCATION_ID's location
+    when the bridge next starts (bridge/store/adopt.py). Finished-event totals are kept
+    per location too, for /metrics' location label."""
+    db["events"].add_column("location_id", str)
+    db["events"].add_column("workspace_id", str)
+    db.execute(
+        "CREATE INDEX idx_events_lane ON events (location_id, status, next_attempt_at, id)"
+        f" WHERE status IN {QUEUED}"
+    )
+    db.execute(
+        "CREATE INDEX idx_events_unrouted ON events (id)"
+        " WHERE status = 'pending' AND location_id IS NULL"
+    )
+    db.execute("CREATE INDEX idx_events_held ON events (id) WHERE status = 'unrouted'")
+    for table, key in (("contacts", "email"), ("ghl_writes", "key")):
+        db[table].add_column("location_id", str, not_null_default="")
+        db[table].transform(pk=("location_id", key))
+    db["ghl_calls"].add_column("location_id", str)
+    db["location_tokens"].create(
+        {"location_id": str, "token": str, "updated_at": str}, pk="location_id"
+    )
+    for statement in EVENT_TOTALS_BY_LOCATION:
+        db.execute(statement)

@@ -36,6 +36,9 @@ class Event:
     campaign_name: str = ""
     occurred_at: str = ""
     source: str = "webhook"
+    # The Instantly workspace it came from ('' when unknown): with the campaign, where it is
+    # routed. From the URL the bridge registered per workspace, or the workspace polled.
+    workspace_id: str = ""
     # The delivery's own JSON text when it holds `payload` exactly: stored as sent, so the
     # webhook does not serialise again what it has just parsed.
     payload_json: str | None = field(default=None, compare=False, repr=False)

@@ -1,4 +1,5 @@
-"""The contact map: per email, the GHL contact id and what the bridge already wrote."""
+"""The contact map: per location and email, the GHL contact id and what the bridge already
+wrote. The same email in two locations is two contacts."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from bridge.clock import now_iso
 class ContactRecord:
     email: str
     contact_id: str
+    location_id: str = ""
     fields: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
     interest_status: str | None = None
@@ -31,14 +33,15 @@ class ContactRecord:
         return [t for t in tags if t not in have]
 
 
-def get(db: sqlite_utils.Database, email: str) -> ContactRecord | None:
-    rows = list(db["contacts"].rows_where("email = ?", [email]))
+def get(db: sqlite_utils.Database, location_id: str, email: str) -> ContactRecord | None:
+    rows = list(db["contacts"].rows_where("location_id = ? AND email = ?", [location_id, email]))
     if not rows or not rows[0]["contact_id"]:
         return None
     row = rows[0]
     return ContactRecord(
         email=row["email"],
         contact_id=row["contact_id"],
+        location_id=row["location_id"],
         fields=json.loads(row["fields"] or "{}"),
         tags=json.loads(row["tags"] or "[]"),
         interest_status=row["interest_status"],
@@ -48,22 +51,27 @@ def get(db: sqlite_utils.Database, email: str) -> ContactRecord | None:
 
 
 def record_upsert(
-    db: sqlite_utils.Database, email: str, contact_id: str, fields: dict[str, Any]
+    db: sqlite_utils.Database,
+    location_id: str,
+    email: str,
+    contact_id: str,
+    fields: dict[str, Any],
 ) -> ContactRecord:
     """Remember the contact id and merge in the fields just written."""
-    record = get(db, email)
+    record = get(db, location_id, email)
     if record is None or record.contact_id != contact_id:
-        record = ContactRecord(email=email, contact_id=contact_id)
+        record = ContactRecord(email=email, contact_id=contact_id, location_id=location_id)
     record.fields.update(fields)
     db["contacts"].upsert(
         {
+            "location_id": location_id,
             "email": email,
             "contact_id": contact_id,
             "fields": json.dumps(record.fields, sort_keys=True),
             "tags": json.dumps(record.tags),
             "updated_at": now_iso(),
         },
-        pk="email",
+        pk=("location_id", "email"),
     )
     return record
 
@@ -91,18 +99,25 @@ def record_interest(
     record.interest_status, record.interest_at, record.interest_tags = status, at, sorted(tags)
     db.execute(
         "UPDATE contacts SET interest_status = ?, interest_at = ?, interest_tags = ?,"
-        " updated_at = ? WHERE email = ?",
-        [status, at, json.dumps(record.interest_tags), now_iso(), record.email],
+        " updated_at = ? WHERE location_id = ? AND email = ?",
+        [
+            status,
+            at,
+            json.dumps(record.interest_tags),
+            now_iso(),
+            record.location_id,
+            record.email,
+        ],
     )
 
 
 def _save_tags(db: sqlite_utils.Database, record: ContactRecord) -> None:
     db.execute(
-        "UPDATE contacts SET tags = ?, updated_at = ? WHERE email = ?",
-        [json.dumps(record.tags), now_iso(), record.email],
+        "UPDATE contacts SET tags = ?, updated_at = ? WHERE location_id = ? AND email = ?",
+        [json.dumps(record.tags), now_iso(), record.location_id, record.email],
     )
 
 
-def forget(db: sqlite_utils.Database, email: str) -> None:
+def forget(db: sqlite_utils.Database, location_id: str, email: str) -> None:
     """Drop a mapping whose GHL contact no longer exists."""
-    db.execute("DELETE FROM contacts WHERE email = ?", [email])
+    db.execute("DELETE FROM contacts WHERE location_id = ? AND email = ?", [location_id, email])

@@ -34,26 +34,31 @@ class Write:
         return self.state == DONE
 
 
-def get(db: sqlite_utils.Database, key: str) -> Write | None:
+def get(db: sqlite_utils.Database, location_id: str, key: str) -> Write | None:
     row = db.execute(
-        "SELECT key, kind, contact_id, state, ghl_id, detail FROM ghl_writes WHERE key = ?", [key]
+        "SELECT key, kind, contact_id, state, ghl_id, detail FROM ghl_writes"
+        " WHERE location_id = ? AND key = ?",
+        [location_id, key],
     ).fetchone()
     if row is None:
         return None
     return Write(row[0], row[1], row[2] or "", row[3], row[4] or "", json.loads(row[5] or "{}"))
 
 
-def intend(db: sqlite_utils.Database, key: str, kind: str, contact_id: str) -> None:
+def intend(
+    db: sqlite_utils.Database, location_id: str, key: str, kind: str, contact_id: str
+) -> None:
     """Record that a write is about to be sent; an existing record is left as it is."""
     db.execute(
-        "INSERT INTO ghl_writes (key, kind, contact_id, state, at) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT(key) DO NOTHING",
-        [key, kind, contact_id, INTENT, now_iso()],
+        "INSERT INTO ghl_writes (location_id, key, kind, contact_id, state, at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(location_id, key) DO NOTHING",
+        [location_id, key, kind, contact_id, INTENT, now_iso()],
     )
 
 
 def done(
     db: sqlite_utils.Database,
+    location_id: str,
     key: str,
     kind: str,
     contact_id: str,
@@ -62,14 +67,15 @@ def done(
 ) -> None:
     """Record a write GHL confirmed, with the id it answered and what was written."""
     db.execute(
-        "INSERT INTO ghl_writes (key, kind, contact_id, state, ghl_id, detail, at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT(key) DO UPDATE SET state = excluded.state, ghl_id = excluded.ghl_id,"
-        " contact_id = excluded.contact_id, detail = excluded.detail, at = excluded.at",
-        [key, kind, contact_id, DONE, ghl_id, json.dumps(detail or {}), now_iso()],
+        "INSERT INTO ghl_writes (location_id, key, kind, contact_id, state, ghl_id, detail, at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(location_id, key) DO UPDATE SET state = excluded.state,"
+        " ghl_id = excluded.ghl_id, contact_id = excluded.contact_id, detail = excluded.detail,"
+        " at = excluded.at",
+        [location_id, key, kind, contact_id, DONE, ghl_id, json.dumps(detail or {}), now_iso()],
     )
 
 
-def forget(db: sqlite_utils.Database, key: str) -> None:
+def forget(db: sqlite_utils.Database, location_id: str, key: str) -> None:
     """Drop a record whose GHL object no longer exists, so it is written afresh."""
-    db.execute("DELETE FROM ghl_writes WHERE key = ?", [key])
+    db.execute("DELETE FROM ghl_writes WHERE location_id = ? AND key = ?", [location_id, key])

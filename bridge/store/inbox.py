@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,15 +16,18 @@ from bridge.config import DEFAULT_LEASE_SECONDS
 from bridge.events.event import Event
 from bridge.store.db import immediate
 
-PENDING, PROCESSING, DONE, IGNORED, SUPERSEDED, DEAD = (
+PENDING, PROCESSING, DONE, IGNORED, SUPERSEDED, DEAD, UNROUTED = (
     "pending",
     "processing",
     "done",
     "ignored",
     "superseded",
     "dead",
+    "unrouted",
 )
-STATUSES = (PENDING, PROCESSING, DONE, IGNORED, SUPERSEDED, DEAD)
+# Unrouted: held because no route claims its campaign or workspace and there is no default
+# location; never dropped, never guessed, queued again by replay once a route exists.
+STATUSES = (PENDING, PROCESSING, DONE, IGNORED, SUPERSEDED, DEAD, UNROUTED)
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,11 @@ class Enqueued:
 
 _INSERT = (
     "INSERT INTO events (key, source, event_type, email, campaign_id, campaign_name,"
-    " occurred_at, payload, status, attempts, next_attempt_at, received_at, updated_at) VALUES "
+    " workspace_id, occurred_at, payload, status, attempts, next_attempt_at, received_at,"
+    " updated_at) VALUES "
 )
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)"
-# SQLite's default limit is 32,766 parameters per statement; 11 per row.
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)"
+# SQLite's default limit is 32,766 parameters per statement; 12 per row.
 MAX_BATCH = 1000
 
 
@@ -72,6 +77,7 @@ def enqueue_many(
             event.email,
             event.campaign_id,
             event.campaign_name,
+            event.workspace_id or None,
             event.occurred_at,
             event.payload_json or json.dumps(event.payload, separators=(",", ":")),
             moment,
@@ -122,20 +128,29 @@ def known_keys(db: sqlite_utils.Database, keys: list[str]) -> set[str]:
 # walks the status index in claim order and stops at its first free event, so a claim reads
 # few rows however long the queue; the partial index on leased rows answers "held?".
 _FREE = """NOT EXISTS (SELECT 1 FROM events AS held
-        WHERE held.status = 'processing' AND held.email = due.email AND held.lease_until >= :now)"""
-_CLAIMABLE = f"""
+        WHERE held.status = 'processing' AND held.email = due.email AND held.lease_until >= :now
+        AND held.location_id IS due.location_id)"""
+
+
+def _claimable(lane: str) -> str:
+    return f"""
     SELECT id FROM (
         SELECT * FROM (
             SELECT due.id, due.next_attempt_at FROM events AS due
-            WHERE due.status = 'pending' AND due.next_attempt_at <= :now AND {_FREE}
+            WHERE due.status = 'pending' AND due.next_attempt_at <= :now {lane} AND {_FREE}
             ORDER BY due.next_attempt_at, due.id LIMIT 1)
         UNION ALL
         SELECT * FROM (
             SELECT due.id, due.next_attempt_at FROM events AS due
-            WHERE due.status = 'processing' AND due.lease_until < :now AND {_FREE}
+            WHERE due.status = 'processing' AND due.lease_until < :now {lane} AND {_FREE}
             ORDER BY due.next_attempt_at, due.id LIMIT 1)
     ) ORDER BY next_attempt_at, id LIMIT 1
 """
+
+
+_CLAIMABLE = _claimable("")
+# One location's lane claims only the events routed to it (idx_events_lane).
+_CLAIMABLE_IN_LANE = _claimable("AND due.location_id = :location")
 
 
 def claim_next(
@@ -143,10 +158,13 @@ def claim_next(
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     now: float | None = None,
     owner: str | None = None,
+    location_id: str | None = None,
 ) -> dict[str, Any] | None:
     """Lease the next due event (pending, or processing with an expired lease) whose
     contact no other event holds: one contact's events are synced one at a time, by
     whichever worker, drain or reconcile run claims them, in the order they came due.
+    With `location_id`, only the events routed to that location (its lane's claim); a
+    contact is one email in one location.
 
     A holder that outlives its lease loses that guarantee: the event and its contact's
     next events can then be claimed by another worker while the first is still writing.
@@ -156,8 +174,9 @@ def claim_next(
     every time still reaches its maximum and is dead-lettered.
     """
     now = time.time() if now is None else now
+    query = _CLAIMABLE if location_id is None else _CLAIMABLE_IN_LANE
     with immediate(db):
-        row = db.execute(_CLAIMABLE, {"now": now}).fetchone()
+        row = db.execute(query, {"now": now, "location": location_id}).fetchone()
         if row is None:
             return None
         db.execute(
@@ -182,6 +201,7 @@ def event_from_row(row: dict[str, Any]) -> Event:
         campaign_name=row["campaign_name"] or "",
         occurred_at=row["occurred_at"] or "",
         source=row["source"],
+        workspace_id=row.get("workspace_id") or "",
     )
 
 
@@ -242,25 +262,104 @@ def dead(db: sqlite_utils.Database, event_id: int, error: str) -> None:
     )
 
 
-def replay(db: sqlite_utils.Database, event_ids: list[int] | None = None) -> int:
-    """Queue dead events (all, or the given ones in any final state) again; returns how many."""
+# A replayed event is routed again when it is next synced: a route added since applies.
+_REQUEUE = (
+    "UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = 0,"
+    " location_id = NULL, updated_at = ?"
+)
+
+
+def replay(
+    db: sqlite_utils.Database, event_ids: list[int] | None = None, unrouted: bool = False
+) -> int:
+    """Queue events again; returns how many. No ids: every dead event, or with `unrouted`
+    every held one. With ids: those events, in any state but processing."""
     stamp = now_iso()
     if event_ids is None:
-        cursor = db.execute(
-            "UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = 0,"
-            " updated_at = ? WHERE status = 'dead'",
-            [stamp],
-        )
-        return cursor.rowcount
+        status = UNROUTED if unrouted else DEAD
+        return db.execute(f"{_REQUEUE} WHERE status = ?", [stamp, status]).rowcount
     count = 0
     for event_id in event_ids:
         cursor = db.execute(
-            "UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = 0,"
-            " updated_at = ? WHERE id = ? AND status != 'processing'",
-            [stamp, event_id],
+            f"{_REQUEUE} WHERE id = ? AND status != 'processing'", [stamp, event_id]
         )
         count += cursor.rowcount
     return count
+
+
+@dataclass(frozen=True)
+class Routed:
+    routed: int = 0
+    held: int = 0
+
+
+def route_pending(
+    db: sqlite_utils.Database,
+    route: Callable[[str, str], str | None],
+    limit: int = 500,
+) -> Routed:
+    """Decide the location of queued events not routed yet, with `route(campaign_id,
+    workspace_id)`; an event it has no location for is held (unrouted). Returns the counts.
+
+    Looked for first without a transaction: the worker asks every turn, and the usual answer
+    (nothing to route) must not take the writers' lock."""
+    if (
+        db.execute(
+            "SELECT 1 FROM events INDEXED BY idx_events_unrouted"
+            " WHERE status = 'pending' AND location_id IS NULL LIMIT 1"
+        ).fetchone()
+        is None
+    ):
+        return Routed()
+    with immediate(db):
+        rows = db.execute(
+            "SELECT id, IFNULL(campaign_id, ''), IFNULL(workspace_id, '') FROM events"
+            " INDEXED BY idx_events_unrouted WHERE status = 'pending' AND location_id IS NULL"
+            " ORDER BY id LIMIT ?",
+            [limit],
+        ).fetchall()
+        routed = held = 0
+        stamp = now_iso()
+        for event_id, campaign_id, workspace_id in rows:
+            location = route(campaign_id, workspace_id)
+            if location is None:
+                db.execute(
+                    "UPDATE events SET status = 'unrouted', last_error = ?, updated_at = ?"
+                    " WHERE id = ?",
+                    [_held_because(campaign_id, workspace_id), stamp, event_id],
+                )
+                held += 1
+            else:
+                db.execute("UPDATE events SET location_id = ? WHERE id = ?", [location, event_id])
+                routed += 1
+    return Routed(routed, held)
+
+
+def _held_because(campaign_id: str, workspace_id: str) -> str:
+    return (
+        f"held: no route claims campaign {campaign_id or '(none)'} or workspace "
+        f"{workspace_id or '(unknown)'}, and there is no default location; add a route, "
+        "then replay"
+    )
+
+
+def unroute_pending(db: sqlite_utils.Database) -> int:
+    """Forget the location of every queued event not under a lease, so it is routed again
+    by the routes as they are now (they changed). Returns how many."""
+    return db.execute(
+        "UPDATE events SET location_id = NULL WHERE status = 'pending' AND location_id IS NOT NULL"
+    ).rowcount
+
+
+def unrouted(db: sqlite_utils.Database, limit: int = 100) -> list[dict[str, Any]]:
+    """Held events, oldest first, with what routing looked at."""
+    cursor = db.execute(
+        "SELECT id, event_type, email, campaign_id, campaign_name, workspace_id, received_at"
+        " FROM events INDEXED BY idx_events_held WHERE status = 'unrouted' ORDER BY id LIMIT ?",
+        [limit],
+    )
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def counts(db: sqlite_utils.Database) -> dict[str, int]:
@@ -279,11 +378,25 @@ def counts_by_type(db: sqlite_utils.Database) -> list[tuple[str, str, int]]:
     the status index.
     """
     finished = db.execute(
-        "SELECT event_type, status, events FROM event_totals WHERE events > 0"
+        "SELECT event_type, status, SUM(events) FROM event_totals WHERE events > 0"
+        " GROUP BY event_type, status"
     ).fetchall()
     queued = db.execute(
         "SELECT event_type, status, COUNT(*) FROM events"
         " WHERE status IN ('pending', 'processing') GROUP BY event_type, status"
+    ).fetchall()
+    return [tuple(row) for row in finished + queued]
+
+
+def counts_by_location(db: sqlite_utils.Database) -> list[tuple[str, str, str, int]]:
+    """(location id, event type, status, events) for each that has events; location ''
+    for events not routed yet, held, or finished before locations existed (m042)."""
+    finished = db.execute(
+        "SELECT location_id, event_type, status, events FROM event_totals WHERE events > 0"
+    ).fetchall()
+    queued = db.execute(
+        "SELECT IFNULL(location_id, ''), event_type, status, COUNT(*) FROM events"
+        " WHERE status IN ('pending', 'processing') GROUP BY 1, 2, 3"
     ).fetchall()
     return [tuple(row) for row in finished + queued]
 

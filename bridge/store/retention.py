@@ -279,7 +279,7 @@ def delete_events(db: sqlite_utils.Database, before: str, limit: int | None = No
     taken as new. Dead and queued events are never deleted."""
     pruned = Pruned()
     query = (
-        f"SELECT id, event_type, status FROM {_BY_FINISH}"
+        f"SELECT id, event_type, status, IFNULL(location_id, '') FROM {_BY_FINISH}"
         " AND updated_at < ? ORDER BY updated_at LIMIT ?"
     )
     if db.execute(query, [before, 1]).fetchone() is None:
@@ -288,10 +288,13 @@ def delete_events(db: sqlite_utils.Database, before: str, limit: int | None = No
         rows = db.execute(query, [before, limit or BATCH_ROWS]).fetchall()
         _delete_ids(db, "events", [row[0] for row in rows])
         # Put back what event_totals_delete subtracted: the totals count events finished.
-        for (event_type, status), n in Counter((row[1], row[2]) for row in rows).items():
+        for (event_type, status, location), n in Counter(
+            (row[1], row[2], row[3]) for row in rows
+        ).items():
             db.execute(
-                "UPDATE event_totals SET events = events + ? WHERE event_type = ? AND status = ?",
-                [n, event_type, status],
+                "UPDATE event_totals SET events = events + ?"
+                " WHERE location_id = ? AND event_type = ? AND status = ?",
+                [n, location, event_type, status],
             )
         pruned.events = len(rows)
     return pruned

@@ -19,6 +19,17 @@ GHL_RETRY_AFTER_CAPPED = "ghl_retry_after_capped"
 GHL_FAILING_SINCE = "ghl_failing_since"
 
 
+# Custom field keys to ids, fetched from GHL (bridge/sync/fieldmap.py).
+GHL_CUSTOM_FIELDS = "ghl_custom_fields"
+# Of the names above, those each location keeps its own of (scoped by its id).
+PER_LOCATION = (GHL_PAUSE, GHL_LAST_ERROR, GHL_RETRY_AFTER_CAPPED, GHL_FAILING_SINCE)
+
+
+def scoped(name: str, location_id: str) -> str:
+    """The state name `name` has for one location."""
+    return f"{name}:{location_id}"
+
+
 def get(db: sqlite_utils.Database, name: str, default: Any = None) -> Any:
     row = db.execute("SELECT value FROM state WHERE name = ?", [name]).fetchone()
     return json.loads(row[0]) if row else default
@@ -43,21 +54,22 @@ def ghl_call_failed(status: int) -> bool:
     return status == 0 or status == 408 or status >= 500
 
 
-def note_ghl_call(db: sqlite_utils.Database, status: int) -> None:
-    """Keep GHL_FAILING_SINCE for a call's outcome: set by the first failure after a call
-    that reached GHL, cleared by the next one that reaches it.
+def note_ghl_call(db: sqlite_utils.Database, status: int, location_id: str) -> None:
+    """Keep the location's GHL_FAILING_SINCE for a call's outcome: set by the first failure
+    after a call that reached GHL, cleared by the next one that reaches it.
 
     Read first, so the usual call (whose outcome changes nothing) writes nothing; a second
     worker setting it meanwhile keeps the earlier time.
     """
-    failing = get(db, GHL_FAILING_SINCE)
+    name = scoped(GHL_FAILING_SINCE, location_id)
+    failing = get(db, name)
     if not ghl_call_failed(status):
         if failing is not None:
-            delete(db, GHL_FAILING_SINCE)
+            delete(db, name)
         return
     if failing is None:
         db.execute(
             "INSERT INTO state (name, value, updated_at) VALUES (?, ?, ?)"
             " ON CONFLICT(name) DO NOTHING",
-            [GHL_FAILING_SINCE, json.dumps({"at": now_iso(), "status": status}), now_iso()],
+            [name, json.dumps({"at": now_iso(), "status": status}), now_iso()],
         )
