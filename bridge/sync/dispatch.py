@@ -26,11 +26,11 @@ def sync_event(
     try:
         return _sync_once(db, event, settings, client)
     except GHLRejected as exc:
-        if not contact_gone(exc) or contacts.get(db, event.email) is None:
+        if not contact_gone(exc) or contacts.get(db, client.location_id, event.email) is None:
             raise
         # Someone deleted the contact in GHL: forget it and write it afresh, once.
         log.warning("GHL no longer has the contact for %s; writing it again", event.email)
-        contacts.forget(db, event.email)
+        contacts.forget(db, client.location_id, event.email)
         return _sync_once(db, event, settings, client)
 
 

@@ -36,11 +36,18 @@ def set_email_dnd(
     Only the Email channel: the lead opted out of email, not of calls or texts.
     """
     key = f"{KIND}:email:{record.contact_id}"
-    write = ghl_writes.get(db, key)
+    write = ghl_writes.get(db, record.location_id, key)
     if write is not None and write.done:
         return
     client.update_contact(
         record.contact_id,
         {"dndSettings": {"Email": {"status": "active", "message": dnd_message(event)}}},
     )
-    ghl_writes.done(db, key, KIND, record.contact_id, detail={"event_type": event.event_type})
+    ghl_writes.done(
+        db,
+        record.location_id,
+        key,
+        KIND,
+        record.contact_id,
+        detail={"event_type": event.event_type},
+    )

@@ -12,7 +12,7 @@ from bridge.clients.ghl import GHLClient
 from bridge.settings import CUSTOM_FIELD_PREFIX
 from bridge.store import state
 
-CUSTOM_FIELDS_STATE = "ghl_custom_fields"
+CUSTOM_FIELDS_STATE = state.GHL_CUSTOM_FIELDS
 CACHE_SECONDS = 3600.0
 # A key missing from the cache triggers one refetch, at most this often.
 REFETCH_MISSING_AFTER = 60.0
@@ -88,9 +88,11 @@ class CustomFieldIds:
         self.db = db
         self.client = client
         self.clock = clock
+        # Each location has its own custom fields, and so its own cache.
+        self._state_name = state.scoped(CUSTOM_FIELDS_STATE, client.location_id)
 
     def id_for(self, field_key: str) -> str:
-        cached = state.get(self.db, CUSTOM_FIELDS_STATE) or {}
+        cached = state.get(self.db, self._state_name) or {}
         age = self.clock() - cached.get("fetched_at", 0)
         ids = cached.get("ids", {})
         fresh = age < CACHE_SECONDS
@@ -111,5 +113,5 @@ class CustomFieldIds:
             for f in self.client.custom_fields()
             if f.get("fieldKey") and f.get("id")
         }
-        state.put(self.db, CUSTOM_FIELDS_STATE, {"fetched_at": self.clock(), "ids": ids})
+        state.put(self.db, self._state_name, {"fetched_at": self.clock(), "ids": ids})
         return ids

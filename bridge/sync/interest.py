@@ -24,7 +24,7 @@ def sync_interest(
     status = interest_status(event.event_type)
     if status is None:
         raise ValueError(f"{event.event_type} sets no interest status")
-    record = contacts.get(db, event.email)
+    record = contacts.get(db, client.location_id, event.email)
     # An event dated ahead of its arrival was given its arrival as its time: say so in
     # what the event shows, whichever way it ends.
     ahead = ahead_note(event)

@@ -43,7 +43,7 @@ def place_opportunity(
     pipeline_id = rule["pipeline_id"].strip()
     want = {"pipelineStageId": stage_for(rule, status), "status": rule["ghl_status"][status]}
     key = f"{KIND}:{record.contact_id}:{pipeline_id}"
-    write = ghl_writes.get(db, key)
+    write = ghl_writes.get(db, record.location_id, key)
     if write is not None and write.done:
         if write.detail == want:
             return
@@ -54,9 +54,11 @@ def place_opportunity(
                 raise
             # Deleted in GHL: the contact has no opportunity here any more.
             log.warning("opportunity %s is gone from GHL; creating a new one", write.ghl_id)
-            ghl_writes.forget(db, key)
+            ghl_writes.forget(db, record.location_id, key)
         else:
-            ghl_writes.done(db, key, KIND, record.contact_id, write.ghl_id, want)
+            ghl_writes.done(
+                db, record.location_id, key, KIND, record.contact_id, write.ghl_id, want
+            )
             return
     # First time for this contact and pipeline, or an attempt whose outcome is unknown:
     # GHL may hold the contact's opportunity already (from that attempt, or made by hand).
@@ -65,9 +67,9 @@ def place_opportunity(
         opportunity_id, current = found
         if current != want:
             client.update_opportunity(opportunity_id, want)
-        ghl_writes.done(db, key, KIND, record.contact_id, opportunity_id, want)
+        ghl_writes.done(db, record.location_id, key, KIND, record.contact_id, opportunity_id, want)
         return
-    ghl_writes.intend(db, key, KIND, record.contact_id)
+    ghl_writes.intend(db, record.location_id, key, KIND, record.contact_id)
     opportunity_id = client.create_opportunity(
         {
             "pipelineId": pipeline_id,
@@ -76,7 +78,7 @@ def place_opportunity(
             **want,
         }
     )
-    ghl_writes.done(db, key, KIND, record.contact_id, opportunity_id, want)
+    ghl_writes.done(db, record.location_id, key, KIND, record.contact_id, opportunity_id, want)
 
 
 def _is_gone(exc: GHLRejected) -> bool:

@@ -66,7 +66,7 @@ class PlanningClient(GHLClient):
         self.calls.append(PlannedCall(method, path, body))
         if path == "/contacts/upsert":
             email = str(body.get("email") or "")
-            record = contacts.get(self.db, email)
+            record = contacts.get(self.db, self.location_id, email)
             contact_id = record.contact_id if record else PLANNED_CONTACT.format(email=email)
             return {"contact": {"id": contact_id}, "new": record is None}
         if method == "POST" and path.endswith("/notes"):
@@ -80,7 +80,8 @@ class PlanningClient(GHLClient):
     def _custom_fields(self) -> list[dict[str, str]]:
         # The ids the worker last fetched; a key never fetched stands for itself, so a
         # dry run of a new field map shows the write instead of failing on a cold cache.
-        ids = (state.get(self.db, CUSTOM_FIELDS_STATE) or {}).get("ids", {})
+        name = state.scoped(CUSTOM_FIELDS_STATE, self.location_id)
+        ids = (state.get(self.db, name) or {}).get("ids", {})
         known = {**{key: key for key in self.field_keys}, **ids}
         return [{"fieldKey": key, "id": value} for key, value in known.items()]
 
@@ -100,7 +101,7 @@ def plan_events(
     client = PlanningClient(scratch, location_id, field_keys)
     plans = []
     for event in events:
-        before = contacts.get(scratch, event.email)
+        before = contacts.get(scratch, location_id, event.email)
         start = len(client.calls)
         try:
             outcome = sync_event(scratch, event, settings, client)
@@ -111,7 +112,7 @@ def plan_events(
         if outcome.status != "done":
             plans.append(Plan(event, outcome.status, calls, [f"none: {outcome.note}"]))
             continue
-        after = contacts.get(scratch, event.email)
+        after = contacts.get(scratch, location_id, event.email)
         changes = [line for call in calls if (line := _describe(call, before))]
         status = interest_status(event.event_type)
         if status is not None and after is not None:

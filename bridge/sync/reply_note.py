@@ -57,18 +57,18 @@ def add_reply_note(
     (by the marker) before writing again.
     """
     key = f"{KIND}:{event.key}"
-    write = ghl_writes.get(db, key)
+    write = ghl_writes.get(db, record.location_id, key)
     if write is not None and write.done:
         return
     if write is not None:
         found = _find_note(client, record.contact_id, marker(event))
         if found is not None:
             log.info("note for %s found in GHL after an uncertain attempt", event.key)
-            ghl_writes.done(db, key, KIND, record.contact_id, found)
+            ghl_writes.done(db, record.location_id, key, KIND, record.contact_id, found)
             return
-    ghl_writes.intend(db, key, KIND, record.contact_id)
+    ghl_writes.intend(db, record.location_id, key, KIND, record.contact_id)
     note_id = client.create_note(record.contact_id, note_body(event))
-    ghl_writes.done(db, key, KIND, record.contact_id, note_id)
+    ghl_writes.done(db, record.location_id, key, KIND, record.contact_id, note_id)
 
 
 def _find_note(client: GHLClient, contact_id: str, mark: str) -> str | None:

@@ -37,7 +37,7 @@ def ensure_contact(
     """Upsert the contact unless the map shows these exact fields were written."""
     custom_ids = CustomFieldIds(db, client) if _uses_custom_fields(settings) else None
     fields = build_fields(event.payload, settings["field_map"], custom_ids)
-    record = contacts.get(db, event.email)
+    record = contacts.get(db, client.location_id, event.email)
     if record is not None and record.has_written(fields):
         return record
     body = {**upsert_body(fields), "email": event.email, "source": settings["sync"]["source"]}
@@ -53,7 +53,7 @@ def ensure_contact(
         fields = {k: v for k, v in fields.items() if k not in named}
         body = {**upsert_body(fields), "email": event.email, "source": settings["sync"]["source"]}
         contact_id, _ = client.upsert_contact(body)
-    return contacts.record_upsert(db, event.email, contact_id, fields)
+    return contacts.record_upsert(db, client.location_id, event.email, contact_id, fields)
 
 
 def add_missing_tags(

@@ -1,10 +1,11 @@
-"""The worker: claim due events, sync them, record what happened. One path for all events."""
+"""The worker: route due events to their location, sync them in that location's lane,
+record what happened. One path for all events."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
-import random
 import signal
 import sqlite3
 import threading
@@ -14,48 +15,40 @@ from typing import Any
 
 import sqlite_utils
 
-from bridge.clients.ghl import (
-    Call,
-    GHLAuthError,
-    GHLClient,
-    GHLError,
-    GHLRateLimited,
-    GHLRejected,
-    GHLTransient,
-)
-from bridge.clock import now_iso
+from bridge.clients.ghl import GHLClient
 from bridge.config import Config
+from bridge.locations import registry as locations
 from bridge.settings import SettingsCache, SettingsError
 from bridge.store import db as store
-from bridge.store import inbox, leases, retention, state
-from bridge.store.inbox import event_from_row
+from bridge.store import inbox, leases, retention
+from bridge.store.adopt import adopt_single_location
 from bridge.store.leases import LeaseOwner
-from bridge.sync.dispatch import sync_event
-from bridge.sync.fieldmap import FieldMapError
+from bridge.sync.lanes import AUTH_PROBE_SECONDS, Lane, backoff_delay
+
+__all__ = ["AUTH_PROBE_SECONDS", "Worker", "backoff_delay"]
 
 log = logging.getLogger("bridge.worker")
 
 IDLE_SECONDS = 0.5
 DB_RETRY_SECONDS = 5.0
-# While GHL rejects the token, try one event this often to see if it was fixed.
-AUTH_PROBE_SECONDS = 60.0
 # How often the loop looks for leases held by a worker that died.
 OWNER_CHECK_SECONDS = 2.0
 # How often a pruning pass starts (bridge/store/retention.py); its batches are then taken
 # one per turn of the loop, between claims.
 PRUNE_SECONDS = 300.0
-
-
-def backoff_delay(
-    attempts: int, base: float, cap: float, rand: Callable[[], float] = random.random
-) -> float:
-    """Exponential backoff with jitter: base * 2^(attempts-1), +-50%, capped."""
-    raw = base * (2 ** max(0, attempts - 1))
-    return min(cap, raw) * (0.5 + rand())
+# How often the locations are read again without a settings change: a token entered on
+# the page is kept outside the settings.
+REGISTRY_SECONDS = 5.0
+# Events routed per turn of the loop.
+ROUTE_BATCH = 500
 
 
 class Worker:
-    """Processes the inbox until stopped (or, with drain, until nothing is due)."""
+    """Processes the inbox until stopped (or, with drain, until nothing is due).
+
+    One lane per location. With several, each lane runs in its own thread on its own
+    connection, so one location's pause, rate limit or outage delays only its events;
+    with one (or in a drain) the lanes are taken in turn in this thread."""
 
     def __init__(
         self,
@@ -64,13 +57,13 @@ class Worker:
         db: sqlite_utils.Database | None = None,
         sleep: Callable[[float], None] | None = None,
     ):
+        if client is not None and not config.ghl_location_id:
+            # A client handed in (tests, tools) is the location it was made for.
+            config = dataclasses.replace(config, ghl_location_id=client.location_id)
         self.config = config
         self.db = db or store.connect(config.database)
         self.settings = SettingsCache()
-        self._event_id: int | None = None
-        self.client = client or self._default_client()
-        if self.client is not None and self.client.recorder is None:
-            self.client.recorder = self._record_call
+        self._given = client
         self._stop = threading.Event()
         self._owner: LeaseOwner | None = None  # while run() runs
         self._next_owner_check = 0.0
@@ -78,16 +71,20 @@ class Worker:
         self._pruning: Iterator[retention.Pruned] | None = None
         self._pruned = retention.Pruned()
         self.sleep = sleep or self._stop.wait
+        self.registry: locations.Registry | None = None
+        self.lanes: dict[str, Lane] = {}
+        self._built_from: tuple[Any, ...] | None = None
+        self._next_registry = 0.0
+        self._threads: list[LaneThread] = []
+        self._thread_handled = 0
+        adopt_single_location(self.db, config.ghl_location_id)
 
-    def _default_client(self) -> GHLClient | None:
-        if not self.config.ghl_configured:
-            return None
-        return GHLClient(
-            self.config.ghl_base_url,
-            self.config.ghl_token,
-            self.config.ghl_location_id,
-            recorder=self._record_call,
-        )
+    @property
+    def client(self) -> GHLClient | None:
+        """The first location's client (GHL_LOCATION_ID's, on a single-location bridge)."""
+        self._refresh(self.settings.get(self.db))
+        lane = next(iter(self.lanes.values()), None)
+        return lane.client if lane else None
 
     def stop(self, *_: Any) -> None:
         self._stop.set()
@@ -104,25 +101,35 @@ class Worker:
 
     def run(self, drain: bool = False) -> int:
         """Loop until stopped; with drain, return once no event is due. Returns events handled."""
-        if self.client is None:
-            log.warning("GHL_TOKEN / GHL_LOCATION_ID not set: events stay queued until they are")
         try:
             # Settings that would let retention forget replies reconciliation still reads
             # (retention.event_days against the look-back) stop the worker here.
-            self.settings.get(self.db)
+            settings = self.settings.get(self.db)
         except SettingsError as exc:
             log.error("worker not started: %s", exc)
             raise
+        self._refresh(settings, force=True)
+        if not self.lanes:
+            log.warning("GHL_TOKEN / GHL_LOCATION_ID not set: events stay queued until they are")
+        # Routes may have changed while no worker ran: what is queued is routed afresh.
+        inbox.unroute_pending(self.db)
         self._owner = LeaseOwner(self.config.database)
+        self._thread_handled = 0
         try:
-            return self._loop(drain)
+            handled = self._loop(drain)
+            self._stop_threads()
+            return handled + self._thread_handled
         finally:
+            self._stop_threads()
             # Stopped (SIGTERM, Ctrl-C) or drained: what this loop holds is due at once for
             # the next one, and the id's lock goes with it.
             with contextlib.suppress(sqlite3.Error), store.immediate(self.db):
                 leases.release(self.db, self._owner.id)
             self._owner.close()
             self._owner = None
+
+    def owner_id(self) -> str | None:
+        return self._owner.id if self._owner else None
 
     def _loop(self, drain: bool) -> int:
         handled = 0
@@ -143,31 +150,152 @@ class Worker:
         return handled
 
     def _step(self, drain: bool) -> int | None:
-        """One turn of the loop: events handled (0 or 1), or None when a drain is over."""
-        if self.client is None:
+        """One turn of the loop: events handled here, or None when a drain is over."""
+        settings = self.settings.get(self.db)
+        self._refresh(settings)
+        if not self.lanes:
             if drain:
                 return None
             self.sleep(5.0)
             return 0
-        paused = self._paused_for()
-        if paused and drain:
-            log.warning("GHL writes are paused; leaving the queue for the running worker")
-            return None
-        wait = paused or self.client.limiter.delay()
-        if wait > 0:
-            self.sleep(min(wait, 5.0))
-            return 0
+        self._route()
         self._release_dead_owners()
         pruned = not drain and self._prune_a_batch()
-        row = inbox.claim_next(self.db, self.config.lease_seconds, owner=self._owner.id)
-        if row is None:
-            if drain:
-                return None
-            if not pruned:  # while a pass is under way, its next batch instead of a nap
+        if not drain and len(self.lanes) > 1:
+            self._start_threads()
+            if not pruned:
                 self.sleep(IDLE_SECONDS)
             return 0
-        self.process(row)
-        return 1
+        return self._step_lanes(drain, pruned)
+
+    def _step_lanes(self, drain: bool, pruned: bool) -> int | None:
+        """Each lane's next event, in this thread."""
+        handled, waits = 0, []
+        for lane in self.lanes.values():
+            wait = lane.wait()
+            if wait > 0:
+                if drain and lane.paused_for():
+                    log.warning(
+                        "GHL writes to %s are paused; leaving its queue for the running worker",
+                        lane.location.label,
+                    )
+                    continue
+                waits.append(wait)
+                continue
+            row = lane.claim()
+            if row is None:
+                continue
+            self.process(row)
+            handled += 1
+        if handled:
+            return handled
+        if waits:
+            self.sleep(min(min(waits), 5.0))
+            return 0
+        if drain:
+            return None
+        if not pruned:  # while a pass is under way, its next batch instead of a nap
+            self.sleep(IDLE_SECONDS)
+        return 0
+
+    def process(self, row: dict[str, Any]) -> None:
+        """Sync one claimed event in its location's lane; never raises for GHL trouble."""
+        settings = self.settings.get(self.db)
+        self._refresh(settings)
+        location = row.get("location_id")
+        if location is None and self.registry is not None:
+            location = self.registry.route(
+                row.get("campaign_id") or "", row.get("workspace_id") or ""
+            )
+            if location is not None:
+                self.db.execute(
+                    "UPDATE events SET location_id = ? WHERE id = ?", [location, row["id"]]
+                )
+        lane = self.lanes.get(location or "")
+        if lane is None or lane.client is None:
+            # Claimed by hand for a location this worker cannot serve: back in the queue.
+            inbox.retry_later(self.db, row["id"], 5.0, "no lane for its location", False)
+            return
+        lane.process(row, settings)
+
+    # --- locations ------------------------------------------------------------------------
+
+    def _refresh(self, settings: dict, force: bool = False) -> None:
+        """Read the locations again when the settings changed (or every few seconds, for a
+        token entered on the page), and rebuild the lanes if a location changed."""
+        now = time.monotonic()
+        fresh = self._built_from is not None and self._built_from[0] is settings
+        if fresh and not force and now < self._next_registry:
+            return
+        self._next_registry = now + REGISTRY_SECONDS
+        registry = locations.build(self.config, settings, self.db)
+        shape = (
+            settings,
+            tuple(
+                (loc.id, loc.token, loc.problem, repr(loc.overrides)) for loc in registry.locations
+            ),
+            (registry._by_campaign, registry._by_workspace, registry.default_id),
+        )
+        if self._built_from is not None and shape[1:] == self._built_from[1:]:
+            self._built_from = shape
+            self.registry = registry
+            return
+        routes_changed = self._built_from is not None and shape[2] != self._built_from[2]
+        self._stop_threads()
+        self.registry, self._built_from = registry, shape
+        self.lanes = {loc.id: self._lane(loc, self.db) for loc in registry.locations}
+        for lane in self.lanes.values():
+            if lane.client is None:
+                lane.hold_for_problem()
+            else:
+                lane.clear_setup_hold()
+        if routes_changed:
+            moved = inbox.unroute_pending(self.db)
+            log.info("routes changed: %d queued events will be routed again", moved)
+
+    def _lane(self, location: locations.Location, db: sqlite_utils.Database) -> Lane:
+        return Lane(
+            db, location, self._client_for(location), self.config.lease_seconds, self.owner_id
+        )
+
+    def _client_for(self, location: locations.Location) -> GHLClient | None:
+        if self._given is not None and self._given.location_id == location.id:
+            return self._given
+        if location.problem or not location.token:
+            return None
+        return GHLClient(self.config.ghl_base_url, location.token, location.id)
+
+    def _route(self) -> None:
+        if self.registry is None:
+            return
+        routed = inbox.route_pending(self.db, self.registry.route, ROUTE_BATCH)
+        if routed.held:
+            log.warning(
+                "%d events held (unrouted): no route claims their campaign or workspace and"
+                " there is no default location",
+                routed.held,
+            )
+
+    def _start_threads(self) -> None:
+        if self._threads:
+            return
+        settings_cache = SettingsCache()
+        for location in self.registry.locations:
+            if self.lanes[location.id].client is None:
+                continue
+            thread = LaneThread(self, location, settings_cache)
+            thread.start()
+            self._threads.append(thread)
+
+    def _stop_threads(self) -> None:
+        for thread in self._threads:
+            thread.halt.set()
+        for thread in self._threads:
+            thread.join()
+            self._thread_handled += thread.handled
+        self._threads = []
+
+    # --- upkeep ---------------------------------------------------------------------------
 
     def _release_dead_owners(self) -> None:
         """Free, at once, what a worker that died still holds (at most every few seconds:
@@ -197,114 +325,44 @@ class Worker:
         self._pruned.add(batch)
         return True
 
-    def _paused_for(self) -> float:
-        pause = state.get(self.db, state.GHL_PAUSE)
-        if not pause:
-            return 0.0
-        return max(0.0, pause["probe_at"] - time.time())
 
-    def process(self, row: dict[str, Any]) -> None:
-        """Sync one claimed event and record its outcome; never raises for GHL trouble."""
-        settings = self.settings.get(self.db)
-        event = event_from_row(row)
-        self._event_id = row["id"]
+class LaneThread(threading.Thread):
+    """One location's lane on its own thread and connection (a bridge with several)."""
+
+    def __init__(self, worker: Worker, location: locations.Location, settings: SettingsCache):
+        super().__init__(name=f"lane-{location.id}", daemon=True)
+        self.worker = worker
+        self.location = location
+        self.settings = settings
+        self.halt = threading.Event()
+        self.handled = 0
+
+    def run(self) -> None:
+        db = store.connect(self.worker.config.database)
+        lane = self.worker._lane(self.location, db)
         try:
-            outcome = sync_event(self.db, event, settings, self.client)
-        except GHLRateLimited as exc:
-            delay = exc.retry_after if exc.retry_after is not None else 10.0
-            inbox.retry_later(self.db, row["id"], delay, str(exc), count_attempt=False)
-            self._note_error(exc)
-            if exc.asked:
-                # Asking for more than the cap is a broken answer: /healthz shows it.
-                capped = {"asked": exc.asked, "waited_seconds": delay, "at": now_iso()}
-                state.put(self.db, state.GHL_RETRY_AFTER_CAPPED, capped)
-            log.warning("event %d: GHL rate limit, retrying in %.1f s", row["id"], delay)
-        except GHLAuthError as exc:
-            self._pause(exc)
-            inbox.retry_later(self.db, row["id"], AUTH_PROBE_SECONDS, str(exc), count_attempt=False)
-        except GHLTransient as exc:
-            self._retry_or_dead(row, settings, str(exc))
-            self._note_error(exc)
-        except GHLRejected as exc:
-            inbox.dead(self.db, row["id"], str(exc))
-            self._note_error(exc)
-            log.error("event %d dead: %s", row["id"], exc)
-        except FieldMapError as exc:
-            inbox.dead(self.db, row["id"], str(exc))
-            log.error("event %d dead: %s", row["id"], exc)
-        except Exception as exc:  # a bug must not stop the worker or lose the event
-            log.exception("event %d: unexpected error", row["id"])
-            self._retry_or_dead(row, settings, f"internal error: {type(exc).__name__}: {exc}")
-        else:
-            inbox.finish(self.db, row["id"], outcome.status, outcome.contact_id, outcome.note)
-            self._resume_if_paused()
-            log.info(
-                "event %d %s: %s %s -> %s",
-                row["id"],
-                outcome.status,
-                event.event_type,
-                event.email,
-                outcome.contact_id or "-",
-            )
+            while not (self.halt.is_set() or self.worker._stop.is_set()):
+                try:
+                    self._turn(lane, db)
+                except sqlite3.Error as exc:
+                    log.error(
+                        "%s: database error, retrying in %.0f s: %s",
+                        self.location.label,
+                        DB_RETRY_SECONDS,
+                        exc,
+                    )
+                    self.halt.wait(DB_RETRY_SECONDS)
         finally:
-            self._event_id = None
+            db.close()
 
-    def _retry_or_dead(self, row: dict[str, Any], settings: dict, error: str) -> None:
-        sync = settings["sync"]
-        if row["attempts"] >= sync["max_attempts"]:
-            inbox.dead(self.db, row["id"], f"gave up after {row['attempts']} attempts: {error}")
-            log.error("event %d dead after %d attempts: %s", row["id"], row["attempts"], error)
+    def _turn(self, lane: Lane, db: sqlite_utils.Database) -> None:
+        wait = lane.wait()
+        if wait > 0:
+            self.halt.wait(min(wait, 5.0))
             return
-        delay = backoff_delay(
-            row["attempts"], sync["backoff_base_seconds"], sync["backoff_max_seconds"]
-        )
-        inbox.retry_later(self.db, row["id"], delay, error)
-        log.warning(
-            "event %d attempt %d failed, retry in %.0f s: %s",
-            row["id"],
-            row["attempts"],
-            delay,
-            error,
-        )
-
-    def _pause(self, exc: GHLAuthError) -> None:
-        reason = f"GHL answered {exc.status} ({exc.message}): check GHL_TOKEN and its scopes"
-        state.put(
-            self.db,
-            state.GHL_PAUSE,
-            {
-                "reason": reason,
-                "since": now_iso(),
-                "probe_at": time.time() + AUTH_PROBE_SECONDS,
-            },
-        )
-        self._note_error(exc)
-        log.error("GHL writes paused: %s", reason)
-
-    def _resume_if_paused(self) -> None:
-        if state.get(self.db, state.GHL_PAUSE):
-            state.delete(self.db, state.GHL_PAUSE)
-            log.info("GHL writes resumed")
-
-    def _note_error(self, exc: GHLError) -> None:
-        state.put(
-            self.db,
-            state.GHL_LAST_ERROR,
-            {"status": exc.status, "message": exc.message, "at": now_iso()},
-        )
-
-    def _record_call(self, call: Call) -> None:
-        self.db["ghl_calls"].insert(
-            {
-                "event_id": self._event_id,
-                "method": call.method,
-                "path": call.path,
-                "status": call.status,
-                "duration_ms": call.duration_ms,
-                "error": call.error,
-                "request": call.request,
-                "at": now_iso(),
-            }
-        )
-        # /healthz tells a GHL outage from a blip by how long calls have failed in a row.
-        state.note_ghl_call(self.db, call.status)
+        row = lane.claim()
+        if row is None:
+            self.halt.wait(IDLE_SECONDS)
+            return
+        lane.process(row, self.settings.get(db))
+        self.handled += 1

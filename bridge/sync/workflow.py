@@ -25,8 +25,10 @@ def add_to_workflow(
         return
     workflow_id = rule["workflow_id"].strip()
     key = f"{KIND}:{record.contact_id}:{workflow_id}"
-    write = ghl_writes.get(db, key)
+    write = ghl_writes.get(db, record.location_id, key)
     if write is not None and write.done:
         return
     client.add_to_workflow(record.contact_id, workflow_id)
-    ghl_writes.done(db, key, KIND, record.contact_id, workflow_id, {"status": status})
+    ghl_writes.done(
+        db, record.location_id, key, KIND, record.contact_id, workflow_id, {"status": status}
+    )
