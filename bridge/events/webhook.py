@@ -152,16 +152,36 @@ def load_webhook(data: dict[str, Any]) -> dict[str, Any]:
         raise BadEvent(_first_message(exc.messages)) from None
 
 
+# A workspace id in the webhook's URL: Instantly's are UUIDs; anything else is refused.
+_WORKSPACE_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
+
+
+def url_workspace(value: str | None) -> str:
+    """The `?workspace=` the bridge registers each declared workspace's webhooks with
+    ('' without one); BadEvent for a value no workspace id has."""
+    if value is None:
+        return ""
+    if not _WORKSPACE_ID.fullmatch(value):
+        raise BadEvent(
+            "the workspace query parameter must be an Instantly workspace id (letters, digits,"
+            " - and _, at most 100), as `instantly-ghl-bridge webhook register` sets it"
+        )
+    return value
+
+
 def from_webhook(
     data: dict[str, Any],
     received_at: datetime | None = None,
     loaded: dict[str, Any] | None = None,
     text: str | None = None,
+    workspace: str = "",
 ) -> Event:
     """Build an Event from a webhook body; BadEvent when it lacks what syncing needs.
 
     `loaded` is load_webhook(data) when the caller has it already (the webhook does), so
     a delivery is validated once; `text` is the body as parse_delivery gave it.
+    `workspace` is the one in the URL the delivery came to: the bridge registered it, so it
+    wins over the body's `workspace`, which a lead's custom variable can shadow (api-notes).
     """
     if loaded is None:
         loaded = load_webhook(data)
@@ -184,6 +204,7 @@ def from_webhook(
         campaign_name=_text(loaded.get("campaign_name")),
         occurred_at=occurred_at(claimed, received_at),
         source="webhook",
+        workspace_id=workspace or _text(data.get("workspace"))[:100],
         payload_json=text,
     )
 

@@ -20,6 +20,7 @@ from bridge.events.webhook import (
     from_webhook,
     load_webhook,
     parse_delivery,
+    url_workspace,
 )
 from bridge.store import db as store
 from bridge.store import group_commit, probe
@@ -75,6 +76,7 @@ def _read_body() -> bytes:
 
 def _store(config: Config, body: bytes, arrival: group_commit.Arrival):
     try:
+        workspace = url_workspace(request.args.get("workspace"))
         data, text = parse_delivery(body)
         loaded = load_webhook(data)
         event_type = loaded["event_type"].strip()
@@ -93,7 +95,7 @@ def _store(config: Config, body: bytes, arrival: group_commit.Arrival):
             if not _syncs(settings, event_type):
                 return _ignored(event_type)
         try:
-            event = from_webhook(data, loaded=loaded, text=text)
+            event = from_webhook(data, loaded=loaded, text=text, workspace=workspace)
         except BadEvent:
             if not _syncs(cache.get(store.cached(config.database)), event_type):
                 return _ignored(event_type)  # switched off meanwhile: ignored, as before
