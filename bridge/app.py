@@ -14,6 +14,7 @@ from bridge.config import Config, load_config
 from bridge.logs import configure_logging
 from bridge.store import db as store
 from bridge.store import holders
+from bridge.store.adopt import adopt_single_location
 from bridge.web import admin, errors, headers, health, metrics, webhooks
 from bridge.web.errors import MAX_BODY_BYTES
 
@@ -43,6 +44,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["bridge.in_use"] = holders.hold_shared(config.database)
     db = store.connect(config.database)
     store.migrate(db)
+    adopt_single_location(db, config.ghl_location_id)
     settings_mod.current(db)  # seeds and validates: a bad setting stops start-up here
     db.close()
     app.extensions["bridge.settings"] = settings_mod.SettingsCache()

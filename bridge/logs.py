@@ -49,12 +49,23 @@ class RewriteRecords(logging.Filter):
         return True
 
 
+# Secrets learnt after logging was set up: the tokens and keys of locations and workspaces
+# that settings declare (bridge/locations/registry.py), added as they are read.
+_LEARNT: set[str] = set()
+
+
+def add_secrets(values: list[str]) -> None:
+    """Mask these values too from now on (a location's token, a workspace's key)."""
+    _LEARNT.update(v for v in values if len(v) >= 4)
+
+
 def redact_secrets(secrets: list[str]) -> Callable[[str], str]:
-    """A rewrite replacing each secret value (4 characters or more) with MASK."""
+    """A rewrite replacing each secret value (4 characters or more), and every one added
+    since with add_secrets, with MASK."""
     values = [s for s in secrets if len(s) >= 4]
 
     def rewrite(text: str) -> str:
-        for secret in values:
+        for secret in (*values, *tuple(_LEARNT)):
             text = text.replace(secret, MASK)
         return text
 

@@ -14,6 +14,7 @@ from bridge.config import Config, ConfigError, load_config
 from bridge.logs import configure_logging
 from bridge.store import db as store
 from bridge.store import holders
+from bridge.store.adopt import adopt_single_location
 
 # Where load_config_or_exit leaves the database's path for BridgeGroup (click shares a
 # context's meta with the contexts nested in it).
@@ -87,4 +88,5 @@ def open_database(config: Config) -> sqlite_utils.Database:
             f"database {config.database} is not migrated ({len(pending)} steps pending): "
             "run `instantly-ghl-bridge migrate`"
         )
+    adopt_single_location(db, config.ghl_location_id)
     return db

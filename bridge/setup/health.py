@@ -14,6 +14,7 @@ import time
 
 import sqlite_utils
 
+from bridge import logs
 from bridge import settings as settings_mod
 from bridge.clock import parse_time
 from bridge.config import Config
@@ -208,7 +209,9 @@ def by_location(db: sqlite_utils.Database, env_location: str) -> list[tuple[str,
 def served_registry(db: sqlite_utils.Database, config: Config) -> locations.Registry:
     """The locations and workspaces the stored settings declare (settings.SettingsError
     when they no longer validate)."""
-    return locations.build(config, _stored_settings(db, config.database), db)
+    registry = locations.build(config, _stored_settings(db, config.database), db)
+    logs.add_secrets(registry.secret_values())
+    return registry
 
 
 # The stored settings, validated, by database file and the save that wrote them: /healthz

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlite_utils
 
+from bridge import logs
 from bridge.clients.ghl import GHLClient
 from bridge.config import Config
 from bridge.locations import registry as locations
@@ -229,6 +230,7 @@ class Worker:
             return
         self._next_registry = now + REGISTRY_SECONDS
         registry = locations.build(self.config, settings, self.db)
+        logs.add_secrets(registry.secret_values())
         shape = (
             settings,
             tuple(

@@ -12,8 +12,10 @@ from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
+from bridge import settings as settings_mod
 from bridge.config import Config
 from bridge.logs import MASK
+from bridge.setup import health
 from bridge.store import db as store
 
 bp = Blueprint("admin", __name__)
@@ -33,6 +35,15 @@ def database() -> sqlite_utils.Database:
     return store.cached(config().database)
 
 
+def _location_secrets() -> list[str]:
+    """The tokens and keys settings declare; none when the stored settings are invalid
+    (then no location's token is read, so none can be shown)."""
+    try:
+        return health.served_registry(database(), config()).secret_values()
+    except settings_mod.SettingsError:
+        return []
+
+
 @bp.after_request
 def _mask_secrets(response: Response) -> Response:
     """No configured secret leaves in a page, whatever an API error message echoed."""
@@ -40,7 +51,7 @@ def _mask_secrets(response: Response) -> Response:
         return response
     body = response.get_data(as_text=True)
     masked = body
-    for secret in config().secret_values():
+    for secret in (*config().secret_values(), *_location_secrets()):
         if len(secret) >= MIN_MASKED_LENGTH:
             masked = masked.replace(secret, MASK)
     if masked != body:
