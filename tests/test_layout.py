@@ -23,7 +23,7 @@ from tests.faults.procs import free_port, wait_until
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "bridge"
 # The packages that take plain data and clients in and must run without a web server.
-CORE = ("bridge.sync", "bridge.store", "bridge.events", "bridge.clients")
+CORE = ("bridge.sync", "bridge.store", "bridge.events", "bridge.clients", "bridge.locations")
 WEB_LIBRARIES = ("flask", "flask_wtf", "werkzeug")
 
 
@@ -136,8 +136,11 @@ ALLOWED = {
     "bridge.events": ("bridge.events", "bridge.clock"),
     "bridge.clients": ("bridge.clients", "bridge.logs"),
     "bridge.store": ("bridge.store", "bridge.events", *ROOT_MODULES),
+    # Which locations and workspaces there are: read from the environment and settings.
+    "bridge.locations": ("bridge.locations", "bridge.config", "bridge.clock"),
     "bridge.sync": (
         "bridge.sync",
+        "bridge.locations",
         "bridge.store",
         "bridge.events",
         "bridge.clients",
@@ -145,6 +148,7 @@ ALLOWED = {
     ),
     "bridge.reconcile": (
         "bridge.reconcile",
+        "bridge.locations",
         "bridge.sync",
         "bridge.store",
         "bridge.events",
