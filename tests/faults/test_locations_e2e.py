@@ -12,6 +12,7 @@ field map, Acme adds a custom field to its field map.
 from __future__ import annotations
 
 import copy
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -58,8 +59,8 @@ ICEBREAKER = "contact.icebreaker"
 STANDARD = ("firstName", "lastName", "companyName", "phone", "website")
 BETA_FIELDS = ("firstName", "lastName", "website")
 
-PER_ROUTE = 15  # new contacts per location in each timed run
-RATE = 4.0  # deliveries a second, open loop
+PER_ROUTE = 25  # new contacts per location in each timed run
+RATE = 4.0  # deliveries a second on average, open loop
 LATENCY_RATIO = 1.5  # the others' p50 during Beta's outage, at most this times the calm run's
 
 
@@ -68,8 +69,9 @@ class Delivery:
     """One reply delivery: what is posted, and where the bridge must put it."""
 
     body: dict[str, Any]
-    workspace: str  # the ?workspace= of the URL it is posted to
+    workspace: str  # its workspace: the ?workspace= of the URL it is posted to
     location: str
+    in_url: bool = True  # False: posted to the bare URL, the payload's `workspace` counts
 
     @property
     def email(self) -> str:
@@ -123,14 +125,19 @@ def timed_run(run: str) -> list[Delivery]:
 
 def routing_traps() -> list[Delivery]:
     """One lead in two clients (two contacts), a campaign_id a custom variable shadowed
-    (the real campaign is `campaign`), a payload `workspace` the URL's contradicts."""
+    (the real campaign is `campaign`), a payload `workspace` the URL's contradicts, one
+    posted without a workspace in its URL, and one for the default location. Sent first,
+    they also start every location's lane before the timed runs."""
     shared = "shared.lead@example.com"
+    bare = delivery("trap", 5, CMP_BETA, BETA)
     return [
         delivery("trap", 1, CMP_ACME, ACME, email=shared),
         delivery("trap", 2, CMP_BETA, BETA, email=shared),
         delivery("trap", 3, CMP_ACME, ACME, campaign_id="lead-custom-campaign-7"),
         # Posted to Beta's workspace URL; a lead field called `workspace` says workspace one.
         delivery("trap", 4, CMP_BETA, BETA, workspace=WS_ONE),
+        Delivery(bare.body, bare.workspace, BETA, in_url=False),
+        delivery("trap", 6, CMP_HOUSE, HOUSE),
     ]
 
 
@@ -181,22 +188,26 @@ def import_settings(stack: Stack, settings: dict, name: str) -> None:
 
 
 def post(stack: Stack, item: Delivery) -> dict[str, Any]:
-    answer = stack.post_event(item.body, params={"workspace": item.workspace})
+    params = {"workspace": item.workspace} if item.in_url else {}
+    answer = stack.post_event(item.body, params=params)
     assert answer.status_code in (200, 202), (answer.status_code, answer.text)
     return answer.json()
 
 
 def post_open_loop(
-    stack: Stack, items: list[Delivery], answers: dict[str, dict[str, Any]]
+    stack: Stack, items: list[Delivery], answers: dict[str, dict[str, Any]], seed: int
 ) -> dict[str, float]:
-    """Post at RATE a second on a fixed schedule; when each left, by event key. Each
-    answer goes into `answers`."""
+    """Post at RATE a second on average, on a schedule fixed in advance; when each left, by
+    event key. Each answer goes into `answers`. The gaps are jittered: evenly spaced
+    deliveries could keep step with the worker's polls and give one run a luckier phase."""
+    rng = random.Random(seed)
     sent: dict[str, float] = {}
-    start = time.monotonic()
-    for i, item in enumerate(items):
-        delay = start + i / RATE - time.monotonic()
+    due = time.monotonic()
+    for item in items:
+        delay = due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        due += rng.uniform(0.5, 1.5) / RATE
         sent[item.key] = time.monotonic()
         answers[item.key] = post(stack, item)
         assert answers[item.key]["status"] == "accepted", (item.key, answers[item.key])
@@ -329,22 +340,23 @@ def run_scenario(stack: Stack, acme_field: str) -> None:
     fake = stack.fake
     beta = fake.location(BETA)
 
-    # 1. Calm: all three locations take their events.
+    # 1. Routing's corner cases, then a calm run: all three locations take their events.
     answers: dict[str, dict[str, Any]] = {}
-    calm = timed_run("calm")
-    calm_sent = post_open_loop(stack, calm, answers)
-    calm_times = latencies(stack, calm, calm_sent, timeout=60)
     traps = routing_traps()
     for item in traps:
         answers[item.key] = post(stack, item)
         assert answers[item.key]["status"] == "accepted", (item.key, answers[item.key])
+    stack.wait_all_final(len(traps), timeout=60)
+    calm = timed_run("calm")
+    calm_sent = post_open_loop(stack, calm, answers, seed=1)
+    calm_times = latencies(stack, calm, calm_sent, timeout=60)
     stack.wait_all_final(len(calm) + len(traps), timeout=60)
 
     # 2. Beta's GHL is down (503 until the test ends it); Acme and House keep syncing.
     beta_before = len(beta.calls)
     beta.fail_for(600, 503)
     storm = timed_run("storm")
-    storm_sent = post_open_loop(stack, storm, answers)
+    storm_sent = post_open_loop(stack, storm, answers, seed=2)
     others = [item for item in storm if item.location != BETA]
     storm_times = latencies(stack, others, storm_sent, timeout=60)
     held_by_outage = [item for item in storm if item.location == BETA]
@@ -366,7 +378,7 @@ def run_scenario(stack: Stack, acme_field: str) -> None:
     )
     assert storm_p50 <= LATENCY_RATIO * calm_p50, (calm_p50, storm_p50)
 
-    routed = [*calm, *traps, *storm]
+    routed = [*traps, *calm, *storm]
     rows = event_rows(stack)
     for item in routed:
         row = rows[item.key]
@@ -407,7 +419,7 @@ def run_scenario(stack: Stack, acme_field: str) -> None:
     assert_placed(stack, [*routed, stray], acme_field)
 
     # 4. A redelivery of anything already synced is a duplicate and costs no GHL call.
-    again = [calm[0], calm[1], calm[2], traps[0], stray]
+    again = [calm[0], calm[1], calm[2], traps[0], traps[4], stray]
     calls_before = len(fake.calls)
     for item in again:
         answer = post(stack, item)
