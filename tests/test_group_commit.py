@@ -269,12 +269,15 @@ def test_the_reconcilers_query_by_email_is_served_by_the_status_index(db):
         ["a@example.com", "b@example.com"],
     ).fetchall()
     assert "idx_events_status_next_attempt_at" in " ".join(str(step[-1]) for step in plan)
-    # A webhook's insert writes these two; the partial indexes hold leased rows and
-    # finished rows only, which a pending row never is.
+    # A webhook's insert writes the two full indexes and the lanes' (queued rows, by
+    # location); the other partial indexes hold leased, finished or held rows only, which a
+    # new pending row never is.
     indexes = {row[1]: row[4] for row in db.execute("PRAGMA index_list(events)")}
     assert indexes == {
         "idx_events_key": 0,
         "idx_events_status_next_attempt_at": 0,
+        "idx_events_lane": 1,
         "idx_events_leased_email": 1,
         "idx_events_finished_updated": 1,
+        "idx_events_held": 1,
     }

@@ -212,8 +212,10 @@ def test_a_single_location_database_is_adopted_by_ghl_location_id_once(config):
     assert database.execute("SELECT location_id FROM ghl_writes").fetchall() == [(LOCATION_ID,)]
     assert state.get(database, state.GHL_PAUSE) is None
     assert state.get(database, state.scoped(state.GHL_PAUSE, LOCATION_ID))["reason"] == "x"
-    # Once: a later GHL_LOCATION_ID does not take them again.
+    # Once: nothing is left for a later GHL_LOCATION_ID, and looking writes nothing.
+    changes = database.conn.total_changes
     assert adopt.adopt_single_location(database, "another") is False
+    assert database.conn.total_changes == changes
     assert contacts.get(database, LOCATION_ID, "old@example.com") is not None
 
 

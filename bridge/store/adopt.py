@@ -1,7 +1,7 @@
 """What a single-location bridge stored before locations existed becomes GHL_LOCATION_ID's:
 its contact map and GHL writes (location '' since m042) and its GHL state (pause, last
-error, failing since, custom-field ids, under names without a location). Done once, when a
-process first opens the database knowing GHL_LOCATION_ID."""
+error, failing since, custom-field ids, under names without a location). The first process
+that opens the database knowing GHL_LOCATION_ID moves them; none are left to move after."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from bridge.store.db import immediate
 
 log = logging.getLogger("bridge.store")
 
-ADOPTED = "single_location_adopted"
 # State kept per location whose name before m042 had no location in it.
 _UNSCOPED = (*state.PER_LOCATION, state.GHL_CUSTOM_FIELDS)
 
@@ -22,13 +21,12 @@ _UNSCOPED = (*state.PER_LOCATION, state.GHL_CUSTOM_FIELDS)
 def adopt_single_location(db: sqlite_utils.Database, location_id: str) -> bool:
     """Give `location_id` what was stored without a location; True when anything moved.
 
-    A row the location already has (written since) is kept, and the old one left where it
-    is rather than lost."""
-    if not location_id or state.get(db, ADOPTED) is not None:
+    Looked for first, so opening a database that has nothing to adopt (the usual case, and
+    a dry run's) writes nothing. A row the location already has (written since) is kept,
+    and the old one left where it is rather than lost."""
+    if not location_id or not _anything_unscoped(db):
         return False
     with immediate(db):
-        if state.get(db, ADOPTED) is not None:  # another process did it meanwhile
-            return False
         moved = 0
         for table in ("contacts", "ghl_writes"):
             moved += db.execute(
@@ -41,7 +39,15 @@ def adopt_single_location(db: sqlite_utils.Database, location_id: str) -> bool:
                 if state.get(db, state.scoped(name, location_id)) is None:
                     state.put(db, state.scoped(name, location_id), value)
                 state.delete(db, name)
-        state.put(db, ADOPTED, location_id)
     if moved:
         log.info("%d contact map and GHL write rows now belong to location %s", moved, location_id)
-    return bool(moved)
+    return True
+
+
+def _anything_unscoped(db: sqlite_utils.Database) -> bool:
+    for table in ("contacts", "ghl_writes"):
+        if db.execute(f"SELECT 1 FROM {table} WHERE location_id = '' LIMIT 1").fetchone():
+            return True
+    marks = ",".join("?" * len(_UNSCOPED))
+    found = db.execute(f"SELECT 1 FROM state WHERE name IN ({marks}) LIMIT 1", _UNSCOPED)
+    return found.fetchone() is not None

@@ -293,30 +293,33 @@ class Routed:
     held: int = 0
 
 
+# Queued events without a location: not routed yet, or claimed by hand and abandoned (a
+# lease that ended on an event no lane routed).
+_UNROUTED_QUEUE = (
+    "FROM events INDEXED BY idx_events_lane WHERE location_id IS NULL"
+    " AND status IN ('pending', 'processing') AND (status = 'pending' OR lease_until < ?)"
+)
+
+
 def route_pending(
     db: sqlite_utils.Database,
     route: Callable[[str, str], str | None],
     limit: int = 500,
+    now: float | None = None,
 ) -> Routed:
     """Decide the location of queued events not routed yet, with `route(campaign_id,
     workspace_id)`; an event it has no location for is held (unrouted). Returns the counts.
 
     Looked for first without a transaction: the worker asks every turn, and the usual answer
     (nothing to route) must not take the writers' lock."""
-    if (
-        db.execute(
-            "SELECT 1 FROM events INDEXED BY idx_events_unrouted"
-            " WHERE status = 'pending' AND location_id IS NULL LIMIT 1"
-        ).fetchone()
-        is None
-    ):
+    now = time.time() if now is None else now
+    if db.execute(f"SELECT 1 {_UNROUTED_QUEUE} LIMIT 1", [now]).fetchone() is None:
         return Routed()
     with immediate(db):
         rows = db.execute(
-            "SELECT id, IFNULL(campaign_id, ''), IFNULL(workspace_id, '') FROM events"
-            " INDEXED BY idx_events_unrouted WHERE status = 'pending' AND location_id IS NULL"
-            " ORDER BY id LIMIT ?",
-            [limit],
+            "SELECT id, IFNULL(campaign_id, ''), IFNULL(workspace_id, '')"
+            f" {_UNROUTED_QUEUE} ORDER BY id LIMIT ?",
+            [now, limit],
         ).fetchall()
         routed = held = 0
         stamp = now_iso()
@@ -324,8 +327,8 @@ def route_pending(
             location = route(campaign_id, workspace_id)
             if location is None:
                 db.execute(
-                    "UPDATE events SET status = 'unrouted', last_error = ?, updated_at = ?"
-                    " WHERE id = ?",
+                    "UPDATE events SET status = 'unrouted', last_error = ?, lease_until = NULL,"
+                    " lease_owner = NULL, updated_at = ? WHERE id = ?",
                     [_held_because(campaign_id, workspace_id), stamp, event_id],
                 )
                 held += 1

@@ -173,6 +173,12 @@ class Worker:
         """Each lane's next event, in this thread."""
         handled, waits = 0, []
         for lane in self.lanes.values():
+            if lane.client is None:
+                # It cannot sync until its token is set (a refresh builds it anew); a drain
+                # leaves its queue as it is.
+                if not drain:
+                    waits.append(5.0)
+                continue
             wait = lane.wait()
             if wait > 0:
                 if drain and lane.paused_for():
