@@ -98,3 +98,34 @@ def keys_in(path: Path | str) -> set[str]:
         return {row[0] for row in conn.execute("SELECT key FROM events")}
     finally:
         conn.close()
+
+
+# The events table's columns before m042 gave events a location and a workspace.
+EVENT_COLUMNS_BEFORE_M042 = (
+    "key, source, event_type, email, campaign_id, campaign_name, occurred_at, payload,"
+    " status, attempts, next_attempt_at, received_at, updated_at"
+)
+
+
+def enqueue_before_m042(db, event) -> int:
+    """Store an event as a database migrated only up to m041 would hold it; its id."""
+    from bridge.clock import now_iso
+
+    stamp = now_iso()
+    cursor = db.execute(
+        f"INSERT INTO events ({EVENT_COLUMNS_BEFORE_M042})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0, ?, ?)",
+        [
+            event.key,
+            event.source,
+            event.event_type,
+            event.email,
+            event.campaign_id,
+            event.campaign_name,
+            event.occurred_at,
+            json.dumps(event.payload),
+            stamp,
+            stamp,
+        ],
+    )
+    return cursor.lastrowid

@@ -12,7 +12,7 @@ from bridge.events.webhook import from_webhook
 from bridge.store import ghl_writes, inbox
 from bridge.sync.reply_note import marker
 from bridge.sync.worker import Worker
-from tests.helpers import post_webhook, reply_payload
+from tests.helpers import LOCATION_ID, post_webhook, reply_payload
 from tests.interest_helpers import (
     EMAIL,
     change_settings,
@@ -133,7 +133,7 @@ def test_a_note_whose_answer_was_lost_is_found_not_written_twice(client, db, wor
     assert routes(fake_ghl) == ["GET /contacts/{contactId}/notes"]
     assert len(fake_ghl.notes[contact_id]) == 1
     assert inbox.get(db, answer.json["event_id"])["status"] == "done"
-    write = ghl_writes.get(db, f"note:{from_webhook(reply_payload()).key}")
+    write = ghl_writes.get(db, LOCATION_ID, f"note:{from_webhook(reply_payload()).key}")
     assert write.done and write.ghl_id == fake_ghl.notes[contact_id][0]["id"]
 
 
@@ -343,7 +343,7 @@ def test_a_create_whose_answer_was_lost_is_adopted_not_repeated(
     assert routes(fake_ghl) == ["GET /opportunities/search"]
     opportunity = the_opportunity(fake_ghl)
     contact_id = fake_ghl.contact_by_email(EMAIL)["id"]
-    write = ghl_writes.get(db, f"opportunity:{contact_id}:{opportunity['pipelineId']}")
+    write = ghl_writes.get(db, LOCATION_ID, f"opportunity:{contact_id}:{opportunity['pipelineId']}")
     assert write.done and write.ghl_id == opportunity["id"]
 
 

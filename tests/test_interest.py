@@ -9,7 +9,7 @@ from bridge.events import types as event_types
 from bridge.events.event import Event
 from bridge.store import contacts, inbox
 from bridge.sync.worker import Worker
-from tests.helpers import post_webhook, reply_payload, sample_payloads
+from tests.helpers import LOCATION_ID, post_webhook, reply_payload, sample_payloads
 from tests.interest_helpers import (
     EMAIL,
     assert_moved_from_interested_to_booked,
@@ -48,7 +48,7 @@ def test_a_first_status_on_a_new_contact_is_an_upsert_and_its_tags(client, db, w
                                       "companyName": "Lead & Co", "source": "Instantly"}),
         ("POST", f"/contacts/{contact['id']}/tags", {"tags": ["instantly-interested"]}),
     ]  # fmt: skip
-    record = contacts.get(db, EMAIL)
+    record = contacts.get(db, LOCATION_ID, EMAIL)
     assert (record.interest_status, record.interest_at) == ("interested", T1)
     assert record.interest_tags == ["instantly-interested"]
 
@@ -69,7 +69,7 @@ def test_a_status_change_removes_the_previous_status_tag_and_only_it(client, db,
     deliver(client, worker, interest_payload("lead_meeting_booked", T2))
 
     assert_moved_from_interested_to_booked(fake_ghl, contact_id)
-    record = contacts.get(db, EMAIL)
+    record = contacts.get(db, LOCATION_ID, EMAIL)
     assert record.interest_status == "meeting_booked"
     assert "instantly-interested" not in record.tags
     assert "instantly-meeting-booked" in record.tags
@@ -81,7 +81,7 @@ def test_the_same_status_again_costs_no_call(client, db, worker, fake_ghl):
     answer = deliver(client, worker, interest_payload("lead_interested", T2))
     assert fake_ghl.calls == []
     assert event_row(db, answer.json["event_id"])[0] == "done"
-    assert contacts.get(db, EMAIL).interest_at == T2, "the newer time is remembered"
+    assert contacts.get(db, LOCATION_ID, EMAIL).interest_at == T2, "the newer time is remembered"
 
 
 def test_an_older_status_arriving_late_is_superseded_without_a_call(client, db, worker, fake_ghl):
@@ -95,7 +95,7 @@ def test_an_older_status_arriving_late_is_superseded_without_a_call(client, db, 
     assert status == "superseded"
     assert note == f"interested at {T1} is older than meeting_booked at {T2}, already applied"
     assert fake_ghl.contact_by_email(EMAIL)["tags"] == ["instantly-meeting-booked"]
-    record = contacts.get(db, EMAIL)
+    record = contacts.get(db, LOCATION_ID, EMAIL)
     assert (record.interest_status, record.interest_at) == ("meeting_booked", T2)
 
 
@@ -158,7 +158,7 @@ def test_a_custom_label_is_a_status_with_its_own_tags(client, db, worker, fake_g
         ("POST", f"/contacts/{contact_id}/tags", {"tags": ["instantly-label-hot lead"]}),
         ("DELETE", f"/contacts/{contact_id}/tags", {"tags": ["instantly-interested"]}),
     ]
-    assert contacts.get(db, EMAIL).interest_status == "label:Hot Lead"
+    assert contacts.get(db, LOCATION_ID, EMAIL).interest_status == "label:Hot Lead"
 
     deliver(client, worker, interest_payload("lead_meeting_booked", T3))
     assert fake_ghl.contact_by_email(EMAIL)["tags"] == ["instantly-meeting-booked"]
@@ -188,7 +188,7 @@ def test_a_polled_numeric_status_syncs_like_the_webhook(db, worker, fake_ghl, co
     worker.run(drain=True)
     expected = "instantly-won" if status == "closed" else "instantly-" + status.replace("_", "-")
     assert fake_ghl.contact_by_email(EMAIL)["tags"] == [expected]
-    assert contacts.get(db, EMAIL).interest_status == status
+    assert contacts.get(db, LOCATION_ID, EMAIL).interest_status == status
 
 
 def test_reconciliation_of_a_status_already_applied_costs_nothing(client, db, worker, fake_ghl):
@@ -217,7 +217,7 @@ def test_a_failed_tag_removal_keeps_the_old_status_until_ghl_confirms(
     answer = deliver(client, worker, interest_payload("lead_meeting_booked", T2))
 
     assert event_row(db, answer.json["event_id"])[0] == "pending"
-    record = contacts.get(db, EMAIL)
+    record = contacts.get(db, LOCATION_ID, EMAIL)
     assert (record.interest_status, record.interest_at) == ("interested", T1)
     assert sorted(fake_ghl.contact_by_email(EMAIL)["tags"]) == [
         "instantly-interested",
@@ -232,7 +232,7 @@ def test_a_failed_tag_removal_keeps_the_old_status_until_ghl_confirms(
         ("DELETE", f"/contacts/{contact_id}/tags", {"tags": ["instantly-interested"]})
     ]
     assert fake_ghl.contact_by_email(EMAIL)["tags"] == ["instantly-meeting-booked"]
-    assert contacts.get(db, EMAIL).interest_status == "meeting_booked"
+    assert contacts.get(db, LOCATION_ID, EMAIL).interest_status == "meeting_booked"
 
 
 def test_a_status_is_not_remembered_when_its_tags_never_reached_ghl(client, db, worker, fake_ghl):
@@ -240,10 +240,10 @@ def test_a_status_is_not_remembered_when_its_tags_never_reached_ghl(client, db, 
     fake_ghl.fail_next(1, 500)
     answer = deliver(client, worker, interest_payload("lead_meeting_booked", T2))
     assert event_row(db, answer.json["event_id"])[0] == "pending"
-    assert contacts.get(db, EMAIL).interest_status == "interested"
+    assert contacts.get(db, LOCATION_ID, EMAIL).interest_status == "interested"
     # The late older event must not be judged against a status GHL never got.
     deliver(client, worker, interest_payload("lead_neutral", T1.replace("10:00", "11:00")))
-    assert contacts.get(db, EMAIL).interest_status == "neutral"
+    assert contacts.get(db, LOCATION_ID, EMAIL).interest_status == "neutral"
 
 
 @pytest.mark.parametrize(

@@ -169,7 +169,7 @@ def test_the_worker_retries_at_the_cap_syncs_the_others_and_health_says_why(
     assert first["status"] == "pending" and first["attempts"] == 0
     assert before + CAP <= first["next_attempt_at"] <= time.time() + CAP
     assert sum(sleeps) == pytest.approx(CAP)
-    capped = state.get(db, state.GHL_RETRY_AFTER_CAPPED)
+    capped = state.get(db, state.scoped(state.GHL_RETRY_AFTER_CAPPED, LOCATION_ID))
     assert (capped["asked"], capped["waited_seconds"]) == ("Retry-After: 1e9", CAP)
     # Degraded, not down: the bridge kept working, with the cap's wait.
     health = client.get("/healthz")
@@ -182,7 +182,7 @@ def test_the_worker_retries_at_the_cap_syncs_the_others_and_health_says_why(
 def test_a_capped_wait_stops_being_a_warning_after_a_while(db, config):
     state.put(
         db,
-        state.GHL_RETRY_AFTER_CAPPED,
+        state.scoped(state.GHL_RETRY_AFTER_CAPPED, LOCATION_ID),
         {"asked": "Retry-After: 1e9", "waited_seconds": CAP, "at": "2026-01-05T10:00:00.000Z"},
     )
     at = datetime(2026, 1, 5, 10, tzinfo=UTC).timestamp()

@@ -12,7 +12,7 @@ from bridge import settings as settings_mod
 from bridge.events import types as event_types
 from bridge.store import contacts, inbox, state
 from bridge.sync.worker import Worker
-from tests.helpers import post_webhook, reply_payload, sample_params
+from tests.helpers import LOCATION_ID, post_webhook, reply_payload, sample_params
 
 EMAIL = "jordan.lead@example.com"
 
@@ -144,7 +144,7 @@ def test_server_errors_are_retried_with_backoff_then_succeed(client, db, worker,
     assert row["status"] == "pending" and row["attempts"] == 1
     assert "GHL 503" in row["last_error"]
     assert row["next_attempt_at"] > 0
-    assert state.get(db, state.GHL_LAST_ERROR)["status"] == 503
+    assert state.get(db, state.scoped(state.GHL_LAST_ERROR, LOCATION_ID))["status"] == 503
     db.execute("UPDATE events SET next_attempt_at = 0")
     drain(worker)
     assert inbox.get(db, 1)["status"] == "done"
@@ -212,16 +212,16 @@ def test_401_pauses_writes_keeps_events_and_resumes(client, db, worker, fake_ghl
     post_webhook(client, reply_payload(email_id="r2"))
     drain(worker)
     assert len(fake_ghl.calls) == 1, "no further writes once the token is refused"
-    pause = state.get(db, state.GHL_PAUSE)
+    pause = state.get(db, state.scoped(state.GHL_PAUSE, LOCATION_ID))
     assert "401" in pause["reason"]
     assert inbox.counts(db)["pending"] == 2 and inbox.counts(db)["dead"] == 0
     assert inbox.get(db, 1)["attempts"] == 0
     health = client.get("/healthz")
     assert health.status_code == 503 and health.json["ghl_paused"]["reason"] == pause["reason"]
-    state.put(db, state.GHL_PAUSE, {**pause, "probe_at": 0})
+    state.put(db, state.scoped(state.GHL_PAUSE, LOCATION_ID), {**pause, "probe_at": 0})
     db.execute("UPDATE events SET next_attempt_at = 0")
     drain(worker)
-    assert state.get(db, state.GHL_PAUSE) is None
+    assert state.get(db, state.scoped(state.GHL_PAUSE, LOCATION_ID)) is None
     assert inbox.counts(db)["done"] == 2
 
 
@@ -281,6 +281,7 @@ def test_worker_killed_after_recording_the_contact_does_not_upsert_again(
     )
     contacts.record_upsert(
         db,
+        LOCATION_ID,
         EMAIL,
         contact_id,
         {"firstName": "Jordan", "lastName": "Lead", "companyName": "Lead & Co"},
@@ -341,7 +342,7 @@ def test_a_contact_deleted_in_ghl_is_written_again(client, db, worker, fake_ghl)
     assert contact["id"] != old_id
     assert set(contact["tags"]) == {"instantly-replied", "instantly-campaign-follow-up"}
     assert inbox.get(db, 2)["status"] == "done"
-    assert contacts.get(db, EMAIL).contact_id == contact["id"]
+    assert contacts.get(db, LOCATION_ID, EMAIL).contact_id == contact["id"]
 
 
 def test_a_database_error_does_not_end_the_worker(client, db, worker, fake_ghl, monkeypatch):

@@ -91,23 +91,31 @@ def test_a_polled_lead_with_such_an_address_is_skipped_and_logged(caplog):
     assert polled.lead_email({"id": "lead-8", "email": COMBINING}) == PRECOMPOSED
 
 
+# Where m042 leaves a contact map row written before it, until GHL_LOCATION_ID adopts it.
+UNADOPTED = ""
+
+
 def test_m034_rewrites_stored_emails_in_nfc_so_an_old_row_still_matches(config):
     database = store.connect(config.database)
     store.load_migrations().apply(database, stop_before="m034_emails_in_nfc")
-    contacts.record_upsert(database, COMBINING, "c-old", {"firstName": "Jos\u00e9"})
-    contacts.record_upsert(database, "plain@example.com", "c-plain", {})
-    # Both forms already have a row (two GHL contacts): the NFC one is left to events.
-    contacts.record_upsert(database, "rene\u0301@example.com", "c-rene-decomposed", {})
-    contacts.record_upsert(database, "ren\u00e9@example.com", "c-rene", {})
+    # Rows as that schema had them (the contact map had no location until m042).
+    for email, contact_id in [
+        (COMBINING, "c-old"),
+        ("plain@example.com", "c-plain"),
+        # Both forms already have a row (two GHL contacts): the NFC one is left to events.
+        ("rene\u0301@example.com", "c-rene-decomposed"),
+        ("ren\u00e9@example.com", "c-rene"),
+    ]:
+        database["contacts"].insert({"email": email, "contact_id": contact_id, "tags": "[]"})
     database["events"].insert(
         {"key": "k1", "source": "webhook", "event_type": "reply_received", "email": COMBINING}
         | {"payload": json.dumps({}), "status": "pending", "attempts": 0}
     )
     assert "m034_emails_in_nfc" in store.migrate(database)
-    assert contacts.get(database, PRECOMPOSED).contact_id == "c-old"
-    assert contacts.get(database, COMBINING) is None
-    assert contacts.get(database, "plain@example.com").contact_id == "c-plain"
-    assert contacts.get(database, "ren\u00e9@example.com").contact_id == "c-rene"
+    assert contacts.get(database, UNADOPTED, PRECOMPOSED).contact_id == "c-old"
+    assert contacts.get(database, UNADOPTED, COMBINING) is None
+    assert contacts.get(database, UNADOPTED, "plain@example.com").contact_id == "c-plain"
+    assert contacts.get(database, UNADOPTED, "ren\u00e9@example.com").contact_id == "c-rene"
     assert database.execute("SELECT email FROM events").fetchone()[0] == PRECOMPOSED
     database.close()
 

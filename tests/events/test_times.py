@@ -15,7 +15,7 @@ from bridge.events.webhook import from_webhook
 from bridge.store import contacts, inbox
 from bridge.store import db as store
 from bridge.sync.worker import Worker
-from tests.helpers import post_webhook
+from tests.helpers import LOCATION_ID, post_webhook
 from tests.interest_helpers import EMAIL, interest_payload
 
 FAR_FUTURE = "2999-01-01T00:00:00.000Z"
@@ -45,7 +45,7 @@ def test_a_status_dated_2999_does_not_freeze_the_contact(client, db, worker, fak
 
     assert booked["status"] == "done", booked["last_error"]
     assert fake_ghl.contact_by_email(EMAIL)["tags"] == ["instantly-meeting-booked"]
-    assert contacts.get(db, EMAIL).interest_status == "meeting_booked"
+    assert contacts.get(db, LOCATION_ID, EMAIL).interest_status == "meeting_booked"
 
 
 @pytest.mark.parametrize(
@@ -113,11 +113,16 @@ def test_m035_orders_stored_future_events_by_arrival_and_thaws_their_contacts(co
             | {"payload": "{}", "status": "done", "attempts": 1}
             | {"occurred_at": occurred, "received_at": arrived, "updated_at": arrived}
         )
-    record = contacts.record_upsert(database, EMAIL, "c1", {})
-    contacts.record_interest(database, record, "interested", FAR_FUTURE, ["instantly-interested"])
-    other = contacts.record_upsert(database, "other@example.com", "c2", {})
-    contacts.record_interest(database, other, "interested", FAR_FUTURE, [])
-    contacts.record_upsert(database, "real@example.com", "c3", {})
+    # Rows as that schema had them (the contact map had no location until m042).
+    for email, contact_id, interest, tags in [
+        (EMAIL, "c1", "interested", '["instantly-interested"]'),
+        ("other@example.com", "c2", "interested", "[]"),
+        ("real@example.com", "c3", None, "[]"),
+    ]:
+        database["contacts"].insert(
+            {"email": email, "contact_id": contact_id, "tags": "[]", "interest_tags": tags}
+            | {"interest_status": interest, "interest_at": FAR_FUTURE if interest else None}
+        )
     database.execute(
         "UPDATE contacts SET updated_at = ?, interest_at = COALESCE(interest_at, ?)",
         [updated, "2026-02-01T00:00:00.000Z"],
@@ -127,7 +132,7 @@ def test_m035_orders_stored_future_events_by_arrival_and_thaws_their_contacts(co
 
     occurred = dict(database.execute("SELECT key, occurred_at FROM events").fetchall())
     assert occurred == {"future": arrived, "past": "2026-02-01T00:00:00.000Z"}
-    assert contacts.get(database, EMAIL).interest_at == arrived  # the event that set it
-    assert contacts.get(database, "other@example.com").interest_at == updated  # none: the row
-    assert contacts.get(database, "real@example.com").interest_at == "2026-02-01T00:00:00.000Z"
+    assert contacts.get(database, "", EMAIL).interest_at == arrived  # the event that set it
+    assert contacts.get(database, "", "other@example.com").interest_at == updated  # none: the row
+    assert contacts.get(database, "", "real@example.com").interest_at == "2026-02-01T00:00:00.000Z"
     database.close()

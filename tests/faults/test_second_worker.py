@@ -15,6 +15,7 @@ import pytest
 from bridge import settings as settings_mod
 from bridge.store import contacts
 from tests.faults.harness import Stack
+from tests.helpers import LOCATION_ID
 from tests.interest_helpers import interest_payload
 
 pytestmark = pytest.mark.slow
@@ -126,7 +127,7 @@ def test_two_workers_and_a_drain_apply_each_contacts_events_one_at_a_time(stack)
         held = set(contact["tags"]) & status_tags()
         if held != {"instantly-won"}:
             wrong_tags[email] = sorted(held)
-        record = contacts.get(db, email)
+        record = contacts.get(db, LOCATION_ID, email)
         mapped = (record.contact_id, set(record.tags)) if record else None
         if mapped != (contact["id"], set(contact["tags"])):
             map_differs[email] = (mapped, contact["id"], sorted(contact["tags"]))

@@ -22,7 +22,7 @@ from bridge.events.webhook import from_webhook
 from bridge.store import backup as backups
 from bridge.store import contacts, holders, inbox, leases, replica
 from bridge.store import db as store
-from tests.helpers import file_mode, keys_in, reply_payload
+from tests.helpers import LOCATION_ID, file_mode, keys_in, reply_payload
 
 # Under the usual umask a file SQLite or Python makes would be readable by all.
 pytestmark = pytest.mark.usefixtures("usual_umask")
@@ -37,7 +37,9 @@ def add_events(db, prefix: str, count: int) -> list[str]:
         keys.append(event.key)
         stored = inbox.enqueue(db, event)
         if n == 0:
-            contacts.record_upsert(db, email, f"ghl-{prefix}{n}", {"firstName": "Jordan"})
+            contacts.record_upsert(
+                db, LOCATION_ID, email, f"ghl-{prefix}{n}", {"firstName": "Jordan"}
+            )
             inbox.finish(db, stored.event_id, inbox.DONE, contact_id=f"ghl-{prefix}{n}")
     return keys
 
@@ -71,6 +73,7 @@ def test_a_backup_holds_the_events_and_contacts_is_private_and_one_file(config, 
         "ignored": 0,
         "superseded": 0,
         "dead": 0,
+        "unrouted": 0,
     }
     assert summary.contacts == 1
     newest = db.execute("SELECT received_at FROM events ORDER BY id DESC LIMIT 1").fetchone()[0]
@@ -113,7 +116,10 @@ def test_the_backup_command_prints_one_line_per_fact(config, db, tmp_path, runne
     newest = db.execute("SELECT received_at FROM events ORDER BY id DESC LIMIT 1").fetchone()[0]
     assert lines[0] == f"backup of {config.database} written to {target}"
     assert lines[1] == f"size: {size / 1_000_000:.1f} MB ({size} bytes)"
-    assert lines[2] == "events: 1 pending, 0 processing, 1 done, 0 ignored, 0 superseded, 0 dead"
+    assert (
+        lines[2]
+        == "events: 1 pending, 0 processing, 1 done, 0 ignored, 0 superseded, 0 dead, 0 unrouted"
+    )
     assert lines[3:] == [
         "contacts: 1",
         f"newest event: {newest}",
@@ -183,11 +189,14 @@ def test_restore_puts_the_backup_back_and_keeps_the_replaced_database_aside(
         f"the database that was there is kept as {aside}",
         f"restored {target} to {database}",
     ]
-    assert "events: 1 pending, 0 processing, 1 done, 0 ignored, 0 superseded, 0 dead" in lines
+    assert (
+        "events: 1 pending, 0 processing, 1 done, 0 ignored, 0 superseded, 0 dead, 0 unrouted"
+        in lines
+    )
     assert keys_in(database) == set(before)
     assert keys_in(aside) == set(before + after)
     restored = store.connect(database)
-    assert contacts.get(restored, "r0@example.com").contact_id == "ghl-r0"
+    assert contacts.get(restored, LOCATION_ID, "r0@example.com").contact_id == "ghl-r0"
     assert store.pending_migrations(restored) == []
     restored.close()
     assert file_mode(database) == file_mode(aside) == 0o600

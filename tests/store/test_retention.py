@@ -19,21 +19,24 @@ from bridge.store import inbox, retention
 from bridge.store import migrations as steps
 from bridge.store.inbox import event_from_row
 from bridge.sync.worker import Worker
-from tests.helpers import reply_payload
+from tests.helpers import EVENT_COLUMNS_BEFORE_M042, enqueue_before_m042, reply_payload
 
 DAY = 86400.0
 RETENTION = {"payload_days": 30, "event_days": 90, "call_log_days": 30, "run_days": 90}
 LONG_HTML = "<div>" + "quoted thread " * 2000 + "</div>"
 
 
-def stored(db, n: int, status: str, html: str = LONG_HTML, error: str | None = None) -> list[int]:
-    """n events with a long reply HTML, left in `status`."""
+def stored(
+    db, n: int, status: str, html: str = LONG_HTML, error: str | None = None, put=None
+) -> list[int]:
+    """n events with a long reply HTML, left in `status`; `put` stores one (default: the
+    inbox's enqueue)."""
     ids = []
     for _ in range(n):
         seq = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
         payload = reply_payload(email_id=f"{status}-{seq}", email=f"lead{seq}@example.com")
         event = from_webhook({**payload, "reply_html": html})
-        event_id = inbox.enqueue(db, event).event_id
+        event_id = put(db, event) if put else inbox.enqueue(db, event).event_id
         if status == "dead":
             inbox.dead(db, event_id, "GHL answered 422: " + "x" * 500)
         elif status in (inbox.DONE, inbox.IGNORED, inbox.SUPERSEDED):
@@ -478,8 +481,10 @@ def test_m039_turns_a_database_that_has_rows_incremental_and_keeps_them(
 ):
     db = store.connect(tmp_path / "old.sqlite3")
     store.load_migrations().apply(db, stop_before="m039_incremental_vacuum")
-    ids = stored(db, 3, inbox.DONE) + stored(db, 1, inbox.DEAD)
-    before = (list(db.execute("SELECT * FROM events ORDER BY id")), totals(db), triggers(db))
+    put = enqueue_before_m042
+    ids = stored(db, 3, inbox.DONE, put=put) + stored(db, 1, inbox.DEAD, put=put)
+    rows = f"SELECT id, {EVENT_COLUMNS_BEFORE_M042} FROM events ORDER BY id"
+    before = (list(db.execute(rows)), totals(db), triggers(db))
     assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
     monkeypatch.setattr(steps, "SLOW_VACUUM_BYTES", 0)
     with caplog.at_level(logging.WARNING, "bridge.store"):
@@ -487,7 +492,7 @@ def test_m039_turns_a_database_that_has_rows_incremental_and_keeps_them(
     assert applied[:2] == ["m039_incremental_vacuum", "m040_events_finished_index"]
     assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    after = (list(db.execute("SELECT * FROM events ORDER BY id")), totals(db), triggers(db))
+    after = (list(db.execute(rows)), totals(db), triggers(db))
     assert after == before and len(after[0]) == len(ids)
     assert any("takes a while" in r.getMessage() for r in caplog.records)
     db.close()

@@ -7,7 +7,7 @@ from bridge.events.webhook import from_webhook
 from bridge.reconcile import runs
 from bridge.store import db as store
 from bridge.store import inbox
-from tests.helpers import reply_payload
+from tests.helpers import enqueue_before_m042, reply_payload
 
 M036 = "m036_running_totals"
 
@@ -82,7 +82,7 @@ def test_rows_written_before_m036_are_counted(config):
     database = store.connect(config.database)
     store.load_migrations().apply(database, stop_before=M036)
     for i in range(3):
-        inbox.enqueue(database, from_webhook(reply_payload(email_id=f"e{i}")))
+        enqueue_before_m042(database, from_webhook(reply_payload(email_id=f"e{i}")))
     database.execute("UPDATE events SET status = 'done' WHERE id < 3")
     call(database, 200, 70)
     call(database, 429, 20)

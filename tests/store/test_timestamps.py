@@ -13,7 +13,7 @@ from bridge.clock import iso, now_iso, parse_time
 from bridge.events.webhook import from_webhook
 from bridge.store import contacts, ghl_writes, inbox, state
 from bridge.store import db as store
-from tests.helpers import reply_payload
+from tests.helpers import LOCATION_ID, reply_payload
 
 FORMAT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 moments = st.datetimes(
@@ -24,9 +24,9 @@ moments = st.datetimes(
 def test_everything_the_bridge_writes_has_the_one_format(db):
     event_id = inbox.enqueue(db, from_webhook(reply_payload())).event_id
     inbox.finish(db, event_id, "done", "c1")
-    record = contacts.record_upsert(db, "a@example.com", "c1", {"firstName": "A"})
+    record = contacts.record_upsert(db, LOCATION_ID, "a@example.com", "c1", {"firstName": "A"})
     contacts.record_tags(db, record, ["x"])
-    ghl_writes.done(db, "note:1", "note", "c1", "n1")
+    ghl_writes.done(db, LOCATION_ID, "note:1", "note", "c1", "n1")
     state.put(db, "probe", 1)
     stamps = [
         *db.execute("SELECT received_at FROM events UNION ALL SELECT updated_at FROM events"),

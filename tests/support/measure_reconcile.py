@@ -29,6 +29,8 @@ from bridge.sync.worker import Worker
 from tests.support.ghl_server import FakeGHLServer
 from tests.support.instantly_fake import API_KEY
 
+LOCATION_ID = "loc_test"
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -78,7 +80,7 @@ def _measure(args: argparse.Namespace, instantly_url: str, ghl: FakeGHLServer, t
             "INSTANTLY_API_KEY": API_KEY,
             "INSTANTLY_BASE_URL": instantly_url,
             "GHL_TOKEN": "ghl-test-token",
-            "GHL_LOCATION_ID": "loc_test",
+            "GHL_LOCATION_ID": LOCATION_ID,
             "GHL_BASE_URL": ghl.start(),
         }
     )
@@ -117,8 +119,8 @@ def _apply_statuses(db) -> None:
     for row in list(
         db.query("SELECT email, occurred_at FROM events WHERE event_type = ?", ["lead_interested"])
     ):
-        if contacts.get(db, row["email"]) is None:
-            contacts.record_upsert(db, row["email"], f"contact-{row['email']}", {})
+        if contacts.get(db, LOCATION_ID, row["email"]) is None:
+            contacts.record_upsert(db, LOCATION_ID, row["email"], f"contact-{row['email']}", {})
         db.execute(
             "UPDATE contacts SET interest_status = 'interested', interest_at = ? WHERE email = ?",
             [row["occurred_at"], row["email"]],

@@ -13,7 +13,7 @@ from bridge.events.webhook import from_webhook
 from bridge.store import contacts, ghl_writes
 from bridge.sync.dispatch import sync_event
 from bridge.sync.reply_note import marker
-from tests.helpers import reply_payload
+from tests.helpers import LOCATION_ID, reply_payload
 from tests.interest_helpers import (
     EMAIL,
     assert_moved_from_interested_to_booked,
@@ -72,7 +72,7 @@ def test_a_first_reply_creates_one_contact_with_its_rendered_tags(db, ghl, fake_
         ("POST", f"/contacts/{contact['id']}/tags",
          {"tags": ["instantly-replied", "instantly-campaign-trust attorneys q4"]}),
     ]  # fmt: skip
-    record = contacts.get(db, EMAIL)
+    record = contacts.get(db, LOCATION_ID, EMAIL)
     assert record.contact_id == contact["id"]
     assert record.fields == LEAD_FIELDS
     assert record.tags == REPLY_TAGS
@@ -94,7 +94,7 @@ def test_the_same_event_synced_again_makes_no_call(db, ghl, fake_ghl):
 
     assert fake_ghl.calls == []
     assert again.status == "done" and again.contact_id == first.contact_id
-    assert contacts.get(db, EMAIL).tags == REPLY_TAGS
+    assert contacts.get(db, LOCATION_ID, EMAIL).tags == REPLY_TAGS
 
 
 def test_the_same_reply_found_by_polling_makes_no_call(db, ghl, fake_ghl):
@@ -134,7 +134,10 @@ def test_a_tag_only_change_on_a_known_contact_is_one_call(db, ghl, fake_ghl):
         "instantly-campaign-follow-up",
         *REPLY_TAGS,
     ]
-    assert contacts.get(db, EMAIL).tags == ["instantly-campaign-follow-up", *REPLY_TAGS]
+    assert contacts.get(db, LOCATION_ID, EMAIL).tags == [
+        "instantly-campaign-follow-up",
+        *REPLY_TAGS,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -158,7 +161,7 @@ def test_an_event_type_not_synced_is_ignored_without_a_call(db, ghl, fake_ghl, e
 
     assert outcome.status == "ignored" and outcome.contact_id is None
     assert fake_ghl.calls == []
-    assert contacts.get(db, EMAIL) is None
+    assert contacts.get(db, LOCATION_ID, EMAIL) is None
 
 
 # --- interest statuses ------------------------------------------------------------------
@@ -172,7 +175,7 @@ def test_statuses_arriving_in_event_time_order_each_apply(db, ghl, fake_ghl):
         ("lead_closed", T3),
     ]:
         outcome = sync(db, status_event(event_type, at), ghl)
-        record = contacts.get(db, EMAIL)
+        record = contacts.get(db, LOCATION_ID, EMAIL)
         applied.append((outcome.status, record.interest_status, record.interest_at))
 
     assert applied == [
@@ -181,7 +184,7 @@ def test_statuses_arriving_in_event_time_order_each_apply(db, ghl, fake_ghl):
         ("done", "closed", T3),
     ]
     assert fake_ghl.contact_by_email(EMAIL)["tags"] == ["instantly-won"]
-    assert contacts.get(db, EMAIL).interest_tags == ["instantly-won"]
+    assert contacts.get(db, LOCATION_ID, EMAIL).interest_tags == ["instantly-won"]
 
 
 def test_an_older_status_is_superseded_without_a_call(db, ghl, fake_ghl):
@@ -196,7 +199,7 @@ def test_an_older_status_is_superseded_without_a_call(db, ghl, fake_ghl):
         f"interested at {T1} is older than meeting_booked at {T2}, already applied"
     )
     assert fake_ghl.calls == []
-    record = contacts.get(db, EMAIL)
+    record = contacts.get(db, LOCATION_ID, EMAIL)
     assert (record.interest_status, record.interest_at) == ("meeting_booked", T2)
     assert fake_ghl.contact_by_email(EMAIL)["tags"] == ["instantly-meeting-booked"]
 
@@ -212,7 +215,7 @@ def test_a_newer_status_removes_the_previous_statuses_tags_and_only_those(db, gh
 
     assert outcome.status == "done"
     assert_moved_from_interested_to_booked(fake_ghl, contact_id)
-    record = contacts.get(db, EMAIL)
+    record = contacts.get(db, LOCATION_ID, EMAIL)
     assert record.interest_tags == ["instantly-meeting-booked"]
     assert "instantly-interested" not in record.tags
 
@@ -237,7 +240,7 @@ def test_a_contact_deleted_in_ghl_is_written_afresh_once(db, ghl, fake_ghl):
         ("POST", f"/contacts/{contact['id']}/tags", 201),
     ]
     assert set(contact["tags"]) == {"instantly-replied", "instantly-campaign-follow-up"}
-    record = contacts.get(db, EMAIL)
+    record = contacts.get(db, LOCATION_ID, EMAIL)
     assert record.contact_id == contact["id"]
     assert record.tags == ["instantly-campaign-follow-up", "instantly-replied"]
 
@@ -258,7 +261,7 @@ def test_the_reply_note_is_added_once_even_when_synced_twice(db, ghl, fake_ghl):
     (note,) = fake_ghl.notes[contact_id]
     assert marker(event) in note["body"]
     assert "Sure, how about 11/26 9am ET?" in note["body"]
-    write = ghl_writes.get(db, f"note:{event.key}")
+    write = ghl_writes.get(db, LOCATION_ID, f"note:{event.key}")
     assert write.done and write.ghl_id == note["id"]
 
 
