@@ -11,9 +11,11 @@ field map, Acme adds a custom field to its field map.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,7 @@ from tests.faults.harness import LOCATION_ID, Stack
 from tests.faults.leaks import assert_no_secret_shown, everything_shown, find_leaks
 from tests.faults.procs import wait_until
 from tests.helpers import reply_payload
+from tests.support.ghl_fake import Answer, FakeGHL
 from tests.support.instantly_fake import FakeInstantly
 from tests.support.instantly_server import serving
 from tests.support.instantly_workspaces import InstantlyWorkspaces
@@ -61,6 +64,7 @@ BETA_FIELDS = ("firstName", "lastName", "website")
 
 PER_ROUTE = 25  # new contacts per location in each timed run
 RATE = 4.0  # deliveries a second on average, open loop
+SLOW_503_SECONDS = 1.0  # how long each of Beta's 503s takes to come back
 LATENCY_RATIO = 1.5  # the others' p50 during Beta's outage, at most this times the calm run's
 
 
@@ -214,6 +218,27 @@ def post_open_loop(
     return sent
 
 
+@contextlib.contextmanager
+def slow_failures(fake: FakeGHL, token: str, seconds: float) -> Iterator[None]:
+    """Answer this token's 5xx only after `seconds`, as a gateway waiting on a dead upstream
+    does: a worker that waited on one location's answers in the others' way would show in
+    their latency, where instant 503s would hide it."""
+    answer = fake.handle
+
+    def slowly(method: str, path: str, query: Any, headers: Any, body: bytes) -> Answer:
+        status, out_headers, out = answer(method, path, query, headers, body)
+        auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        if status >= 500 and auth == f"Bearer {token}":
+            time.sleep(seconds)  # in the fake server's thread for this request only
+        return status, out_headers, out
+
+    fake.handle = slowly  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del fake.handle  # the class's method again
+
+
 def written_at(stack: Stack, item: Delivery) -> float | None:
     """When the item's location accepted its contact's tags (the call completing it)."""
     loc = stack.fake.location(item.location)
@@ -356,14 +381,15 @@ def run_scenario(stack: Stack, acme_field: str) -> None:
     beta_before = len(beta.calls)
     beta.fail_for(600, 503)
     storm = timed_run("storm")
-    storm_sent = post_open_loop(stack, storm, answers, seed=2)
-    others = [item for item in storm if item.location != BETA]
-    storm_times = latencies(stack, others, storm_sent, timeout=60)
-    held_by_outage = [item for item in storm if item.location == BETA]
-    rows = event_rows(stack)
-    assert all(rows[item.key]["status"] != "done" for item in held_by_outage)
-    assert {c.status for c in beta.calls[beta_before:]} == {503}
-    beta.fail_for(0, 503)  # Beta is back: its backlog drains
+    with slow_failures(fake, beta.token, SLOW_503_SECONDS):
+        storm_sent = post_open_loop(stack, storm, answers, seed=2)
+        others = [item for item in storm if item.location != BETA]
+        storm_times = latencies(stack, others, storm_sent, timeout=60)
+        held_by_outage = [item for item in storm if item.location == BETA]
+        rows = event_rows(stack)
+        assert all(rows[item.key]["status"] != "done" for item in held_by_outage)
+        assert {c.status for c in beta.calls[beta_before:]} == {503}
+        beta.fail_for(0, 503)  # Beta is back: its backlog drains
     stack.wait_all_final(len(calm) + len(traps) + len(storm), timeout=90)
 
     calm_p50 = p50(calm_times[ACME] + calm_times[HOUSE])
@@ -374,7 +400,8 @@ def run_scenario(stack: Stack, acme_field: str) -> None:
         + ", ".join(f"{loc} {p50(v):.3f} s" for loc, v in calm_times.items())
         + "; during the outage "
         + ", ".join(f"{loc} {p50(v):.3f} s" for loc, v in storm_times.items())
-        + f"; Beta answered {sum(1 for c in beta.calls if c.status == 503)} calls 503"
+        + f"; Beta answered {sum(1 for c in beta.calls if c.status == 503)} calls 503, "
+        f"each after {SLOW_503_SECONDS} s"
     )
     assert storm_p50 <= LATENCY_RATIO * calm_p50, (calm_p50, storm_p50)
 
