@@ -164,7 +164,7 @@ def test_events_are_routed_held_and_replayed_when_a_route_exists(agency_env, db)
     served = registry.build(load_config(agency_env), agency_settings(default_location="none"))
     acme = _enqueue(db, "a@example.com", CAMPAIGN_ACME)
     lost = _enqueue(db, "b@example.com", "c-unknown", "ws-unknown")
-    assert inbox.route_pending(db, served.route) == inbox.Routed(routed=1, held=1)
+    assert inbox.route_pending(db, served.route) == inbox.Routed(1, 1, frozenset({ACME}))
     assert inbox.get(db, acme)["location_id"] == ACME
     held = inbox.get(db, lost)
     assert held["status"] == "unrouted" and held["location_id"] is None
@@ -174,7 +174,7 @@ def test_events_are_routed_held_and_replayed_when_a_route_exists(agency_env, db)
     # Nothing more to route: no transaction is taken for it.
     assert inbox.route_pending(db, served.route) == inbox.Routed()
     assert inbox.replay(db, unrouted=True) == 1
-    assert inbox.route_pending(db, lambda c, w: BETA) == inbox.Routed(routed=1)
+    assert inbox.route_pending(db, lambda c, w: BETA) == inbox.Routed(1, 0, frozenset({BETA}))
     assert inbox.get(db, lost)["location_id"] == BETA
     assert inbox.counts(db)["unrouted"] == 0
 

@@ -291,6 +291,8 @@ def replay(
 class Routed:
     routed: int = 0
     held: int = 0
+    # The locations that were given events, so their lanes can be woken.
+    locations: frozenset[str] = frozenset()
 
 
 # Queued events without a location: not routed yet, or claimed by hand and abandoned (a
@@ -323,6 +325,7 @@ def route_pending(
         ).fetchall()
         routed = held = 0
         stamp = now_iso()
+        given: set[str] = set()
         for event_id, campaign_id, workspace_id in rows:
             location = route(campaign_id, workspace_id)
             if location is None:
@@ -334,8 +337,9 @@ def route_pending(
                 held += 1
             else:
                 db.execute("UPDATE events SET location_id = ? WHERE id = ?", [location, event_id])
+                given.add(location)
                 routed += 1
-    return Routed(routed, held)
+    return Routed(routed, held, frozenset(given))
 
 
 def _held_because(campaign_id: str, workspace_id: str) -> str:

@@ -42,6 +42,9 @@ PRUNE_SECONDS = 300.0
 REGISTRY_SECONDS = 5.0
 # Events routed per turn of the loop.
 ROUTE_BATCH = 500
+# With a lane per thread, how often this thread looks for events to route: a lane given
+# one is woken at once, so this is most of the wait between arrival and sync.
+ROUTE_SECONDS = 0.1
 
 
 class Worker:
@@ -165,7 +168,7 @@ class Worker:
         if not drain and len(self.lanes) > 1:
             self._start_threads()
             if not pruned:
-                self.sleep(IDLE_SECONDS)
+                self.sleep(ROUTE_SECONDS)
             return 0
         return self._step_lanes(drain, pruned)
 
@@ -277,6 +280,9 @@ class Worker:
         if self.registry is None:
             return
         routed = inbox.route_pending(self.db, self.registry.route, ROUTE_BATCH)
+        for thread in self._threads:
+            if thread.location.id in routed.locations:
+                thread.wake.set()
         if routed.held:
             log.warning(
                 "%d events held (unrouted): no route claims their campaign or workspace and"
@@ -298,6 +304,7 @@ class Worker:
     def _stop_threads(self) -> None:
         for thread in self._threads:
             thread.halt.set()
+            thread.wake.set()
         for thread in self._threads:
             thread.join()
             self._thread_handled += thread.handled
@@ -343,6 +350,9 @@ class LaneThread(threading.Thread):
         self.location = location
         self.settings = settings
         self.halt = threading.Event()
+        # Set when events are routed to this lane (or it must stop): an idle lane wakes at
+        # once instead of at its next poll.
+        self.wake = threading.Event()
         self.handled = 0
 
     def run(self) -> None:
@@ -368,9 +378,10 @@ class LaneThread(threading.Thread):
         if wait > 0:
             self.halt.wait(min(wait, 5.0))
             return
+        self.wake.clear()
         row = lane.claim()
         if row is None:
-            self.halt.wait(IDLE_SECONDS)
+            self.wake.wait(IDLE_SECONDS)
             return
         lane.process(row, self.settings.get(db))
         self.handled += 1
