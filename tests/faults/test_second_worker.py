@@ -14,8 +14,7 @@ import pytest
 
 from bridge import settings as settings_mod
 from bridge.store import contacts
-from tests.faults.harness import Stack
-from tests.helpers import LOCATION_ID
+from tests.faults.harness import LOCATION_ID, Stack
 from tests.interest_helpers import interest_payload
 
 pytestmark = pytest.mark.slow

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from bridge.store import state
+from tests.faults.harness import LOCATION_ID
 from tests.faults.leaks import CHECKED_URLS, assert_no_secret_shown, find_leaks
 from tests.faults.procs import wait_until
 from tests.faults.scenario import replies
@@ -58,7 +59,11 @@ def test_no_secret_shown_anywhere_during_a_full_run(stack):
     # A refused token pauses writes; the reason is shown on /healthz and by `instantly-ghl-bridge status`.
     stack.fake.fail_next(1, 401, body=echoing(401, secrets.ghl_token))
     assert stack.post_event(good[3].body).status_code == 202
-    wait_until(lambda: state.get(stack.db(), state.GHL_PAUSE), 30, "GHL writes to pause")
+    wait_until(
+        lambda: state.get(stack.db(), state.scoped(state.GHL_PAUSE, LOCATION_ID)),
+        30,
+        "GHL writes to pause",
+    )
     paused = stack.request("GET", "/healthz")
     assert paused.status_code == 503 and "401" in paused.json()["ghl_paused"]["reason"]
 
