@@ -95,6 +95,18 @@ def test_a_location_without_its_token_says_which_variable_is_missing(env):
     }
 
 
+def test_one_token_given_to_two_locations_is_used_by_the_first_only(env):
+    same = load_config({**env, "GHL_TOKEN_ACME": "pit-same", "GHL_TOKEN_BETA": "pit-same"})
+    served = registry.build(same, agency_settings())
+    assert served.get(ACME).token == "pit-same"
+    beta = served.get(BETA)
+    assert beta.token == "" and beta.problem == (
+        "location Beta Law: its token (GHL_TOKEN_BETA) is the same as location Acme Dental"
+        f" ({ACME})'s (GHL_TOKEN_ACME); a token belongs to one sub-account, so give each"
+        " location its own"
+    )
+
+
 def test_routes_that_contradict_each_other_are_named():
     defaults = settings_mod.load_defaults()
     twice = [{"id": ACME, "campaigns": ["c1"]}, {"id": BETA, "name": "B", "campaigns": ["c1"]}]

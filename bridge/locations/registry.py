@@ -7,7 +7,7 @@ INSTANTLY_API_KEY is a workspace; [[instantly.workspaces]] adds more."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sqlite_utils
 
@@ -97,6 +97,7 @@ def build(config: Config, settings: dict, db: sqlite_utils.Database | None = Non
     if env_id:
         locations.append(_location(config, declared.pop(env_id, {"id": env_id}), db, env=True))
     locations += [_location(config, entry, db) for entry in declared.values()]
+    locations = _one_token_each(locations)
     by_campaign, by_workspace = {}, {}
     for location in locations:
         by_campaign.update(dict.fromkeys(location.campaigns, location.id))
@@ -147,6 +148,28 @@ def _location(
         campaigns=tuple(entry.get("campaigns") or ()),
         overrides=entry.get("overrides") or {},
     )
+
+
+def _one_token_each(locations: list[Location]) -> list[Location]:
+    """A token is one sub-account's: a second location given the same one (a paste into the
+    wrong variable) would send one client's writes with another's token, so it gets none
+    and says why."""
+    owner: dict[str, Location] = {}
+    out = []
+    for location in locations:
+        first = owner.setdefault(location.token, location) if location.token else location
+        if first is not location:
+            location = replace(
+                location,
+                token="",
+                problem=(
+                    f"location {location.name}: its token ({location.token_source}) is the "
+                    f"same as location {first.label}'s ({first.token_source}); a token belongs "
+                    "to one sub-account, so give each location its own"
+                ),
+            )
+        out.append(location)
+    return out
 
 
 def _workspaces(config: Config, settings: dict) -> tuple[Workspace, ...]:
