@@ -95,15 +95,15 @@ def seed_contact_map(database: str, leads: int, share: float) -> int:
     import sqlite3
 
     rows = [
-        (email_of(i), f"ghl{i}", "{}", "[]", STATUS_NAMES[code], CHANGED_AT, CHANGED_AT)
+        (procs.LOCATION_ID, email_of(i), f"ghl{i}", "{}", "[]", STATUS_NAMES[code], CHANGED_AT)
         for i in range(leads)
         if (code := status_code(i, share)) is not None
     ]
     with sqlite3.connect(database) as conn:
         conn.executemany(
-            "INSERT INTO contacts (email, contact_id, fields, tags,"
-            " interest_status, interest_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
+            "INSERT INTO contacts (location_id, email, contact_id, fields, tags,"
+            " interest_status, interest_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(*row, CHANGED_AT) for row in rows],
         )
     return len(rows)
 
