@@ -21,6 +21,7 @@ from tests.web_helpers import (
     GHL,
     INSTANTLY,
     csrf_token,
+    form_row,
     ghl_custom_field,
     ghl_error,
     login,
@@ -165,8 +166,7 @@ def test_invalid_values_are_refused_with_the_error_beside_the_field(
     # The error sits in the block of the field that caused it, and the typed value stays.
     if field.startswith("field_map"):
         index = int(field.split(".")[1])
-        row_start = page.index(f'name="field_map.{index}.instantly"')
-        row = page[row_start : page.index("</tr>", page.index("</tr>", row_start) + 5)]
+        row = form_row(page, f"field_map.{index}.instantly")
         assert message in row
     else:
         block = page[page.index(f'id="w-{field}"') :]
@@ -589,8 +589,7 @@ def test_an_unknown_custom_field_is_refused_with_a_did_you_mean(logged_in, db, g
     response = save(logged_in, data)
     page = response.get_data(as_text=True)
     assert response.status_code == 400
-    row_start = page.index('name="field_map.5.instantly"')
-    row = page[row_start : page.index("</tr>", page.index("</tr>", row_start) + 5)]
+    row = form_row(page, "field_map.5.instantly")
     assert (
         "GHL field: contact.icebreakr is not a custom field of this GHL location; "
         "did you mean contact.icebreaker?" in row

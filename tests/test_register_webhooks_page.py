@@ -4,7 +4,6 @@ the URL as typed; never a bare error page."""
 from __future__ import annotations
 
 import html
-import socket
 
 import pytest
 import requests
@@ -14,7 +13,7 @@ from bridge import create_app
 from bridge.config import load_config
 from bridge.setup import subscriptions
 from bridge.store import state
-from tests.web_helpers import INSTANTLY, INSTANTLY_KEY, login, post
+from tests.web_helpers import INSTANTLY, INSTANTLY_KEY, login, post, resolve_publicly
 
 pytestmark = pytest.mark.admin
 
@@ -24,15 +23,7 @@ PUBLIC = "https://bridge.example.com"
 
 @pytest.fixture(autouse=True)
 def public_dns(monkeypatch):
-    """bridge.example.com resolves to a public address (no test asks a real DNS server)."""
-    resolve = socket.getaddrinfo
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if host == "bridge.example.com":
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
-        return resolve(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    resolve_publicly(monkeypatch)
 
 
 def register(client, url: str, answer=None):

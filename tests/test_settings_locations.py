@@ -13,7 +13,7 @@ from bridge.store import state
 from bridge.web.admin import lookups
 from tests.helpers import LOCATION_ID
 from tests.test_admin_settings import block, form_of, save
-from tests.web_helpers import INSTANTLY, post
+from tests.web_helpers import INSTANTLY, form_row, post
 
 pytestmark = pytest.mark.admin
 
@@ -307,8 +307,7 @@ def test_a_workspace_key_variable_that_is_not_set_is_refused_in_its_row(logged_i
     response = save(logged_in, data)
     page = response.get_data(as_text=True)
     assert response.status_code == 400
-    row_start = page.index('name="instantly.workspaces.0.id"')
-    row = page[row_start : page.index("</tr>", page.index("</tr>", row_start) + 5)]
+    row = form_row(page, "instantly.workspaces.0.id")
     assert "API key variable: INSTANTLY_KEY_NOPE is not set in the bridge&#39;s environment" in row
 
 
@@ -408,8 +407,7 @@ def test_a_save_checks_each_location_against_its_own_custom_fields(logged_in, db
     response = save(logged_in, data)
     page = response.get_data(as_text=True)
     assert response.status_code == 400
-    row_start = page.index('name="field_map.5.instantly"')
-    row = page[row_start : page.index("</tr>", page.index("</tr>", row_start) + 5)]
+    row = form_row(page, "field_map.5.instantly")
     assert (
         f"GHL field: {CLIENT_NAME} ({CLIENT}): contact.icebreaker is not a custom field of "
         "this GHL location"

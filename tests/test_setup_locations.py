@@ -4,7 +4,6 @@ own key, every GHL location with its own token (issue 16)."""
 from __future__ import annotations
 
 import html
-import socket
 
 import pytest
 
@@ -15,7 +14,14 @@ from tests.helpers import GHL_TOKEN, LOCATION_ID, WEBHOOK_SECRET
 from tests.support.instantly_fake import FakeInstantly
 from tests.support.instantly_responses import install
 from tests.support.instantly_workspaces import InstantlyWorkspaces
-from tests.web_helpers import BRIDGE_URL, INSTANTLY_KEY, all_secrets, login, post
+from tests.web_helpers import (
+    BRIDGE_URL,
+    INSTANTLY_KEY,
+    all_secrets,
+    login,
+    post,
+    resolve_publicly,
+)
 
 pytestmark = pytest.mark.admin
 
@@ -27,15 +33,7 @@ SECRET = {"X-Bridge-Secret": WEBHOOK_SECRET}
 
 @pytest.fixture(autouse=True)
 def public_dns(monkeypatch):
-    """bridge.example.com resolves to a public address (no test asks a real DNS server)."""
-    resolve = socket.getaddrinfo
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if host == "bridge.example.com":
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
-        return resolve(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    resolve_publicly(monkeypatch)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 
 import pytest
 
@@ -118,3 +119,22 @@ def check_against_specs(calls) -> None:
                 request.method, request.url, response.status_code, response.json()
             )
             assert not errors, f"answer to {request.method} {request.url}: {errors}"
+
+
+def form_row(page: str, field: str) -> str:
+    """The settings page's table row holding the input named `field`, with the error row
+    that follows it."""
+    start = page.index(f'name="{field}"')
+    return page[start : page.index("</tr>", page.index("</tr>", start) + 5)]
+
+
+def resolve_publicly(monkeypatch) -> None:
+    """bridge.example.com resolves to a public address (no test asks a real DNS server)."""
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == "bridge.example.com":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
+        return resolve(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
