@@ -73,6 +73,15 @@ class Registry:
             or self.default_id
         )
 
+    @property
+    def routes(self) -> tuple:
+        """Every route and the default, comparable: equal exactly when route() answers alike."""
+        return (
+            tuple(sorted(self._by_campaign.items())),
+            tuple(sorted(self._by_workspace.items())),
+            self.default_id,
+        )
+
     def get(self, location_id: str) -> Location | None:
         return next((loc for loc in self.locations if loc.id == location_id), None)
 

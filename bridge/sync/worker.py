@@ -245,7 +245,7 @@ class Worker:
             tuple(
                 (loc.id, loc.token, loc.problem, repr(loc.overrides)) for loc in registry.locations
             ),
-            (registry._by_campaign, registry._by_workspace, registry.default_id),
+            registry.routes,
         )
         if self._built_from is not None and shape[1:] == self._built_from[1:]:
             self._built_from = shape
