@@ -31,16 +31,20 @@ def _ids(description: str) -> fields.List:
     )
 
 
+def _env_name(description: str) -> fields.String:
+    return fields.String(
+        load_default="",
+        validate=[validate.Length(max=100), ENV_NAME],
+        metadata={"description": description},
+    )
+
+
 class LocationSchema(Schema):
     id = fields.String(required=True, validate=_ID, metadata={"description": "GHL location id."})
     name = fields.String(load_default="", validate=validate.Length(max=100))
-    token_env = fields.String(
-        load_default="",
-        validate=[validate.Length(max=100), ENV_NAME],
-        metadata={
-            "description": "Environment variable holding this location's Private Integration "
-            "token; leave empty to enter the token on the settings page (stored encrypted)."
-        },
+    token_env = _env_name(
+        "Environment variable holding this location's Private Integration token; leave "
+        "empty to enter the token on the settings page (stored encrypted)."
     )
     workspaces = _ids("Instantly workspace ids whose events all go to this location.")
     campaigns = _ids("Instantly campaign ids whose events go here (a campaign route wins).")
@@ -70,13 +74,8 @@ class WorkspaceSchema(Schema):
         required=True, validate=_ID, metadata={"description": "Instantly workspace id."}
     )
     name = fields.String(load_default="", validate=validate.Length(max=100))
-    key_env = fields.String(
-        load_default="",
-        validate=[validate.Length(max=100), ENV_NAME],
-        metadata={
-            "description": "Environment variable holding this workspace's API key; empty "
-            "means INSTANTLY_API_KEY."
-        },
+    key_env = _env_name(
+        "Environment variable holding this workspace's API key; empty means INSTANTLY_API_KEY."
     )
 
 
