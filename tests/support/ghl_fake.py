@@ -25,7 +25,9 @@ the test on any of them.
 
 Every answer past authentication carries GHL's `X-RateLimit-*` headers for the location: the
 burst window is enforced when `rate_limit` is set (else reported as GHL's 100 / 10 s and not
-enforced), the daily budget (`daily_limit`, 200,000 unless told) always is.
+enforced), the daily budget (`daily_limit`, 200,000 unless told) always is. A day lasts
+`day_seconds` (86,400 unless told) from its first request, so a test can spend a day's budget
+and see it come back within seconds.
 """
 
 from __future__ import annotations
@@ -162,7 +164,10 @@ class GHLLocation:
         name: str,
         rate_limit: tuple[int, float] | None,
         daily_limit: int,
+        day_seconds: float = DAY_SECONDS,
     ):
+        if not day_seconds > 0:  # NaN too
+            raise ValueError(f"day_seconds must be above 0, not {day_seconds}")
         self._fake = fake
         self._lock = fake._lock
         self.location_id = location_id
@@ -170,6 +175,7 @@ class GHLLocation:
         self.name = name
         self.rate_limit = rate_limit
         self.daily_limit = daily_limit
+        self.day_seconds = day_seconds
         # Configuration: survives reset().
         self.custom_fields: list[dict[str, Any]] = []
         self.pipelines: list[dict[str, Any]] = []
@@ -327,6 +333,7 @@ class GHLLocation:
     def snapshot(self) -> dict[str, Any]:
         """This location's data, JSON-ready."""
         with self._lock:
+            self._expire(self._fake.clock())  # a day that is over shows its budget back
             return {
                 "location_id": self.location_id,
                 "name": self.name,
@@ -358,7 +365,7 @@ class GHLLocation:
         _, window = self.rate_limit or NOMINAL_RATE_LIMIT
         while self._window and self._window[0] <= now - window:
             self._window.popleft()
-        if self._day_started is not None and now >= self._day_started + DAY_SECONDS:
+        if self._day_started is not None and now >= self._day_started + self.day_seconds:
             self._day_started, self._daily_used = None, 0
 
     def _admit(self, now: float) -> tuple[bool, dict[str, str]]:
@@ -369,7 +376,7 @@ class GHLLocation:
         if self._daily_used >= self.daily_limit:
             headers = self._limit_headers(max(0, limit - len(self._window)))
             assert self._day_started is not None
-            headers["Retry-After"] = str(math.ceil(self._day_started + DAY_SECONDS - now))
+            headers["Retry-After"] = str(math.ceil(self._day_started + self.day_seconds - now))
             return False, headers
         if self.rate_limit and len(self._window) >= limit:
             headers = self._limit_headers(remaining=0)
@@ -404,6 +411,7 @@ class FakeGHL:
         clock: Callable[[], float] = time.monotonic,
         daily_limit: int = DAILY_LIMIT,
         name: str = "Test Location",
+        day_seconds: float = DAY_SECONDS,
     ):
         self.validate = validate
         self.clock = clock
@@ -418,7 +426,9 @@ class FakeGHL:
         self.spec_errors: list[str] = []
         self.violations: list[CrossLocationCall] = []
         self._current: tuple[str, str] | None = None  # the request being answered
-        self.default = self.add_location(location_id, token, name, rate_limit, daily_limit)
+        self.default = self.add_location(
+            location_id, token, name, rate_limit, daily_limit, day_seconds
+        )
 
     # --- locations ------------------------------------------------------------------------
 
@@ -429,9 +439,11 @@ class FakeGHL:
         name: str | None = None,
         rate_limit: tuple[int, float] | None | EllipsisType = ...,
         daily_limit: int | None = None,
+        day_seconds: float | None = None,
     ) -> GHLLocation:
-        """Add a sub-account answering only to `token`; its rate limit and daily budget are
-        the default location's unless given (rate_limit=None: the burst is not enforced)."""
+        """Add a sub-account answering only to `token`; its rate limit, daily budget and day
+        length are the default location's unless given (rate_limit=None: the burst is not
+        enforced)."""
         with self._lock:
             if location_id in self._locations:
                 raise ValueError(f"location {location_id} already exists")
@@ -442,6 +454,8 @@ class FakeGHL:
                     rate_limit = self.default.rate_limit
                 if daily_limit is None:
                     daily_limit = self.default.daily_limit
+                if day_seconds is None:
+                    day_seconds = self.default.day_seconds
             loc = GHLLocation(
                 self,
                 location_id,
@@ -449,6 +463,7 @@ class FakeGHL:
                 name or f"Location {location_id}",
                 None if rate_limit is ... else rate_limit,
                 DAILY_LIMIT if daily_limit is None else daily_limit,
+                DAY_SECONDS if day_seconds is None else day_seconds,
             )
             self._locations[location_id] = loc
             self._by_token[token] = loc

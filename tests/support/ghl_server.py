@@ -1,7 +1,7 @@
 """FakeGHL over real HTTP, for tests that run the bridge as a process and for benchmarks.
 
     python -m tests.support.ghl_server --port 8765 [--rate-limit 100/10] [--daily-limit N]
-        [--location ID:TOKEN[:NAME] ...]
+        [--day-seconds S] [--location ID:TOKEN[:NAME] ...]
 
 Control endpoints (JSON, never recorded as GHL calls). Those that set a location up or break it
 take "location": "<id>" in the body (or ?location=<id> on GET /_fake/state); without it they
@@ -12,7 +12,8 @@ act on the default location (the one given by --location-id):
                                or {"fail_next": 3, "status": 500}
     POST /_fake/reset          forget contacts, calls, faults and violations (all locations)
     POST /_fake/locations      {"location_id": "loc_b", "token": "tok-b", "name": "B",
-                                "rate_limit": [100, 10], "daily_limit": 1000} (limits optional)
+                                "rate_limit": [100, 10], "daily_limit": 1000,
+                                "day_seconds": 30} (limits and day length optional)
     POST /_fake/custom-fields  {"field_key": "contact.icebreaker", "name": "Icebreaker"}
     POST /_fake/workflows      {"name": "Follow-up"}
     POST /_fake/pipelines      {"name": "Instantly", "stages": ["Replied", "Interested"]}
@@ -27,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support.ghl_fake import DAILY_LIMIT, FakeGHL, GHLLocation
+from tests.support.ghl_fake import DAILY_LIMIT, DAY_SECONDS, FakeGHL, GHLLocation
 
 CONTROL_PREFIX = "/_fake/"
 
@@ -178,13 +179,15 @@ def _control(
 
 def _add_location(fake: FakeGHL, data: dict[str, Any]) -> GHLLocation:
     """{"location_id", "token", "name"?, "rate_limit"?: [requests, seconds] or null,
-    "daily_limit"?}: limits not given are the default location's."""
+    "daily_limit"?, "day_seconds"?}: limits not given are the default location's."""
     limits: dict[str, Any] = {}
     if "rate_limit" in data:
         rate = data["rate_limit"]
         limits["rate_limit"] = None if rate is None else (int(rate[0]), float(rate[1]))
     if "daily_limit" in data:
         limits["daily_limit"] = int(data["daily_limit"])
+    if "day_seconds" in data:
+        limits["day_seconds"] = float(data["day_seconds"])
     return fake.add_location(
         str(data["location_id"]), str(data["token"]), data.get("name"), **limits
     )
@@ -218,6 +221,13 @@ def _parse_rate_limit(text: str) -> tuple[int, float]:
     return int(requests), float(seconds or 10)
 
 
+def _positive_seconds(text: str) -> float:
+    seconds = float(text)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"give seconds above 0, not {text}")
+    return seconds
+
+
 def _parse_location(text: str) -> tuple[str, str, str | None]:
     location_id, _, rest = text.partition(":")
     token, _, name = rest.partition(":")
@@ -237,6 +247,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--daily-limit", type=int, default=DAILY_LIMIT, help="requests a day per location"
+    )
+    parser.add_argument(
+        "--day-seconds",
+        type=_positive_seconds,
+        default=DAY_SECONDS,
+        metavar="S",
+        help="length of GHL's day, from its first request (short: see a spent day come back)",
     )
     parser.add_argument("--location-id", default="loc_test")
     parser.add_argument("--token", default="ghl-test-token")
@@ -259,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
         not args.no_validate,
         args.rate_limit,
         daily_limit=args.daily_limit,
+        day_seconds=args.day_seconds,
     )
     for location_id, token, name in args.location:
         fake.add_location(location_id, token, name)

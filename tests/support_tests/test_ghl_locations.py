@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -394,6 +395,45 @@ def test_a_spent_daily_budget_is_429_until_the_day_is_over() -> None:
     assert call(fake, "tok-acme", "GET", "/locations/loc_acme")[0] == 200
 
 
+def test_a_short_day_spends_and_comes_back_within_seconds() -> None:
+    clock = FakeClock()
+    fake = FakeGHL("loc_acme", "tok-acme", clock=clock, daily_limit=2, day_seconds=30)
+    bolt = fake.add_location("loc_bolt", "tok-bolt")  # the default location's day
+    cove = fake.add_location("loc_cove", "tok-cove", daily_limit=1, day_seconds=5)
+    assert (bolt.daily_limit, bolt.day_seconds, cove.day_seconds) == (2, 30, 5)
+    assert [call(fake, "tok-acme", "GET", "/locations/loc_acme")[0] for _ in range(2)] == [200] * 2
+    clock.now += 10
+    status, headers, _ = call(fake, "tok-acme", "GET", "/locations/loc_acme")
+    assert (status, headers["Retry-After"], headers["X-RateLimit-Daily-Remaining"]) == (
+        429,
+        "20",  # the day began 10 s ago and lasts 30
+        "0",
+    )
+    assert call(fake, "tok-cove", "GET", "/locations/loc_cove")[0] == 200
+    clock.now += 5  # cove's 5 s day is over; acme's is not
+    assert call(fake, "tok-cove", "GET", "/locations/loc_cove")[0] == 200
+    assert call(fake, "tok-acme", "GET", "/locations/loc_acme")[0] == 429
+    assert fake.default.snapshot()["daily_remaining"] == 0
+
+    clock.now += 15  # 30 s since acme's first request: a new day, its budget whole again
+    assert fake.default.snapshot()["daily_remaining"] == 2
+    status, headers, _ = call(fake, "tok-acme", "GET", "/locations/loc_acme")
+    assert (status, headers["X-RateLimit-Daily-Remaining"]) == (200, "1")
+    # The new day began with that request: its end is 30 s from now, not from the first day.
+    call(fake, "tok-acme", "GET", "/locations/loc_acme")
+    clock.now += 29
+    assert call(fake, "tok-acme", "GET", "/locations/loc_acme")[1]["Retry-After"] == "1"
+
+
+def test_a_day_must_last_some_time() -> None:
+    with pytest.raises(ValueError, match="day_seconds must be above 0"):
+        FakeGHL(day_seconds=0)
+    fake = FakeGHL()
+    with pytest.raises(ValueError, match="day_seconds must be above 0"):
+        fake.add_location("loc_b", "tok-b", day_seconds=float("nan"))
+    assert fake.default.day_seconds == DAY_SECONDS
+
+
 # --- through the bridge's client and over HTTP ----------------------------------------------
 
 
@@ -503,6 +543,68 @@ def test_over_http_an_added_location_may_have_its_own_limits() -> None:
     assert fake.location("loc_bolt").daily_limit == 200_000
     cove = fake.location("loc_cove")
     assert (cove.rate_limit, cove.daily_limit) == ((2, 5.0), 9)
+
+
+def test_over_http_an_added_location_may_have_its_own_day() -> None:
+    fake = FakeGHL("loc_acme", "tok-acme", day_seconds=40)
+    with FakeGHLServer(fake) as server, requests.Session() as http:
+        body = {"location_id": "loc_bolt", "token": "tok-bolt", "day_seconds": 2.5}
+        assert http.post(f"{server.url}/_fake/locations", json=body).status_code == 200
+        body = {"location_id": "loc_cove", "token": "tok-cove"}
+        assert http.post(f"{server.url}/_fake/locations", json=body).status_code == 200
+        body = {"location_id": "loc_dune", "token": "tok-dune", "day_seconds": -1}
+        refused = http.post(f"{server.url}/_fake/locations", json=body)
+        assert refused.status_code == 400 and "day_seconds" in refused.json()["error"]
+    assert fake.location("loc_bolt").day_seconds == 2.5
+    assert fake.location("loc_cove").day_seconds == 40
+    assert [loc.location_id for loc in fake.locations] == ["loc_acme", "loc_bolt", "loc_cove"]
+
+
+def test_the_module_serves_a_short_day_from_the_command_line() -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.ghl_server",
+            "--port",
+            "0",
+            "--daily-limit",
+            "1",
+            "--day-seconds",
+            "1",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = next(w for w in process.stdout.readline().split() if w.startswith("http://"))
+        headers = {"Authorization": "Bearer ghl-test-token", "Version": "2021-07-28"}
+        with requests.Session() as http:
+            first = http.get(f"{url}/locations/loc_test", headers=headers, timeout=5)
+            spent = http.get(f"{url}/locations/loc_test", headers=headers, timeout=5)
+            assert (first.status_code, spent.status_code) == (200, 429)
+            assert spent.headers["Retry-After"] == "1"
+            time.sleep(float(spent.headers["Retry-After"]) + 0.1)
+            back = http.get(f"{url}/locations/loc_test", headers=headers, timeout=5)
+            assert (back.status_code, back.headers["X-RateLimit-Daily-Remaining"]) == (200, "0")
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_the_command_line_refuses_a_day_of_no_length() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.support.ghl_server", "--port", "0", "--day-seconds", "0"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and "give seconds above 0, not 0" in done.stderr
 
 
 def test_the_module_serves_extra_locations_from_the_command_line() -> None:
