@@ -122,6 +122,26 @@ class SyncSchema(Schema):
     backoff_max_seconds = fields.Float(
         load_default=3600.0, validate=validate.Range(min=0.01, max=7 * 86400)
     )
+    # GHL's daily budget is per location and shared with whatever else uses the location;
+    # the reserve keeps a share of it for the calls a person is waiting on.
+    ghl_daily_reserve = fields.Integer(
+        load_default=1000,
+        validate=validate.Range(min=0, max=100_000),
+        metadata={
+            "description": "Calls of GHL's daily budget per location kept back from syncing, "
+            "for the settings page's lookups, doctor and you. When only this many are left, "
+            "the location's events wait (none is dead-lettered) until GHL reports the day's "
+            "budget back."
+        },
+    )
+    ghl_daily_probe_seconds = fields.Float(
+        load_default=300.0,
+        validate=validate.Range(min=5, max=3600),
+        metadata={
+            "description": "While a location waits for its daily budget, one call this often "
+            "(seconds) to see if it is back."
+        },
+    )
 
 
 class EventSchema(Schema):

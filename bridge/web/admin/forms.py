@@ -171,6 +171,8 @@ LABELS = {
     "sync.max_attempts": "Tries before dead-lettering",
     "sync.backoff_base_seconds": "First retry delay (seconds)",
     "sync.backoff_max_seconds": "Longest retry delay (seconds)",
+    "sync.ghl_daily_reserve": "GHL daily calls kept in reserve",
+    "sync.ghl_daily_probe_seconds": "Check for the daily budget every (seconds)",
     "reconcile": "Reconciliation",
     "reconcile.enabled": "Poll Instantly on a schedule",
     "reconcile.interval_minutes": "Every (minutes)",
