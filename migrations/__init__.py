@@ -533,3 +533,26 @@ def m042_locations(db: Database) -> None:
     )
     for statement in EVENT_TOTALS_BY_LOCATION:
         db.execute(statement)
+
+
+@migrations()
+def m043_ghl_budget(db: Database) -> None:
+    """Each GHL location's request budget (bridge/store/budget.py), shared by every process
+    that writes to it: the calls in its burst window, a 429's wait, GHL's last reported
+    limits and daily remainder, the daily reserve in force and the daily hold."""
+    db["ghl_budget"].create(
+        {
+            "location_id": str,
+            "calls": str,
+            "not_before": float,
+            "max_calls": int,
+            "window_seconds": float,
+            "daily_limit": int,
+            "daily_remaining": int,
+            "reported_at": float,
+            "reserve": int,
+            "held_since": float,
+            "probe_at": float,
+        },
+        pk="location_id",
+    )

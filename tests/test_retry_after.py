@@ -23,6 +23,7 @@ from bridge.clients.ratelimit import (
 )
 from bridge.setup.health import CAPPED_WAIT_WARNING_SECONDS, report
 from bridge.store import inbox, state
+from bridge.store.budget import Budget
 from bridge.sync.worker import Worker
 from tests.helpers import GHL_TOKEN, LOCATION_ID, post_webhook, reply_payload
 from tests.support.ghl_responses import GHL_BASE_URL
@@ -125,8 +126,8 @@ def test_the_limiter_never_blocks_longer_than_the_cap(seconds):
 
 def test_a_ghl_429_asking_for_years_blocks_the_client_for_the_cap_only(mocked_http):
     clock = FakeClock()
-    limiter = SlidingWindowLimiter(95, 10.0, clock=clock, sleep=clock.sleep)
-    client = GHLClient(GHL_BASE_URL, GHL_TOKEN, LOCATION_ID, limiter=limiter)
+    budget = Budget(None, LOCATION_ID, clock=clock, sleep=clock.sleep)
+    client = GHLClient(GHL_BASE_URL, GHL_TOKEN, LOCATION_ID, budget=budget)
     upsert = f"{GHL_BASE_URL}/contacts/upsert"
     mocked_http.add(
         responses.POST, upsert, status=429, json=TOO_MANY, headers={"Retry-After": "1e9"}
@@ -135,7 +136,7 @@ def test_a_ghl_429_asking_for_years_blocks_the_client_for_the_cap_only(mocked_ht
         client.upsert_contact({"email": "a@example.com"})
     assert raised.value.retry_after == CAP
     assert raised.value.asked == "Retry-After: 1e9"
-    assert limiter.delay() == CAP
+    assert budget.delay() == CAP
     mocked_http.replace(responses.POST, upsert, json={"contact": {"id": "c1"}, "new": True})
     assert client.upsert_contact({"email": "a@example.com"}) == ("c1", True)
     assert clock.now == pytest.approx(1_000.0 + CAP), "the next call went out at the cap"
@@ -145,13 +146,13 @@ def test_the_worker_retries_at_the_cap_syncs_the_others_and_health_says_why(
     client, db, config, fake_ghl
 ):
     clock = FakeClock()
-    limiter = SlidingWindowLimiter(95, 10.0, clock=clock, sleep=clock.sleep)
-    ghl = GHLClient(GHL_BASE_URL, GHL_TOKEN, LOCATION_ID, limiter=limiter)
+    budget = Budget(None, LOCATION_ID, clock=clock, sleep=clock.sleep)
+    ghl = GHLClient(GHL_BASE_URL, GHL_TOKEN, LOCATION_ID, budget=budget)
     worker = Worker(config, client=ghl, db=db)
     sleeps = []
 
     def sleep(seconds: float) -> None:
-        # Time passes only on the limiter's clock; a block of years would never end here.
+        # Time passes only on the budget's clock; a block of years would never end here.
         sleeps.append(seconds)
         clock.sleep(seconds)
         if len(sleeps) > 1_000:

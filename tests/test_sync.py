@@ -237,7 +237,7 @@ def test_429_waits_for_retry_after_and_does_not_use_an_attempt(client, db, worke
     waits = []
 
     def sleep(seconds):
-        waits.append((seconds, worker.client.limiter.delay()))
+        waits.append((seconds, worker.client.budget.delay()))
         worker.stop()
 
     worker.sleep = sleep

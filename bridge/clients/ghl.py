@@ -11,12 +11,12 @@ from typing import Any
 import requests
 
 from bridge.clients.errors import ServiceError
-from bridge.clients.ratelimit import SlidingWindowLimiter, read_retry_after
+from bridge.clients.ratelimit import read_retry_after
 from bridge.logs import MASK
+from bridge.store.budget import Budget, BudgetSpent
 
 API_VERSION = "2021-07-28"
-# GHL allows 100 requests / 10 s per location; keep a little headroom for clock skew.
-RATE_LIMIT = 95
+# A 429 that does not say how long to wait holds the next call for GHL's burst window.
 RATE_WINDOW_SECONDS = 10.0
 TIMEOUT = (5.0, 30.0)
 USER_AGENT = "instantly-ghl-bridge/0.1 (+https://github.com/)"
@@ -48,6 +48,11 @@ class GHLRateLimited(GHLTransient):
     ):
         super().__init__(status, message, retry_after)
         self.asked = asked
+
+
+class GHLBudgetSpent(GHLTransient):
+    """The location's daily budget is down to its reserve (bridge/store/budget.py): no
+    call was sent; the event waits `retry_after` seconds, not counted as an attempt."""
 
 
 class GHLAuthError(GHLError):
@@ -83,7 +88,7 @@ class GHLClient:
         token: str,
         location_id: str,
         session: requests.Session | None = None,
-        limiter: SlidingWindowLimiter | None = None,
+        budget: Budget | None = None,
         recorder: CallRecorder | None = None,
         timeout: tuple[float, float] = TIMEOUT,
     ):
@@ -100,7 +105,8 @@ class GHLClient:
                 "User-Agent": USER_AGENT,
             }
         )
-        self.limiter = limiter or SlidingWindowLimiter(RATE_LIMIT, RATE_WINDOW_SECONDS)
+        # Without one handed in, a budget of its own (unit tests, tools without a database).
+        self.budget = budget or Budget(None, location_id)
         self.recorder = recorder
 
     # --- contacts -------------------------------------------------------------------------
@@ -120,6 +126,27 @@ class GHLClient:
     def add_tags(self, contact_id: str, tags: list[str]) -> None:
         """POST /contacts/{id}/tags: adds tags, leaves the others alone."""
         self._request("POST", f"/contacts/{contact_id}/tags", json={"tags": tags})
+
+    def bulk_add_tags(self, contact_ids: list[str], tags: list[str]) -> dict[str, str | None]:
+        """POST /contacts/bulk/tags/update/add: the same tags on many contacts in one call.
+
+        Returns, per contact id sent, None when GHL confirmed it, else GHL's message for it.
+        GHL answers per contact; an id it did not answer for counts as not confirmed."""
+        body = {"contacts": contact_ids, "tags": tags, "locationId": self.location_id}
+        data = self._request("POST", "/contacts/bulk/tags/update/add", json=body)
+        outcome: dict[str, str | None] = dict.fromkeys(contact_ids, "no answer for this contact")
+        failed: set[str] = set()
+        for answer in data.get("responses") or []:
+            if not isinstance(answer, dict) or answer.get("contactId") not in outcome:
+                continue
+            contact_id = answer["contactId"]
+            if answer.get("type") == "success" and contact_id not in failed:
+                outcome[contact_id] = None
+            else:
+                # An id answered twice, once with an error, is not confirmed.
+                failed.add(contact_id)
+                outcome[contact_id] = str(answer.get("message") or "error")
+        return outcome
 
     def remove_tags(self, contact_id: str, tags: list[str]) -> None:
         """DELETE /contacts/{id}/tags with a JSON body: removes only these tags."""
@@ -207,7 +234,10 @@ class GHLClient:
     # --- transport ------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        self.limiter.acquire()
+        try:
+            ticket = self.budget.acquire()
+        except BudgetSpent as exc:
+            raise GHLBudgetSpent(0, exc.message, exc.retry_after) from None
         sent = _sent(kwargs, self._token) if self.recorder else None
         started = time.perf_counter()
         try:
@@ -215,12 +245,15 @@ class GHLClient:
                 method, self.base_url + path, timeout=self.timeout, **kwargs
             )
         except requests.RequestException as exc:
+            self.budget.settle(ticket, None)
             error = GHLTransient(0, f"{type(exc).__name__}: {_short(str(exc), self._token)}")
             self._record(method, path, 0, started, error.message, sent)
             raise error from None
         error = _error_for(response, self._token)
+        wait = None
         if isinstance(error, GHLRateLimited):
-            self.limiter.block_for(error.retry_after or RATE_WINDOW_SECONDS)
+            wait = error.retry_after or RATE_WINDOW_SECONDS
+        self.budget.settle(ticket, response.headers, wait)
         self._record(method, path, response.status_code, started, error and error.message, sent)
         if error:
             raise error

@@ -24,6 +24,7 @@ from bridge.settings import CUSTOM_FIELD_PREFIX
 from bridge.setup import ghl_refs, subscriptions
 from bridge.store import db as store
 from bridge.store import state
+from bridge.store.budget import Budget
 
 LAST_RESULT_STATE = "doctor_last"
 # Doctor answers while someone waits: fail fast rather than hang on a dead API.
@@ -120,7 +121,11 @@ def _location_checks(
             ]
     ghl = None
     if location is not None and not location.problem:
-        ghl = GHLClient(config.ghl_base_url, location.token, location.id, timeout=TIMEOUT)
+        # On the location's shared budget, so doctor's calls beside a busy worker draw no 429.
+        budget = Budget(db, location.id) if db is not None else None
+        ghl = GHLClient(
+            config.ghl_base_url, location.token, location.id, timeout=TIMEOUT, budget=budget
+        )
     location_check = _ghl_location(config, location, ghl)
     lists, scope_check = _ghl_scopes(ghl if location_check.ok else None, own)
     ghl_ok = ghl is not None and bool(location_check.ok)

@@ -76,7 +76,7 @@ class Lane:
         """Seconds before this lane may send to GHL (paused or its rate window full)."""
         if self.client is None:
             return 5.0
-        return self.paused_for() or self.client.limiter.delay()
+        return self.paused_for() or self.client.budget.delay()
 
     def paused_for(self) -> float:
         pause = state.get(self.db, self._pause_name)
