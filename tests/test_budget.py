@@ -1,4 +1,4 @@
-"""The GHL budget (bridge/store/budget.py): one per location, shared through the database
+"""The GHL budget (bridge/clients/budget.py): one per location, shared through the database
 by every process, steered by GHL's X-RateLimit-* headers, with a daily reserve and hold."""
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.clients.ghl import GHLBudgetSpent, GHLClient
-from bridge.store import budget as budget_mod
-from bridge.store import db as store
-from bridge.store.budget import (
+from bridge.clients import budget as budget_mod
+from bridge.clients.budget import (
     DEFAULT_LIMIT,
     EDGE_SECONDS,
     IN_FLIGHT_SECONDS,
     Budget,
     BudgetSpent,
 )
+from bridge.clients.ghl import GHLBudgetSpent, GHLClient
+from bridge.store import db as store
 from tests.helpers import GHL_TOKEN, LOCATION_ID
 from tests.support.ghl_fake import FakeGHL
 from tests.support.ghl_responses import GHL_BASE_URL, installed
@@ -135,7 +135,7 @@ def test_a_restarted_process_knows_what_the_last_one_spent(migrated, tmp_path):
     script = (
         "import sys, time\n"
         "from bridge.store import db as store\n"
-        "from bridge.store.budget import Budget\n"
+        "from bridge.clients.budget import Budget\n"
         "b = Budget(store.connect(sys.argv[1]), 'loc_test', for_sync=True)\n"
         "for n in range(100):\n"
         "    b.settle(b.acquire(), {'X-RateLimit-Max': '100',"

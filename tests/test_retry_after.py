@@ -23,7 +23,7 @@ from bridge.clients.ratelimit import (
 )
 from bridge.setup.health import CAPPED_WAIT_WARNING_SECONDS, report
 from bridge.store import inbox, state
-from bridge.store.budget import Budget
+from bridge.clients.budget import Budget
 from bridge.sync.worker import Worker
 from tests.helpers import GHL_TOKEN, LOCATION_ID, post_webhook, reply_payload
 from tests.support.ghl_responses import GHL_BASE_URL

@@ -10,10 +10,10 @@ from typing import Any
 
 import requests
 
+from bridge.clients.budget import Budget, BudgetSpent
 from bridge.clients.errors import ServiceError
 from bridge.clients.ratelimit import read_retry_after
 from bridge.logs import MASK
-from bridge.store.budget import Budget, BudgetSpent
 
 API_VERSION = "2021-07-28"
 # A 429 that does not say how long to wait holds the next call for GHL's burst window.
@@ -51,7 +51,7 @@ class GHLRateLimited(GHLTransient):
 
 
 class GHLBudgetSpent(GHLTransient):
-    """The location's daily budget is down to its reserve (bridge/store/budget.py): no
+    """The location's daily budget is down to its reserve (bridge/clients/budget.py): no
     call was sent; the event waits `retry_after` seconds, not counted as an attempt."""
 
 

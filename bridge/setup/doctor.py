@@ -14,6 +14,7 @@ from typing import Any
 import sqlite_utils
 
 from bridge import settings as settings_mod
+from bridge.clients.budget import Budget
 from bridge.clients.ghl import GHLClient, GHLError
 from bridge.clients.instantly import InstantlyClient, InstantlyError
 from bridge.clock import now_iso
@@ -24,7 +25,6 @@ from bridge.settings import CUSTOM_FIELD_PREFIX
 from bridge.setup import ghl_refs, subscriptions
 from bridge.store import db as store
 from bridge.store import state
-from bridge.store.budget import Budget
 
 LAST_RESULT_STATE = "doctor_last"
 # Doctor answers while someone waits: fail fast rather than hang on a dead API.

@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlite_utils
 
+from bridge.clients.budget import Budget
 from bridge.clients.ghl import GHLClient, GHLError
 from bridge.clients.instantly import InstantlyClient, InstantlyError
 from bridge.config import Config
@@ -157,19 +158,23 @@ def _source(
     if cached and not refresh and not cached.get("error") and now - cached["at"] < CACHE_SECONDS:
         return cached["items"], None
     try:
-        items = FETCHERS[name](config, location)
+        items = FETCHERS[name](config, location, db)
     except (_Unavailable, GHLError, InstantlyError) as exc:
         return [], str(exc)
     state.put(db, cached_as, {"at": now, "items": items, "error": None})
     return items, None
 
 
-def _ghl(config: Config, location: Location | None) -> GHLClient:
+def _ghl(config: Config, location: Location | None, db: sqlite_utils.Database) -> GHLClient:
     if location is None:
         raise _Unavailable("GHL is not configured (GHL_TOKEN, GHL_LOCATION_ID): type the value")
     if location.problem or not location.token:
         raise _Unavailable(f"{location.problem or location.label + ': no token'}: type the value")
-    return GHLClient(config.ghl_base_url, location.token, location.id, timeout=TIMEOUT)
+    # On the location's shared budget: a page's lookups beside a busy worker draw no 429.
+    budget = Budget(db, location.id)
+    return GHLClient(
+        config.ghl_base_url, location.token, location.id, timeout=TIMEOUT, budget=budget
+    )
 
 
 def _instantly(config: Config) -> InstantlyClient:
@@ -180,29 +185,30 @@ def _instantly(config: Config) -> InstantlyClient:
     )
 
 
-def _custom_fields(config: Config, location: Location | None) -> list[dict]:
-    return ghl_refs.custom_field_items(_ghl(config, location).custom_fields())
+def _custom_fields(config: Config, location: Location | None, db: sqlite_utils.Database) -> list:
+    return ghl_refs.custom_field_items(_ghl(config, location, db).custom_fields())
 
 
-def _workflows(config: Config, location: Location | None) -> list[dict]:
-    return ghl_refs.workflow_items(_ghl(config, location).workflows())
+def _workflows(config: Config, location: Location | None, db: sqlite_utils.Database) -> list:
+    return ghl_refs.workflow_items(_ghl(config, location, db).workflows())
 
 
-def _pipelines(config: Config, location: Location | None) -> list[dict]:
-    return ghl_refs.pipeline_items(_ghl(config, location).pipelines())
+def _pipelines(config: Config, location: Location | None, db: sqlite_utils.Database) -> list:
+    return ghl_refs.pipeline_items(_ghl(config, location, db).pipelines())
 
 
 def _named(items: list[dict[str, Any]]) -> list[dict]:
     return [{"id": i["id"], "name": i.get("name") or i["id"]} for i in items if i.get("id")]
 
 
-# source -> fetcher(config, location); Instantly's lists are INSTANTLY_API_KEY's workspace's.
-FETCHERS: dict[str, Callable[[Config, Location | None], list[dict]]] = {
+# source -> fetcher(config, location, db); Instantly's lists are INSTANTLY_API_KEY's
+# workspace's.
+FETCHERS: dict[str, Callable[[Config, Location | None, sqlite_utils.Database], list[dict]]] = {
     "ghl_custom_fields": _custom_fields,
     "ghl_workflows": _workflows,
     "ghl_pipelines": _pipelines,
-    "instantly_campaigns": lambda config, _: _named(_instantly(config).campaigns()),
-    "instantly_lead_lists": lambda config, _: _named(_instantly(config).lead_lists()),
+    "instantly_campaigns": lambda config, _, __: _named(_instantly(config).campaigns()),
+    "instantly_lead_lists": lambda config, _, __: _named(_instantly(config).lead_lists()),
 }
 
 
