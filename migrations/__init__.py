@@ -537,7 +537,7 @@ def m042_locations(db: Database) -> None:
 
 @migrations()
 def m043_ghl_budget(db: Database) -> None:
-    """Each GHL location's request budget (bridge/store/budget.py), shared by every process
+    """Each GHL location's request budget (bridge/clients/budget.py), shared by every process
     that writes to it: the calls in its burst window, a 429's wait, GHL's last reported
     limits and daily remainder, the daily reserve in force and the daily hold."""
     db["ghl_budget"].create(
