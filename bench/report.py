@@ -8,6 +8,11 @@ from typing import Any
 from bench.stats import percentile
 
 HEADER = ("What", "Baseline (same run)", "Measured", "Ratio", "Target", "Met")
+SYNC_RATIO_TARGET = 0.97
+# Contacts synced per second under a backlog, as a multiple of the floor of one contact at a
+# time (2 calls each at 100 / 10 s): batched tags make it about 1 call per contact.
+BACKLOG_RATIO_TARGET = 1.8
+CEILING_TEXT = "100 req / 10 s"
 
 
 def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -19,6 +24,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
     out += _reconcile(results.get("reconcile", {}))
     out += _retention(results.get("retention", {}))
     out += _locations(results.get("locations", {}))
+    out += _backlog(results.get("backlog", {}))
+    out += _restarts(results.get("restarts", {}))
+    out += _daily(results.get("daily", {}))
     return out
 
 
@@ -126,7 +134,9 @@ def _calls(c: dict[str, Any]) -> list[tuple[str, ...]]:
 def _sync(s: dict[str, Any]) -> list[tuple[str, ...]]:
     if "ratio" not in s:
         return _skipped("3 · Sync throughput", s)
-    ok = s["ratio"] >= 0.9 and s["rate_limited_share"] <= 0.01
+    # One budget per location, steered by GHL's own count, goes close to the ceiling
+    # without meeting a 429 (issue 17); a fixed 5% margin made 0.95.
+    ok = s["ratio"] >= SYNC_RATIO_TARGET and s["rate_limited"] == 0
     return [
         (
             f"3 · Sync throughput over {_n(s['seconds'])} s, fake GHL enforcing "
@@ -135,7 +145,104 @@ def _sync(s: dict[str, Any]) -> list[tuple[str, ...]]:
             f"{_n(s['per_10s'], 1)} req / 10 s; {s['rate_limited']} of {s['answers']} "
             f"answers 429 ({_n(100 * s['rate_limited_share'], 1)}%)",
             _n(s["ratio"], 2),
-            "≥ 0.90, ≤ 1% 429",
+            f"≥ {SYNC_RATIO_TARGET:.2f}, 0 answers 429",
+            _met(ok),
+        )
+    ]
+
+
+def _backlog(b: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Row 8: a backlog of new contacts with the same tags."""
+    what = (
+        f"8 · Backlog of {_n(b.get('events', 300))} new contacts (same tags), contacts "
+        "synced per second"
+    )
+    if "ratio" not in b:
+        return _skipped(what, b)
+    counts = b["counts"]
+    complete = b["contacts_synced"] == b["events"] and not counts.get("dead")
+    ok = b["ratio"] >= BACKLOG_RATIO_TARGET and b["rate_limited"] == 0 and complete
+    per_contact = b["calls_per_contact"]
+    return [
+        (
+            what + f", fake GHL enforcing {CEILING_TEXT}",
+            f"floor of 2 calls per contact: {_n(b['floor_contacts_per_second'], 1)} contacts/s",
+            f"{_n(b['contacts_per_second'], 1)} contacts/s ({b['contacts_synced']} of "
+            f"{b['events']} in {_n(b['seconds'], 1)} s, {b['accepted']} calls, "
+            f"{_n(per_contact, 2) if per_contact else 'n/a'} per contact); {b['rate_limited']} "
+            f"of {b['calls']} answers 429",
+            f"{_n(b['ratio'], 2)}× floor",
+            f"≥ {BACKLOG_RATIO_TARGET}× floor, 0 answers 429",
+            _met(ok),
+        )
+    ]
+
+
+def _restarts(r: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Row 9: the worker killed and restarted during a backlog, a reconcile syncing beside it."""
+    what = (
+        f"9 · Worker killed (SIGKILL) and restarted {r.get('kills', 4)} times during a backlog "
+        f"of {_n(r.get('events', 300))}; `reconcile` syncing {_n(r.get('replies', 100))} new "
+        "replies beside it (started with no worker, the worker back while it syncs)"
+    )
+    if "rate_limited" not in r:
+        return _skipped(what, r)
+    counts = r["counts"]
+    expected = r["events"] + r["replies"]
+    done = counts.get("done", 0)
+    beside = r["reconcile"].get("syncing_when_worker_started")
+    ok = r["rate_limited"] == 0 and done == expected and bool(beside)
+    return [
+        (
+            what + f", fake GHL enforcing {CEILING_TEXT}",
+            "—",
+            f"{r['rate_limited']} of {r['calls']} answers 429; busiest 10 s "
+            f"{r['max_in_any_10s']} accepted; {done} of {expected} events done, "
+            f"{counts.get('dead', 0)} dead"
+            + ("" if beside else "; reconcile was not syncing when the worker came back"),
+            "—",
+            "0 answers 429",
+            _met(ok),
+        )
+    ]
+
+
+def _daily(d: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Row 10: the daily budget spent at the fake GHL, and the day coming back."""
+    what = "10 · Daily budget exhausted at the fake GHL"
+    if "dead" not in d:
+        return _skipped(what, d)
+    resumed = d["resumed_after_day_s"]
+    ok = (
+        d["dead"] == 0
+        and d["done"] == d["events"]
+        and d["status_said_held"] > 0
+        and resumed is not None
+        and d["settings_applied"]
+    )
+    said = (
+        f"status said so in {d['status_said_held']} of {d['status_reads']} reads while held"
+        if d["status_said_held"]
+        else f"status did not say so ({d['status_reads']} reads while spent)"
+    )
+    return [
+        (
+            f"{what} ({_n(d['daily_limit'])} calls a day, a {_n(d['day_seconds'])} s day; reserve "
+            f"{d['reserve']}, a check every {_n(d['probe_seconds'])} s; {d['events']} new "
+            "contacts)",
+            "—",
+            f"{d['done']} of {d['events']} done, {d['dead']} dead; {d['accepted_first_day']} "
+            f"calls the first day; {said}; "
+            + (
+                f"resumed {_n(resumed, 1)} s after the day came back, all done "
+                f"{_n(d['all_done_after_day_s'], 1)} s after"
+                if resumed is not None and d["all_done_after_day_s"] is not None
+                else "did not resume"
+            )
+            + f"; {d['rate_limited']} answer{'' if d['rate_limited'] == 1 else 's'} 429"
+            + ("" if d["settings_applied"] else "; no ghl_daily_* settings in this bridge"),
+            "—",
+            "events wait, none dead, resumes by itself",
             _met(ok),
         )
     ]

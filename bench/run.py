@@ -1,7 +1,7 @@
 """`make bench`: every benchmark in one run, the table printed and written to RESULTS.md.
 
     .venv/bin/python -m bench.run [--quick]
-        [--only webhook,calls,sync,latency,reconcile,retention,locations]
+        [--only webhook,calls,sync,latency,reconcile,retention,locations,backlog,restarts,daily]
 
 Each figure is compared with a baseline measured in this same run on this machine (or a
 fixed floor or ceiling): absolute times on shared machines drift. Loopback and local fakes
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    budget_bench,
     calls_bench,
     latency_bench,
     locations_bench,
@@ -49,6 +50,9 @@ def benches(quick: bool) -> dict[str, Any]:
             "reconcile": lambda: reconcile_bench.run(out, sizes=(1_000, 5_000)),
             "retention": lambda: retention_bench.run(out, per_day=500),
             "locations": lambda: locations_bench.run(out, seconds=20, events=150),
+            "backlog": lambda: budget_bench.backlog(out, events=100),
+            "restarts": lambda: budget_bench.restarts(out, events=100, replies=40, every=3.0),
+            "daily": lambda: budget_bench.daily(out, events=30, daily_limit=40, day_seconds=20),
         }
     return {
         "webhook": lambda: webhook_bench.run(out),
@@ -58,6 +62,9 @@ def benches(quick: bool) -> dict[str, Any]:
         "reconcile": lambda: reconcile_bench.run(out),
         "retention": lambda: retention_bench.run(out),
         "locations": lambda: locations_bench.run(out),
+        "backlog": lambda: budget_bench.backlog(out),
+        "restarts": lambda: budget_bench.restarts(out),
+        "daily": lambda: budget_bench.daily(out),
     }
 
 
