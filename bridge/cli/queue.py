@@ -37,8 +37,9 @@ def replay(event_ids: tuple[int, ...], unrouted: bool) -> None:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
-    """Show the health state, queue counts, each location's counts, pause and last GHL
-    error, the held events, problems, warnings and the latest dead events."""
+    """Show the health state, queue counts, each location's counts, pause, wait for GHL's
+    daily budget and last GHL error, the held events, problems, warnings and the latest dead
+    events (--json: with each location's GHL budget)."""
     from bridge.setup.health import report
 
     config = load_config_or_exit()
@@ -76,7 +77,8 @@ def status(as_json: bool) -> None:
 
 
 def _location_line(block: dict) -> str:
-    """`location Acme Dental (ve9E…): ok; queue 2, done 40, dead 1; paused: …; last GHL error: …`"""
+    """`location Acme Dental (ve9E…): ok; queue 2, done 40, dead 1; paused: …; waiting for
+    GHL's daily budget: …; last GHL error: …`"""
     queue = block["queue"]
     waiting = queue[inbox.PENDING] + queue[inbox.PROCESSING]
     line = (
@@ -85,6 +87,9 @@ def _location_line(block: dict) -> str:
     )
     if block["ghl_paused"]:
         line += f"; paused: {block['ghl_paused']['reason']}"
+    spent = block["ghl_budget"]
+    if spent and spent["message"]:
+        line += f"; waiting for GHL's daily budget: {spent['message']}"
     if block["ghl_failing_since"]:
         line += f"; GHL failing since {block['ghl_failing_since']['at']}"
     error = block["last_ghl_error"]

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Collection
+from dataclasses import asdict
 
 import sqlite_utils
 
 from bridge import logs
 from bridge import settings as settings_mod
+from bridge.clients import budget
 from bridge.clock import parse_time
 from bridge.config import Config
 from bridge.locations import registry as locations
@@ -43,6 +46,7 @@ CHECKS = {
     "ghl_errors": WARNING,
     "ghl_retry_after_capped": WARNING,
     "unrouted_events": WARNING,
+    "ghl_daily_budget": WARNING,
 }
 # Statuses an event only reaches after its sync: one stored with no location before m042
 # was synced to GHL_LOCATION_ID's location (see m042_locations).
@@ -117,8 +121,11 @@ def report(db: sqlite_utils.Database, config: Config, now: float | None = None) 
     for _, _, status, n in rows:
         counts[status] = counts.get(status, 0) + n
     declared = {loc.id: loc for loc in served.locations} if served else {}
+    budgets = budget.reports(db, clock=lambda: now)
     per_location = {
-        location_id: _location_facts(db, location_id, declared.get(location_id), rows, now)
+        location_id: _location_facts(
+            db, location_id, declared.get(location_id), rows, now, budgets.get(location_id)
+        )
         for location_id in _served_ids(declared, rows)
     }
     several = len(per_location) > 1
@@ -127,10 +134,19 @@ def report(db: sqlite_utils.Database, config: Config, now: float | None = None) 
         for check, message in facts.pop("_failed"):
             if check == "dead_events" or (check == "ghl_credentials_missing" and env_token):
                 continue  # said once for the bridge, by _check_config or the count of all
-            named = several and not message.startswith("location ")
+            # The daily budget's sentence names its location already.
+            named = several and not message.startswith("location ") and check != "ghl_daily_budget"
             findings.add(check, f"location {facts['label']}: {message}" if named else message)
     oldest = inbox.oldest_pending_age(db, now)
-    oldest_due = oldest_due_age(db, now)
+    # A location waiting for its daily budget takes none of its due events on purpose, and
+    # says so as a warning: they must not read as a worker that is not keeping up.
+    held = {location_id for location_id, b in budgets.items() if b.held}
+    if held:
+        queued = (inbox.PENDING, inbox.PROCESSING)
+        counted = {loc for loc, _, status, n in rows if status in queued and n} - held
+        oldest_due = oldest_due_age(db, now, only=counted)
+    else:
+        oldest_due = oldest_due_age(db, now)
     pauses = [f["ghl_paused"] for f in per_location.values() if f["ghl_paused"]]
     if oldest_due is not None and oldest_due > BACKLOG_SECONDS:
         findings.add("backlog", _backlog_problem(oldest_due, held_back=bool(pauses) or not ghl_set))
@@ -263,10 +279,12 @@ def _location_facts(
     location: locations.Location | None,
     rows: list[tuple[str, str, str, int]],
     now: float,
+    spent: budget.Report | None = None,
 ) -> dict:
     """One location's block: its events by status, its token's trouble, pause, failing
-    GHL calls and last error (bridge/store/state.py keeps them per location), and what
-    they make it."""
+    GHL calls and last error (bridge/store/state.py keeps them per location), its GHL
+    budget (bridge/clients/budget.py), and what they make it."""
+    label = location.label if location else location_id
     findings = Findings()
     if location is not None and location.problem:
         findings.add(
@@ -300,17 +318,31 @@ def _location_facts(
             (f"{dead} dead events wait" if dead != 1 else "1 dead event waits")
             + ": see why on the Dead letters page, fix the cause, then replay them",
         )
+    held_message = spent.message(label) if spent else None
+    if held_message:
+        findings.add("ghl_daily_budget", held_message)
     return {
-        "label": location.label if location else location_id,
+        "label": label,
         "queue": queue,
         "ghl_paused": pause,
         "last_ghl_error": last_error,
         "ghl_failing_since": failing,
         "ghl_failing_seconds": _rounded(failing_seconds),
         "ghl_retry_after_capped": capped,
+        "ghl_budget": _budget_facts(spent, held_message),
         **findings.facts(),
         "_failed": findings.failed,
     }
+
+
+def _budget_facts(spent: budget.Report | None, message: str | None) -> dict | None:
+    """The location's GHL budget as /healthz shows it (None before its first call), with
+    the hold's sentence (`message`, None when it is not held) for the pages."""
+    if spent is None:
+        return None
+    facts = asdict(spent)
+    del facts["location_id"]  # the block's key
+    return {**facts, "message": message}
 
 
 def _latest(values) -> dict | None:
@@ -333,22 +365,52 @@ def unreachable(error: Exception) -> dict:
     return {"database": f"error: {error}", **findings.facts()}
 
 
-def oldest_due_age(db: sqlite_utils.Database, now: float | None = None) -> float | None:
+def oldest_due_age(
+    db: sqlite_utils.Database, now: float | None = None, only: Collection[str] | None = None
+) -> float | None:
     """Seconds the event next in line has been due (its retry time has come, or its lease
-    ran out) without a worker taking it; None when nothing is due.
+    ran out) without a worker taking it; None when nothing is due. With `only`, just the
+    events of those locations count ('' for those not routed yet).
 
     Two index lookups, whatever the queue's length: the head of the claim order, and the
-    earliest lease run out (the processing rows are one per worker).
+    earliest lease run out (the processing rows are one per worker); with `only`, a head
+    per location (the lanes' index).
     """
     now = time.time() if now is None else now
-    head = db.execute(
-        "SELECT next_attempt_at, updated_at FROM events"
-        " WHERE status = 'pending' AND next_attempt_at <= ?"
-        " ORDER BY next_attempt_at, id LIMIT 1",
-        [now],
-    ).fetchone()
+    lapsed_sql = (
+        "SELECT MIN(lease_until) FROM events WHERE status = 'processing' AND lease_until < ?"
+    )
+    if only is None:
+        heads = [
+            db.execute(
+                "SELECT next_attempt_at, updated_at FROM events"
+                " WHERE status = 'pending' AND next_attempt_at <= ?"
+                " ORDER BY next_attempt_at, id LIMIT 1",
+                [now],
+            ).fetchone()
+        ]
+        (lapsed,) = db.execute(lapsed_sql, [now]).fetchone()
+    else:
+        # The lanes' partial index, named and its condition repeated so SQLite takes it:
+        # the other index would step over every due event of the locations left out.
+        heads = [
+            db.execute(
+                "SELECT next_attempt_at, updated_at FROM events INDEXED BY idx_events_lane"
+                " WHERE location_id IS ? AND status IN ('pending', 'processing')"
+                " AND status = 'pending' AND next_attempt_at <= ?"
+                " ORDER BY next_attempt_at, id LIMIT 1",
+                [loc or None, now],
+            ).fetchone()
+            for loc in only
+        ]
+        marks = ", ".join("?" * len(only))
+        (lapsed,) = db.execute(
+            lapsed_sql + f" AND IFNULL(location_id, '') IN ({marks})", [now, *only]
+        ).fetchone()
     since: list[float] = []
-    if head is not None:
+    for head in heads:
+        if head is None:
+            continue
         next_attempt_at, updated_at = head
         # A replayed event is due at 0, "at once": it has been due since the replay.
         if next_attempt_at <= 0:
@@ -356,10 +418,6 @@ def oldest_due_age(db: sqlite_utils.Database, now: float | None = None) -> float
             since.append(now if replayed is None else replayed.timestamp())
         else:
             since.append(next_attempt_at)
-    (lapsed,) = db.execute(
-        "SELECT MIN(lease_until) FROM events WHERE status = 'processing' AND lease_until < ?",
-        [now],
-    ).fetchone()
     if lapsed is not None:
         since.append(lapsed)
     return max(0.0, now - min(since)) if since else None

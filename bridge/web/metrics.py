@@ -153,6 +153,25 @@ class StoreCollector:
         for location, block in facts.get("locations", {}).items():
             paused.add_metric([location], 1 if block["ghl_paused"] else 0)
         yield paused
+        held = GaugeMetricFamily(
+            "bridge_ghl_budget_held",
+            "1 while a location's events wait for GHL's daily budget (what is left is down to"
+            " sync.ghl_daily_reserve); they resume by themselves when GHL reports it back.",
+            labels=["location"],
+        )
+        remaining = GaugeMetricFamily(
+            "bridge_ghl_daily_remaining",
+            "Calls of a location's GHL daily budget left, as GHL last reported them"
+            " (X-RateLimit-Daily-Remaining); absent until GHL has reported it.",
+            labels=["location"],
+        )
+        for location, block in facts.get("locations", {}).items():
+            spent = block["ghl_budget"]
+            held.add_metric([location], 1 if spent and spent["held_since"] else 0)
+            if spent and spent["daily_remaining"] is not None:
+                remaining.add_metric([location], spent["daily_remaining"])
+        yield held
+        yield remaining
         yield GaugeMetricFamily(
             "bridge_unrouted_events",
             "Events held because no route claims their campaign or workspace and there is"
