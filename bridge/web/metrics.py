@@ -260,7 +260,8 @@ def health_families(facts: dict) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "bridge_queue_oldest_due_seconds",
         "How long the event next in line has been due without a worker taking it"
-        " (0 when none is due).",
+        " (0 when none is due); a location waiting for GHL's daily budget holds its events"
+        " back on purpose, and they are left out.",
         value=facts["oldest_due_seconds"] or 0.0,
     )
     yield GaugeMetricFamily(
