@@ -172,6 +172,9 @@ def restarts(
             for at in limited
             if any(s <= at for s in starts)
         ],  # fmt: skip
+        # And how full GHL's window was when it refused: the calls it had accepted in the
+        # 10 s before each 429 (100: the bridge sent one past the limit).
+        "accepted_before_429": [_count_before(ok, at, CEILING[1]) for at in limited],
         "max_in_any_10s": max_in_window(ok, CEILING[1]),
         "seconds": (calls[-1].at - calls[0].at) if calls else 0.0,
         "other_errors": sum(1 for c in calls if c.status >= 300 and c.status != 429),
@@ -247,6 +250,10 @@ def daily(
         "all_done_after_day_s": (ok[-1].at - day_ends) if after and finished else None,
         "spec_errors": fake.spec_errors[:3],
     }
+
+
+def _count_before(times: list[float], moment: float, window: float) -> int:
+    return sum(1 for at in times if moment - window < at <= moment)
 
 
 def _spent(fake: FakeGHL, reserve: int) -> bool:
