@@ -52,7 +52,7 @@ def benches(quick: bool) -> dict[str, Any]:
             "locations": lambda: locations_bench.run(out, seconds=20, events=150),
             "backlog": lambda: budget_bench.backlog(out, events=100),
             "restarts": lambda: budget_bench.restarts(out, events=100, replies=40, every=3.0),
-            "daily": lambda: budget_bench.daily(out, events=30, daily_limit=40, day_seconds=20),
+            "daily": lambda: budget_bench.daily(out, events=50, daily_limit=40, day_seconds=20),
         }
     return {
         "webhook": lambda: webhook_bench.run(out),
