@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
@@ -18,9 +19,9 @@ from bridge.clients.instantly import InstantlyClient
 from bridge.config import Config
 from bridge.events.event import Event
 from bridge.locations import registry
+from bridge.reconcile import handoff
 from bridge.reconcile.reconciler import REPLIES, STATUSES, Options, Progress, Summary
 from bridge.reconcile.runs import Busy, RunSummary, run_recorded
-from bridge.store import inbox
 from bridge.sync.preview import plan_events
 
 # A dry run lists this many planned events as text; --json lists them all.
@@ -55,6 +56,14 @@ class Moment(click.ParamType):
 @click.option("--statuses-only", is_flag=True, help="Skip replies.")
 @click.option("--dry-run", is_flag=True, help="Fetch and compare; write nothing.")
 @click.option("--no-sync", is_flag=True, help="Only enqueue; leave syncing to the worker.")
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(min=0, min_open=True, max=24 * 60),
+    default=handoff.DEFAULT_MAX_WAIT_MINUTES,
+    show_default=True,
+    metavar="MINUTES",
+    help="Wait at most this long for a running worker to sync what was enqueued.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 def reconcile(
     since: datetime | None,
@@ -65,9 +74,11 @@ def reconcile(
     statuses_only: bool,
     dry_run: bool,
     no_sync: bool,
+    max_wait: float,
     as_json: bool,
 ) -> None:
-    """Find what webhooks missed: poll Instantly (read only) and enqueue it, then sync."""
+    """Find what webhooks missed: poll Instantly (read only) and enqueue it, then sync:
+    the running worker does, or this command when no worker runs."""
     if replies_only and statuses_only:
         raise click.UsageError("--replies-only and --statuses-only exclude each other")
     if since and until and since >= until:
@@ -113,7 +124,13 @@ def reconcile(
             bar.close()
     sync = None
     if not dry_run and not no_sync:
-        sync = sync_new_events(config, db, summary.new_event_ids, workspaces)
+        try:
+            sync = sync_new_events(
+                config, db, summary.new_event_ids, workspaces, max_wait, bar and bar.show_sync
+            )
+        finally:
+            if bar:
+                bar.close()
     planned = planned_events(db, summary.planned, settings, workspaces)
     if as_json:
         body = {**summary.as_dict(), "would_enqueue": planned if dry_run else None, "sync": sync}
@@ -183,25 +200,18 @@ def sync_new_events(
     db: sqlite_utils.Database,
     event_ids: list[int],
     served: registry.Registry,
+    max_wait_minutes: float = handoff.DEFAULT_MAX_WAIT_MINUTES,
+    on_progress: Callable[[handoff.Outcome], None] | None = None,
 ) -> dict[str, Any]:
-    """Process the queue now (as `instantly-ghl-bridge worker --drain` would) and report on
-    this run's events."""
+    """Have this run's events synced, and report on them: the running worker syncs them
+    while this waits (it alone writes to GHL), or, when no worker runs, this process does
+    (as `instantly-ghl-bridge worker --drain` would)."""
     if not event_ids:
         return {"processed": 0}
     if not any(location.problem is None for location in served.locations):
         return {"skipped": "GHL_TOKEN / GHL_LOCATION_ID not set: events stay queued"}
-    from bridge.sync.worker import Worker
-
-    handled = Worker(config, db=db).run(drain=True)
-    outcome = dict.fromkeys(inbox.STATUSES, 0)
-    for start in range(0, len(event_ids), 500):
-        chunk = event_ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for status, count in db.execute(
-            f"SELECT status, COUNT(*) FROM events WHERE id IN ({marks}) GROUP BY status", chunk
-        ):
-            outcome[status] += count
-    return {"processed": handled, **{k: v for k, v in outcome.items() if v}}
+    outcome = handoff.sync(config, db, event_ids, served, max_wait_minutes, on_progress)
+    return outcome.as_dict()
 
 
 def render_text(summary: RunSummary, planned: list[dict[str, Any]], sync: dict | None) -> str:
@@ -236,17 +246,56 @@ def render_text(summary: RunSummary, planned: list[dict[str, Any]], sync: dict |
         lines.append("All workspaces:")
         lines.append(_table(summary))
     if sync is not None:
-        if "skipped" in sync:
-            lines.append(f"sync: {sync['skipped']}")
-        elif set(sync) == {"processed"} and not sync["processed"]:
-            lines.append("sync: nothing new to sync")
-        else:
-            detail = ", ".join(f"{k} {v}" for k, v in sync.items() if k != "processed")
-            lines.append(
-                f"sync: {sync['processed']} events processed" + (f" ({detail})" if detail else "")
-            )
+        lines.append(sync_line(sync))
     lines.append(f"status: {summary.status}")
     return "\n".join(lines)
+
+
+WRITERS = {"worker": "the running worker", "reconcile": "this command"}
+# What the sync line adds when the writer changed while this command waited or synced.
+HANDOVERS = {
+    ("worker", "reconcile"): (
+        ": the running worker stopped while this command waited, so it synced the rest itself"
+    ),
+    ("reconcile", "worker"): ": a worker started while this command synced, and took the rest over",
+}
+
+
+def sync_line(sync: dict[str, Any]) -> str:
+    """The summary's sync line: what was processed and by whom, then what is left and why,
+    e.g. "sync: 40 events processed by the running worker (done 38, dead 2); 3 wait for a
+    retry at 10:02 UTC (GHL 503: ...)"."""
+    if "skipped" in sync:
+        return f"sync: {sync['skipped']}"
+    if set(sync) == {"processed"} and not sync["processed"]:
+        return "sync: nothing new to sync"
+    detail = ", ".join(f"{k} {sync[k]}" for k in handoff.FINAL if sync.get(k))
+    by = sync.get("by", [])
+    line = f"sync: {sync['processed']} events processed"
+    if by == ["worker"]:
+        line += " by the running worker"
+    if detail:
+        line += f" ({detail})"
+    if len(by) > 1:
+        names = ", then ".join(WRITERS[who] for who in by)
+        line += HANDOVERS.get(tuple(by), f": synced in turn by {names}")
+    parts = [line]
+    for group in sync.get("left", []):
+        text = _counted(group["events"], group["why"])
+        if group["kind"] == handoff.QUEUED and "stopped_waiting_after_minutes" in sync:
+            text = f"stopped waiting after {sync['stopped_waiting_after_minutes']:g} min: {text}"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def _counted(count: int, why: str) -> str:
+    """'3 wait for ...', '1 waits for ...'; 'are' becomes 'is' for one."""
+    if count == 1:
+        if why.startswith("wait"):
+            why = "waits" + why[4:]
+        elif why.startswith("are "):
+            why = "is " + why[4:]
+    return f"{count:,} {why}"
 
 
 def _workspace_lines(summary: Summary) -> list[str]:
@@ -304,18 +353,41 @@ class ProgressLine:
         self._shown = False
 
     def __call__(self, progress: Progress) -> None:
-        now = time.monotonic()
-        if now - self._last < self.interval:
+        if not self._due():
             return
-        self._last = now
         stats = progress.stats
         counts = f"pages {stats.pages:,}  read {stats.read:,}  new {stats.new:,}"
         if progress.fraction is None:
             line = f"{progress.name:<9}{counts}"
         else:
-            filled = int(progress.fraction * self.WIDTH)
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            line = f"{progress.name:<9}[{bar}] {progress.fraction:4.0%}  {counts}"
+            line = f"{progress.name:<9}{self._bar(progress.fraction)}  {counts}"
+        self._draw(line)
+
+    def show_sync(self, outcome: handoff.Outcome) -> None:
+        """The sync's progress: this run's events finished so far, and who syncs them."""
+        if not self._due():
+            return
+        look = outcome.look
+        detail = ", ".join(f"{k} {look.statuses[k]}" for k in handoff.FINAL if k in look.statuses)
+        who = outcome.by[-1] if outcome.by else handoff.SELF
+        line = f"sync     {self._bar(look.finished / max(1, look.total))}  {look.finished:,}"
+        line += f" of {look.total:,} finished ({detail or 'none yet'}) by {who}"
+        if outcome.waited_seconds:
+            line += f", waited {outcome.waited_seconds:.0f} s"
+        self._draw(line)
+
+    def _due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return False
+        self._last = now
+        return True
+
+    def _bar(self, fraction: float) -> str:
+        filled = int(fraction * self.WIDTH)
+        return f"[{'#' * filled}{'-' * (self.WIDTH - filled)}] {fraction:4.0%}"
+
+    def _draw(self, line: str) -> None:
         self.stream.write("\r\x1b[K" + line)
         self.stream.flush()
         self._shown = True

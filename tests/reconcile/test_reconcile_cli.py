@@ -1,19 +1,36 @@
-"""`instantly-ghl-bridge reconcile` end to end: fake Instantly and fake GHL behind `responses`."""
+"""`instantly-ghl-bridge reconcile` end to end: fake Instantly and fake GHL behind `responses`;
+with a worker running, the worker in a process of its own against a fake GHL over HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from bridge.cli.reconcile import ProgressLine
+from bridge.cli.reconcile import ProgressLine, sync_line
+from bridge.reconcile import handoff
 from bridge.reconcile.reconciler import PassStats, Progress
 from bridge.reconcile.runs import acquire_lock, last_run
+from bridge.store import presence
+from bridge.sync.worker import Worker
+from tests.faults.procs import wait_until
+from tests.helpers import LOCATION_ID
 from tests.interest_helpers import change_settings, switch_on_opportunity
+from tests.support.ghl_server import FakeGHLServer
 from tests.support.instantly_fake import API_KEY, BASE_URL
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -183,3 +200,206 @@ def test_dry_run_announces_the_calls_the_real_run_then_makes(
     sent = [_route(f"{call.method} {call.path}") for call in fake_ghl.calls]
     assert announced == sent
     assert any(route.endswith("/tags") for route in sent)
+
+
+# --- the one writer: a running worker syncs what reconcile enqueued -------------------------
+
+
+@contextlib.contextmanager
+def worker_process(database: str, ghl_url: str, log: Path) -> Iterator[subprocess.Popen]:
+    """`instantly-ghl-bridge worker` in a process of its own, against a fake GHL over HTTP,
+    running (its presence held) when the block starts. Without an Instantly key: it never
+    reconciles on a schedule."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("INSTANTLY_")}
+    env["GHL_BASE_URL"] = ghl_url
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "worker"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            wait_until(
+                lambda: presence.running(database) or proc.poll() is not None,
+                30.0,
+                "the worker to start",
+            )
+            assert proc.poll() is None, log.read_text()
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def ghl_server():
+    with FakeGHLServer() as server:
+        yield server
+
+
+def test_a_running_worker_syncs_what_reconcile_enqueued(
+    run_cli, config, workspace, fake_ghl, ghl_server, tmp_path
+):
+    with worker_process(config.database, ghl_server.url, tmp_path / "worker.log"):
+        result = run_cli()
+    assert result.exit_code == 0, result.output
+    assert "sync: 3 events processed by the running worker (done 3)" in result.output
+    # The worker wrote each contact once; reconcile itself sent nothing to GHL.
+    assert [ghl_server.fake.upserts_for(f"ada{i}@example.com") for i in range(3)] == [1, 1, 1]
+    assert fake_ghl.calls == []
+
+
+def test_a_paused_location_ends_the_wait_with_its_reason(
+    run_cli, config, workspace, fake_ghl, ghl_server, tmp_path
+):
+    ghl_server.fake.default.fail_for(600, 401)  # the token was revoked
+    started = time.monotonic()
+    with worker_process(config.database, ghl_server.url, tmp_path / "worker.log"):
+        result = run_cli("--json")
+    # Well before the worker's next try of the token (a minute): nothing can progress.
+    assert time.monotonic() - started < 45
+    assert result.exit_code == 0, result.output
+    sync = json.loads(result.stdout)["sync"]
+    assert sync["by"] == ["worker"] and sync["pending"] == 3 and sync["processed"] == 0
+    (left,) = sync["left"]
+    assert (left["kind"], left["events"], left["location_id"]) == ("paused", 3, LOCATION_ID)
+    assert "GHL writes to" in left["why"] and "are paused: GHL answered 401" in left["why"]
+    assert fake_ghl.calls == []
+
+    text = sync_line(sync)
+    assert text.startswith("sync: 0 events processed by the running worker; 3 wait: GHL writes")
+    assert "check GHL_TOKEN" in text
+
+
+def test_events_due_for_a_retry_later_end_the_wait_saying_when(
+    run_cli, config, workspace, fake_ghl, ghl_server, tmp_path
+):
+    ghl_server.fake.default.fail_for(600, 503)
+    with worker_process(config.database, ghl_server.url, tmp_path / "worker.log"):
+        result = run_cli()
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("sync:"))
+    assert re.fullmatch(
+        r"sync: 0 events processed by the running worker; 3 wait for a retry (at|from)"
+        r" \d\d:\d\d UTC \(GHL 503: .+\)",
+        line,
+    ), line
+    assert fake_ghl.calls == []
+
+
+def test_with_no_worker_reconcile_syncs_itself(run_cli, config, workspace, fake_ghl):
+    assert presence.running(config.database) == []
+    sync = json.loads(run_cli("--json").stdout)["sync"]
+    assert sync == {"processed": 3, "done": 3, "by": ["reconcile"], "left": []}
+    assert [fake_ghl.upserts_for(f"ada{i}@example.com") for i in range(3)] == [1, 1, 1]
+
+
+def hook_looks(monkeypatch, act) -> None:
+    """Call `act(worker)` before each look reconcile takes at its events while they sync."""
+    look = handoff.look
+
+    def looking(*args, **kwargs):
+        act(kwargs["worker"])
+        return look(*args, **kwargs)
+
+    monkeypatch.setattr(handoff, "look", looking)
+
+
+def test_a_worker_that_stops_while_reconcile_waits_leaves_it_the_rest(
+    run_cli, config, workspace, fake_ghl, monkeypatch
+):
+    # A worker that is running but gets no event synced before it stops.
+    running = presence.announce(config.database)
+    hook_looks(monkeypatch, lambda worker: worker and running.close())
+    result = run_cli()
+    assert result.exit_code == 0, result.output
+    assert (
+        "sync: 3 events processed (done 3): the running worker stopped while this command"
+        " waited, so it synced the rest itself" in result.output
+    )
+    assert [fake_ghl.upserts_for(f"ada{i}@example.com") for i in range(3)] == [1, 1, 1]
+
+
+def test_a_worker_starting_while_reconcile_syncs_takes_the_rest_over(
+    run_cli, config, db, workspace, fake_ghl, monkeypatch
+):
+    worker = Worker(config)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    running = presence.running
+
+    def start_worker(worker_runs: bool) -> None:
+        if not worker_runs and not thread.is_alive():
+            thread.start()
+            wait_until(lambda: running(config.database), 20.0, "the worker to start")
+
+    # Every GHL call waits until reconcile has seen the worker: its own sync is then under
+    # way, with something left to hand over.
+    seen = threading.Event()
+
+    def noting(database):
+        found = running(database)
+        if found:
+            seen.set()
+        return found
+
+    handle = fake_ghl.handle
+
+    def held(*args, **kwargs):
+        seen.wait(20.0)
+        return handle(*args, **kwargs)
+
+    monkeypatch.setattr(presence, "running", noting)
+    monkeypatch.setattr(fake_ghl, "handle", held)
+    hook_looks(monkeypatch, start_worker)
+    try:
+        sync = json.loads(run_cli("--json").stdout)["sync"]
+    finally:
+        worker.stop()
+        thread.join(timeout=20)
+    assert sync["by"] == ["reconcile", "worker"]
+    assert (sync["processed"], sync["done"], sync["left"]) == (3, 3, [])
+    # Handed over, not done twice: each contact was written once.
+    assert [fake_ghl.upserts_for(f"ada{i}@example.com") for i in range(3)] == [1, 1, 1]
+    assert sync_line(sync) == (
+        "sync: 3 events processed (done 3): a worker started while this command synced, and"
+        " took the rest over"
+    )
+
+
+def test_the_wait_for_a_worker_is_capped(run_cli, config, workspace, fake_ghl):
+    # A worker that is running but never gets to these events (busy elsewhere, stuck).
+    with presence.announce(config.database):
+        started = time.monotonic()
+        result = run_cli("--max-wait", "0.02")
+    assert 1.0 <= time.monotonic() - started < 20
+    assert result.exit_code == 0, result.output
+    assert (
+        "sync: 0 events processed by the running worker; stopped waiting after 0.02 min:"
+        " 3 are still queued for the running worker, which carries on with them"
+    ) in result.output
+    assert fake_ghl.calls == []
+    assert run_cli("--max-wait", "0").exit_code == 2
+
+
+def test_the_sync_line_names_one_event_in_the_singular():
+    sync = {
+        "processed": 2,
+        "done": 1,
+        "dead": 1,
+        "by": ["worker"],
+        "left": [
+            {"events": 1, "kind": "unrouted", "why": "are held (unrouted): no route"},
+            {"events": 1, "kind": "retry", "why": "wait for a retry at 10:02 UTC (GHL 503: x)"},
+        ],
+    }
+    assert sync_line(sync) == (
+        "sync: 2 events processed by the running worker (done 1, dead 1); 1 is held"
+        " (unrouted): no route; 1 waits for a retry at 10:02 UTC (GHL 503: x)"
+    )
