@@ -190,6 +190,101 @@ def claim_next(
         return get(db, row[0])
 
 
+# One branch of a batch claim: a location's due events of one kind in claim order, with
+# their contact; each is read through idx_events_lane up to a bounded number of rows.
+_BATCH_BRANCHES = tuple(
+    f"""SELECT due.id, due.email, due.next_attempt_at FROM events AS due
+    WHERE {claimable} AND due.location_id = :location AND {_FREE}
+    ORDER BY due.next_attempt_at, due.id LIMIT :scan"""
+    for claimable in (
+        "due.status = 'pending' AND due.next_attempt_at <= :now",
+        "due.status = 'processing' AND due.lease_until < :now",
+    )
+)
+# Rows read per branch for a batch of n: a backlog where a few contacts hold many events
+# still yields a batch of many contacts.
+BATCH_SCAN_FACTOR = 4
+
+
+def claim_batch(
+    db: sqlite_utils.Database,
+    location_id: str,
+    limit: int,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    now: float | None = None,
+    owner: str | None = None,
+) -> list[dict[str, Any]]:
+    """Lease up to `limit` due events of one location in one transaction, in claim order,
+    at most one per contact: for each contact the event `claim_next` would give it (its
+    first due event; none while another of its events is leased), so a contact's events
+    are still synced one at a time in the order they came due. Leases, owner and attempt
+    count as with `claim_next`. Empty when nothing is due; that usual answer is found
+    without taking the writers' lock."""
+    now = time.time() if now is None else now
+    params = {"now": now, "location": location_id, "scan": max(1, limit) * BATCH_SCAN_FACTOR}
+    if not _first_per_contact(db, params, limit):
+        return []
+    with immediate(db):
+        ids = _first_per_contact(db, params, limit)
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        db.execute(
+            "UPDATE events SET status = 'processing', lease_until = ?, lease_owner = ?,"
+            f" attempts = attempts + 1, updated_at = ? WHERE id IN ({marks})",
+            [now + lease_seconds, owner, now_iso(), *ids],
+        )
+        rows = {row["id"]: row for row in db["events"].rows_where(f"id IN ({marks})", ids)}
+    return [rows[event_id] for event_id in ids]
+
+
+def _first_per_contact(db: sqlite_utils.Database, params: dict[str, Any], limit: int) -> list[int]:
+    """The ids a batch claim takes: each contact's first claimable event, up to `limit`."""
+    branches = [db.execute(query, params).fetchall() for query in _BATCH_BRANCHES]
+    # A branch cut short by its LIMIT may hold, past its last row, an earlier event of a
+    # contact the other branch shows: only rows up to the shortest full branch are certain.
+    ends = [(rows[-1][2], rows[-1][0]) for rows in branches if len(rows) == params["scan"]]
+    cutoff = min(ends) if ends else None
+    ids: list[int] = []
+    seen: set[str] = set()
+    for event_id, email, due in sorted((r for rows in branches for r in rows), key=_claim_order):
+        if cutoff is not None and (due, event_id) > cutoff:
+            break
+        # The first event of a contact in claim order is its own; the later ones wait for it.
+        contact = email or f"#{event_id}"
+        if contact in seen:
+            continue
+        seen.add(contact)
+        ids.append(event_id)
+        if len(ids) == limit:
+            break
+    return ids
+
+
+def _claim_order(row: tuple[int, str | None, float]) -> tuple[float, int]:
+    return row[2], row[0]
+
+
+def renew_leases(
+    db: sqlite_utils.Database,
+    event_ids: list[int],
+    lease_seconds: float,
+    owner: str | None,
+    now: float | None = None,
+) -> int:
+    """Extend the leases `owner` still holds on these events, for a batch that takes longer
+    than one event's lease; an event whose lease another worker took is left alone."""
+    if not event_ids:
+        return 0
+    now = time.time() if now is None else now
+    marks = ",".join("?" * len(event_ids))
+    return db.execute(
+        f"UPDATE events SET lease_until = ? WHERE id IN ({marks}) AND status = 'processing'"
+        " AND lease_owner IS ?",
+        [now + lease_seconds, *event_ids, owner],
+    ).rowcount
+
+
 def event_from_row(row: dict[str, Any]) -> Event:
     """Rebuild the Event stored in an inbox row."""
     return Event(

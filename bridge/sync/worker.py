@@ -16,6 +16,7 @@ from typing import Any
 import sqlite_utils
 
 from bridge import logs
+from bridge.clients.budget import Budget
 from bridge.clients.ghl import GHLClient
 from bridge.config import Config
 from bridge.locations import registry as locations
@@ -119,6 +120,11 @@ class Worker:
         inbox.unroute_pending(self.db)
         self._owner = LeaseOwner(self.config.database)
         self._thread_handled = 0
+        # While a worker runs, `instantly-ghl-bridge reconcile` hands it its events instead
+        # of writing to GHL beside it (a drain is not one); the kernel drops it with the process.
+        from bridge.store import presence
+
+        running = None if drain else presence.announce(self.config.database)
         try:
             handled = self._loop(drain)
             self._stop_threads()
@@ -131,6 +137,8 @@ class Worker:
                 leases.release(self.db, self._owner.id)
             self._owner.close()
             self._owner = None
+            if running is not None:
+                running.close()  # after its leases went back: reconcile may sync them
 
     def owner_id(self) -> str | None:
         return self._owner.id if self._owner else None
@@ -173,7 +181,7 @@ class Worker:
         return self._step_lanes(drain, pruned)
 
     def _step_lanes(self, drain: bool, pruned: bool) -> int | None:
-        """Each lane's next event, in this thread."""
+        """Each lane's next events (one, or a batch when several are due), in this thread."""
         handled, waits = 0, []
         for lane in self.lanes.values():
             if lane.client is None:
@@ -190,13 +198,16 @@ class Worker:
                         lane.location.label,
                     )
                     continue
+                held = lane.held() if drain else None
+                if held:
+                    log.warning("%s; leaving its queue for the running worker", held)
+                    continue
                 waits.append(wait)
                 continue
-            row = lane.claim()
-            if row is None:
-                continue
-            self.process(row)
-            handled += 1
+            rows = lane.claim()
+            if rows:
+                lane.process_batch(rows, self.settings.get(self.db), self._stop.is_set)
+                handled += len(rows)
         if handled:
             return handled
         if waits:
@@ -207,26 +218,6 @@ class Worker:
         if not pruned:  # while a pass is under way, its next batch instead of a nap
             self.sleep(IDLE_SECONDS)
         return 0
-
-    def process(self, row: dict[str, Any]) -> None:
-        """Sync one claimed event in its location's lane; never raises for GHL trouble."""
-        settings = self.settings.get(self.db)
-        self._refresh(settings)
-        location = row.get("location_id")
-        if location is None and self.registry is not None:
-            location = self.registry.route(
-                row.get("campaign_id") or "", row.get("workspace_id") or ""
-            )
-            if location is not None:
-                self.db.execute(
-                    "UPDATE events SET location_id = ? WHERE id = ?", [location, row["id"]]
-                )
-        lane = self.lanes.get(location or "")
-        if lane is None or lane.client is None:
-            # Claimed by hand for a location this worker cannot serve: back in the queue.
-            inbox.retry_later(self.db, row["id"], 5.0, "no lane for its location", False)
-            return
-        lane.process(row, settings)
 
     # --- locations ------------------------------------------------------------------------
 
@@ -266,15 +257,19 @@ class Worker:
 
     def _lane(self, location: locations.Location, db: sqlite_utils.Database) -> Lane:
         return Lane(
-            db, location, self._client_for(location), self.config.lease_seconds, self.owner_id
+            db, location, self._client_for(location, db), self.config.lease_seconds, self.owner_id
         )
 
-    def _client_for(self, location: locations.Location) -> GHLClient | None:
+    def _client_for(
+        self, location: locations.Location, db: sqlite_utils.Database
+    ) -> GHLClient | None:
         if self._given is not None and self._given.location_id == location.id:
             return self._given
         if location.problem or not location.token:
             return None
-        return GHLClient(self.config.ghl_base_url, location.token, location.id)
+        budget = Budget(db, location.id, for_sync=True)
+        budget.label = location.label
+        return GHLClient(self.config.ghl_base_url, location.token, location.id, budget=budget)
 
     def _route(self) -> None:
         if self.registry is None:
@@ -379,9 +374,13 @@ class LaneThread(threading.Thread):
             self.halt.wait(min(wait, 5.0))
             return
         self.wake.clear()
-        row = lane.claim()
-        if row is None:
+        rows = lane.claim()
+        if not rows:
             self.wake.wait(IDLE_SECONDS)
             return
-        lane.process(row, self.settings.get(db))
-        self.handled += 1
+        lane.process_batch(rows, self.settings.get(db), self._stopping)
+        self.handled += len(rows)
+
+    def _stopping(self) -> bool:
+        # A lane rebuilt (halt) or a worker stopping hands back what its batch has left.
+        return self.halt.is_set() or self.worker._stop.is_set()
