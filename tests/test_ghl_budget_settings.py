@@ -10,6 +10,11 @@ import pytest
 from markupsafe import escape
 
 from bridge import settings as settings_mod
+from bridge.clients.budget import Budget
+from bridge.clients.ghl import GHLClient
+from bridge.locations.registry import Location
+from bridge.sync.lanes import Lane
+from tests.helpers import LOCATION_ID
 from tests.test_admin_settings import block, form_of, save
 from tests.test_settings_locations import client_entry, page_of, with_locations
 from tests.web_helpers import INSTANTLY
@@ -147,3 +152,18 @@ def test_an_override_out_of_range_is_refused_beside_the_overrides(logged_in, db,
         response.get_data(as_text=True), "locations.0.overrides"
     )
     assert settings_mod.version(db) == 2
+
+
+def test_a_locations_lane_keeps_its_overridden_reserve_and_probe(db, ghl):
+    overrides = {"sync": {"ghl_daily_reserve": 5000, "ghl_daily_probe_seconds": 30}}
+    current = with_locations(db, client_entry(overrides=overrides))
+    lanes = []
+    for location_id, theirs in ((client_entry()["id"], overrides), (LOCATION_ID, {})):
+        budget = Budget(db, location_id, for_sync=True)
+        client = GHLClient("https://ghl.invalid", "pit-unused", location_id, budget=budget)
+        location = Location(id=location_id, name="", token="pit-unused", overrides=theirs)
+        lane = Lane(db, location, client, 300.0, lambda: None)
+        lane.settings(current)
+        lanes.append((budget.reserve, budget.probe_seconds))
+        budget.close()
+    assert lanes == [(5000, 30.0), (1000, 300.0)]
