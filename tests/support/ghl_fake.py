@@ -49,7 +49,14 @@ from datetime import UTC, datetime
 from types import EllipsisType
 from typing import Any
 
-from tests.support.specs import OpenAPISpec, ghl_spec, specs_available
+from tests.support.ghl_conversations import (
+    CONVERSATIONS_VERSION,
+    ConversationEndpoints,
+    Conversations,
+    fake_ghl_spec,
+    is_conversations_path,
+)
+from tests.support.specs import OpenAPISpec, specs_available
 
 API_VERSION = "2021-07-28"
 DAILY_LIMIT = 200_000
@@ -263,6 +270,7 @@ class GHLLocation:
             self._window: deque[float] = deque()
             self._daily_used = 0
             self._day_started: float | None = None
+            self.conversations = Conversations(self)
 
     # --- faults ---------------------------------------------------------------------------
 
@@ -344,6 +352,7 @@ class GHLLocation:
                 "counts": self.counts(),
                 "calls": len(self.calls),
                 "daily_remaining": max(0, self.daily_limit - self._daily_used),
+                "conversations": self.conversations.snapshot(),
             }
 
     # --- the request path (FakeGHL calls these under its lock) ----------------------------
@@ -415,7 +424,7 @@ class FakeGHL:
     ):
         self.validate = validate
         self.clock = clock
-        self._spec: OpenAPISpec | None = ghl_spec() if validate and specs_available() else None
+        self._spec: OpenAPISpec | None = fake_ghl_spec() if validate and specs_available() else None
         self._lock = threading.RLock()
         self._ids = random.Random(location_id)  # reproducible ids make failures easier to read
         self._issued: set[str] = set()
@@ -730,7 +739,8 @@ class FakeGHL:
         _, template, params = route
         where, _, name = _LOCATORS[(method, template)].partition(":")
         if where == "owner":
-            return self._owner_of(params.get(name)), None
+            in_body = data.get(name) if isinstance(data, dict) else None
+            return self._owner_of(params.get(name, in_body)), None
         if where == "body":
             value = data.get(name) if isinstance(data, dict) else None
         elif where == "query":
@@ -791,8 +801,9 @@ class FakeGHL:
         # No ../shared/specs: still catch the two mistakes GHL punishes most.
         errors = []
         version = {k.lower(): v for k, v in headers.items()}.get("version")
-        if version != API_VERSION:
-            errors.append(f"header Version must be {API_VERSION}, got {version!r}")
+        expected = CONVERSATIONS_VERSION if is_conversations_path(path) else API_VERSION
+        if version != expected:
+            errors.append(f"header Version must be {expected}, got {version!r}")
         if method == "POST" and _normal_path(path) == "/contacts/upsert" and isinstance(data, dict):
             errors += [
                 f"body: property {name} should not exist"
@@ -1160,7 +1171,8 @@ class FakeGHL:
 
 
 # How each route names its location: "body:", "query:" or "path:" + the location id's name, or
-# "owner:" + the path parameter whose object (contact, opportunity) belongs to one.
+# "owner:" + the path parameter (else body field) whose object (contact, opportunity,
+# conversation) belongs to one.
 _LOCATORS = {
     ("POST", "/contacts/upsert"): "body:locationId",
     ("GET", "/contacts/{contactId}"): "owner:contactId",
@@ -1179,6 +1191,11 @@ _LOCATORS = {
     ("GET", "/workflows/"): "query:locationId",
     ("GET", "/locations/{locationId}"): "path:locationId",
     ("GET", "/locations/{locationId}/customFields"): "path:locationId",
+    ("GET", "/conversations/search"): "query:locationId",
+    ("POST", "/conversations/"): "body:locationId",
+    ("POST", "/conversations/messages/inbound"): "owner:contactId",
+    ("GET", "/conversations/{conversationId}/messages"): "owner:conversationId",
+    ("GET", "/conversations/messages/email/{id}"): "owner:id",
 }
 
 
@@ -1202,6 +1219,7 @@ def _routes(fake: FakeGHL) -> list[tuple[str, str, re.Pattern[str], Callable[...
         ("GET", "/workflows/", fake._list_workflows),
         ("GET", "/locations/{locationId}", fake._get_location),
         ("GET", "/locations/{locationId}/customFields", fake._list_custom_fields),
+        *ConversationEndpoints(fake).routes(),
     ]
     assert {(m, t) for m, t, _ in table} == set(_LOCATORS), "every route needs a locator"
     routes = [
