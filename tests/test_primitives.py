@@ -11,6 +11,7 @@ from bridge.config import load_config
 from bridge.events.event import idempotency_key, normalise_email
 from bridge.events.webhook import BadEvent, from_webhook
 from bridge.store import inbox
+from bridge.sync.lanes import Lane
 from bridge.sync.worker import Worker, backoff_delay
 from tests.helpers import reply_payload
 
@@ -71,7 +72,7 @@ def test_expired_lease_gives_the_event_to_another_worker(db):
     assert (retaken["id"], retaken["attempts"]) == (queued.event_id, 2)
 
 
-def test_worker_leases_for_the_configured_time(env, db):
+def test_worker_leases_for_the_configured_time(env, db, monkeypatch):
     config = load_config({**env, "BRIDGE_LEASE_SECONDS": "42"})
     assert config.lease_seconds == 42.0
     assert load_config(env).lease_seconds == 300.0
@@ -79,7 +80,11 @@ def test_worker_leases_for_the_configured_time(env, db):
     worker = Worker(config, db=db)
     held = []
     # Claim one event, sync nothing, stop.
-    worker.process = lambda row: (held.append(row["lease_until"]), worker.stop())
+    monkeypatch.setattr(
+        Lane,
+        "process_batch",
+        lambda lane, rows, settings, stopping: (held.append(rows[0]["lease_until"]), worker.stop()),
+    )
     before = time.time()
     assert worker.run() == 1
     assert before + 42 <= held[0] <= time.time() + 42

@@ -229,6 +229,13 @@ def render_text(summary: RunSummary, planned: list[dict[str, Any]], sync: dict |
             lines.append(f"      GHL: {'; '.join(item['ghl_changes'])}")
         if len(planned) > SHOWN_PLANNED:
             lines.append(f"  ... and {len(planned) - SHOWN_PLANNED} more (--json lists all)")
+        calls = sum(len(item["ghl_calls"]) for item in planned)
+        if calls:
+            # Planned one event at a time; the worker joins tags several contacts miss alike
+            # in one bulk call, so the count can only fall.
+            lines.append(
+                f"  at most {calls} GHL calls: tags several contacts miss alike go in one call"
+            )
         lines.append("")
     one = summary.only
     if one is not None:
