@@ -11,12 +11,17 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from bridge.clock import parse_time
 from bridge.events.event import BadEmail, Event, checked_email, idempotency_key, normalise_email
 from bridge.events.times import occurred_at
 
 SOURCE = "poll"
+# Where the webhook's unibox_url points for a reply: the Unibox searching its thread.
+UNIBOX = (
+    "https://app.instantly.ai/app/unibox?thread_search=thread:{thread}&selected_wks={workspace}"
+)
 log = logging.getLogger("bridge.reconcile")
 
 # REST Lead field -> the name the webhook gives the same value.
@@ -50,6 +55,7 @@ RESERVED = frozenset(
         "variant",
         "is_first",
         "unibox_url",
+        "thread_id",
     }
 )
 
@@ -113,6 +119,7 @@ def reply_event(
     campaign_id = str(email.get("campaign_id") or "")
     timestamp = str(email.get("timestamp_created") or "")
     body = email.get("body") if isinstance(email.get("body"), dict) else {}
+    thread_id = str(email.get("thread_id") or "")
     payload: dict[str, Any] = {
         **lead_fields(lead),
         "event_type": event_type,
@@ -129,6 +136,8 @@ def reply_event(
         "reply_text": body.get("text"),
         "reply_html": body.get("html"),
         "reply_text_snippet": email.get("content_preview"),
+        "thread_id": thread_id or None,
+        "unibox_url": unibox_url(thread_id, str(email.get("organization_id") or "")),
     }
     if lead:
         # The webhook's step/variant are those of the email the lead replied to.
@@ -137,6 +146,13 @@ def reply_event(
     return _event(
         event_type, address, campaign_id, campaign_name, timestamp, email_id, payload, found_at
     )
+
+
+def unibox_url(thread_id: str, workspace: str) -> str | None:
+    """The Unibox link the webhook gives a reply of this thread; None unless both are known."""
+    if not thread_id or not workspace:
+        return None
+    return UNIBOX.format(thread=quote(thread_id, safe=""), workspace=quote(workspace, safe=""))
 
 
 def interest_event(
