@@ -22,25 +22,11 @@ from bridge.clients.budget import (
 from bridge.clients.ghl import GHLBudgetSpent, GHLClient
 from bridge.store import db as store
 from tests.helpers import GHL_TOKEN, LOCATION_ID
+from tests.support.clock import FakeClock
 from tests.support.ghl_fake import FakeGHL
 from tests.support.ghl_responses import GHL_BASE_URL, installed
 
 T0 = 1_800_000_000.0  # a wall-clock time: reports print it as a date
-
-
-class Clock:
-    """Wall time that moves only when something sleeps (or the test moves it)."""
-
-    def __init__(self, now: float = T0):
-        self.now = now
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def headers(remaining: int, daily: int = 150_000, limit: int = 100) -> dict[str, str]:
@@ -70,7 +56,7 @@ def migrated(tmp_path):
 
 
 def test_without_a_report_it_keeps_the_old_margin_then_waits_for_the_oldest_answer():
-    clock = Clock()
+    clock = FakeClock(T0)
     budget = Budget(None, "loc", clock=clock, sleep=clock.sleep)
     for _ in range(DEFAULT_LIMIT):
         call(budget, took=0.01)
@@ -82,7 +68,7 @@ def test_without_a_report_it_keeps_the_old_margin_then_waits_for_the_oldest_answ
 
 
 def test_with_ghls_figures_it_goes_to_the_ceiling_it_reports():
-    clock = Clock()
+    clock = FakeClock(T0)
     budget = Budget(None, "loc", clock=clock, sleep=clock.sleep)
     for n in range(100):
         call(budget, headers(remaining=99 - n))
@@ -97,7 +83,7 @@ def budget_mod_report(budget: Budget) -> budget_mod.Report:
 
 
 def test_a_call_is_counted_from_its_answer_so_a_slow_answer_never_ends_the_window_early():
-    clock = Clock()
+    clock = FakeClock(T0)
     budget = Budget(None, "loc", clock=clock, sleep=clock.sleep)
     call(budget, headers(remaining=1, limit=2), took=3.0)  # GHL saw it somewhere in these 3 s
     call(budget, headers(remaining=0, limit=2))
@@ -106,7 +92,7 @@ def test_a_call_is_counted_from_its_answer_so_a_slow_answer_never_ends_the_windo
 
 
 def test_ghls_count_above_ours_is_counted_and_zero_remaining_fills_the_window():
-    clock = Clock()
+    clock = FakeClock(T0)
     budget = Budget(None, "loc", clock=clock, sleep=clock.sleep)
     call(budget, headers(remaining=60))  # GHL counted 40: 39 calls we did not make
     assert budget_mod_report(budget).in_window == 40
@@ -118,7 +104,7 @@ def test_ghls_count_above_ours_is_counted_and_zero_remaining_fills_the_window():
 
 
 def test_a_429s_wait_holds_every_budget_of_the_location_on_one_database(migrated):
-    clock = Clock()
+    clock = FakeClock(T0)
     worker = Budget(migrated, LOCATION_ID, for_sync=True, clock=clock, sleep=clock.sleep)
     reconcile = Budget(migrated, LOCATION_ID, clock=clock, sleep=clock.sleep)
     other = Budget(migrated, "another", clock=clock, sleep=clock.sleep)
@@ -147,7 +133,7 @@ def test_a_restarted_process_knows_what_the_last_one_spent(migrated, tmp_path):
 
 
 def test_a_call_lost_with_its_process_frees_its_place_in_time():
-    clock = Clock()
+    clock = FakeClock(T0)
     budget = Budget(None, "loc", clock=clock, sleep=clock.sleep)
     for _ in range(DEFAULT_LIMIT):
         budget.acquire()  # never answered: the process died
@@ -157,7 +143,7 @@ def test_a_call_lost_with_its_process_frees_its_place_in_time():
 
 
 def test_a_clock_set_back_does_not_stall_the_budget():
-    clock = Clock()
+    clock = FakeClock(T0)
     budget = Budget(None, "loc", clock=clock, sleep=clock.sleep)
     for n in range(100):
         call(budget, headers(remaining=99 - n))
@@ -174,7 +160,7 @@ def test_a_damaged_row_costs_a_window_not_a_crash(migrated):
 
 
 def test_the_daily_reserve_holds_syncing_and_one_probe_finds_the_day_back(migrated):
-    clock = Clock()
+    clock = FakeClock(T0)
     sync = Budget(migrated, LOCATION_ID, for_sync=True, clock=clock, sleep=clock.sleep)
     sync.reserve, sync.probe_seconds, sync.label = 1000, 300.0, "Acme Dental"
     page = Budget(migrated, LOCATION_ID, clock=clock, sleep=clock.sleep)
@@ -200,7 +186,7 @@ def test_the_daily_reserve_holds_syncing_and_one_probe_finds_the_day_back(migrat
 
 
 def test_a_lower_reserve_lifts_the_hold_at_once(migrated):
-    clock = Clock()
+    clock = FakeClock(T0)
     sync = Budget(migrated, LOCATION_ID, for_sync=True, clock=clock, sleep=clock.sleep)
     sync.reserve = 1000
     call(sync, headers(remaining=50, daily=900))
@@ -245,7 +231,7 @@ VALUES = st.one_of(
     st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
 )
 def test_any_header_values_keep_the_budget_sane(answer, retry_after):
-    clock = Clock()
+    clock = FakeClock(T0)
     budget = Budget(None, "loc", for_sync=True, clock=clock, sleep=clock.sleep)
     budget.settle(budget.acquire(), answer, retry_after)
     wait = budget.delay()
@@ -257,7 +243,7 @@ def test_any_header_values_keep_the_budget_sane(answer, retry_after):
 
 def test_the_client_spends_the_shared_budget_and_waits_when_ghl_says_zero(migrated):
     fake = FakeGHL(validate=True, rate_limit=(3, 10.0))
-    clock = Clock()
+    clock = FakeClock(T0)
     budget = Budget(migrated, LOCATION_ID, for_sync=True, clock=clock, sleep=clock.sleep)
     with installed(fake):
         client = GHLClient(GHL_BASE_URL, GHL_TOKEN, LOCATION_ID, budget=budget)

@@ -14,6 +14,7 @@ from bridge.store import inbox
 from bridge.sync.lanes import Lane
 from bridge.sync.worker import Worker, backoff_delay
 from tests.helpers import reply_payload
+from tests.support.clock import FakeClock
 
 
 def test_reply_key_is_the_email_id_polling_also_sees():
@@ -112,19 +113,6 @@ def test_replay_requeues_dead_events_only(db):
     assert (row["status"], row["attempts"]) == ("pending", 0)
     assert inbox.get(db, done.event_id)["status"] == "done"
     assert inbox.replay(db, [done.event_id]) == 1
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def test_limiter_allows_the_limit_then_waits_for_the_window():

@@ -26,23 +26,11 @@ from bridge.setup.health import CAPPED_WAIT_WARNING_SECONDS, report
 from bridge.store import inbox, state
 from bridge.sync.worker import Worker
 from tests.helpers import GHL_TOKEN, LOCATION_ID, post_webhook, reply_payload
+from tests.support.clock import FakeClock
 from tests.support.ghl_responses import GHL_BASE_URL
 
 CAP = MAX_RETRY_AFTER_SECONDS
 TOO_MANY = {"statusCode": 429, "message": "Too many requests"}
-
-
-class FakeClock:
-    """Monotonic time that moves only when something sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def answer(**headers: str) -> requests.Response:
@@ -116,7 +104,7 @@ def test_an_hour_ahead_as_a_date_is_capped():
 
 @pytest.mark.parametrize("seconds", [1e9, math.inf, math.nan, -3.0])
 def test_the_limiter_never_blocks_longer_than_the_cap(seconds):
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     limiter = SlidingWindowLimiter(100, 10.0, clock=clock, sleep=clock.sleep)
     limiter.block_for(seconds)
     waited = limiter.acquire()
@@ -125,7 +113,7 @@ def test_the_limiter_never_blocks_longer_than_the_cap(seconds):
 
 
 def test_a_ghl_429_asking_for_years_blocks_the_client_for_the_cap_only(mocked_http):
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     budget = Budget(None, LOCATION_ID, clock=clock, sleep=clock.sleep)
     client = GHLClient(GHL_BASE_URL, GHL_TOKEN, LOCATION_ID, budget=budget)
     upsert = f"{GHL_BASE_URL}/contacts/upsert"
@@ -145,7 +133,7 @@ def test_a_ghl_429_asking_for_years_blocks_the_client_for_the_cap_only(mocked_ht
 def test_the_worker_retries_at_the_cap_syncs_the_others_and_health_says_why(
     client, db, config, fake_ghl
 ):
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     budget = Budget(None, LOCATION_ID, clock=clock, sleep=clock.sleep)
     ghl = GHLClient(GHL_BASE_URL, GHL_TOKEN, LOCATION_ID, budget=budget)
     worker = Worker(config, client=ghl, db=db)

@@ -15,28 +15,14 @@ from bridge.clients.instantly import (
 )
 from bridge.clients.ratelimit import SlidingWindowLimiter
 from bridge.events.types import STATUS_BY_EVENT, is_custom_label
+from tests.support.clock import FakeClock
 from tests.support.instantly_fake import API_KEY, BASE_URL, FakeInstantly
 from tests.support.instantly_responses import install
 
 
-class FakeClock:
-    """Time that moves only when something sleeps: pacing is checked without waiting."""
-
-    def __init__(self, start: float = 10_000.0):
-        self.now = start
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture
 def clock():
-    return FakeClock()
+    return FakeClock(10_000.0)
 
 
 @pytest.fixture

@@ -14,21 +14,12 @@ import requests
 
 from bridge.clients.ghl import GHLClient, GHLRejected
 from tests.support import ghl_fake
+from tests.support.clock import FakeClock
 from tests.support.ghl_fake import FakeGHL
 from tests.support.specs import SPECS_DIR, ghl_spec, specs_available
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GHL = "https://services.leadconnectorhq.com"
-
-
-class FakeClock:
-    """A monotonic clock tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def call(
@@ -266,7 +257,7 @@ def test_fail_next_then_recover() -> None:
 
 
 def test_fail_for_answers_with_retry_after_until_the_clock_passes() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     fake = FakeGHL(clock=clock)
     fake.fail_for(5.0, 503, retry_after=2)
 
@@ -279,7 +270,7 @@ def test_fail_for_answers_with_retry_after_until_the_clock_passes() -> None:
 
 
 def test_rate_limit_answers_429_after_100_requests_in_10_seconds() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     fake = FakeGHL(rate_limit=(100, 10.0), clock=clock)
     remaining = []
     for i in range(100):

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from bridge.clients.ghl import GHLAuthError, GHLClient, GHLTransient
+from tests.support.clock import FakeClock
 from tests.support.ghl_fake import DAY_SECONDS, NO_ACCESS, FakeGHL, GHLLocation
 from tests.support.ghl_responses import GHL_BASE_URL, installed
 from tests.support.ghl_server import FakeGHLServer
@@ -28,20 +29,10 @@ RATE_HEADERS = (
 )
 
 
-class FakeClock:
-    """A monotonic clock tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def agency(clock: FakeClock | None = None, **options: Any) -> tuple[FakeGHL, list[GHLLocation]]:
     """A fake with three locations: the default one (Acme) and two more."""
     fake = FakeGHL(
-        "loc_acme", "tok-acme", name="Acme Dental", clock=clock or FakeClock(), **options
+        "loc_acme", "tok-acme", name="Acme Dental", clock=clock or FakeClock(1000.0), **options
     )
     return fake, [
         fake.default,
@@ -318,7 +309,7 @@ def test_bulk_tags_add_and_remove_within_a_location() -> None:
 
 
 def test_one_locations_outage_leaves_the_others_answering() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     fake, (acme, bolt, cove) = agency(clock)
     bolt.fail_for(30.0, 503, retry_after=5)
     cove.fail_next(1, 502)
@@ -342,7 +333,7 @@ def test_the_default_locations_faults_are_the_single_location_ones() -> None:
 
 
 def test_each_location_has_its_own_burst_window() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     fake, (acme, bolt, _) = agency(clock, rate_limit=(3, 10.0))
     answers = [call(fake, "tok-acme", "GET", "/locations/loc_acme") for _ in range(4)]
 
@@ -376,7 +367,7 @@ def test_every_answer_carries_its_locations_rate_headers() -> None:
 
 
 def test_a_spent_daily_budget_is_429_until_the_day_is_over() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     fake, (acme, bolt, _) = agency(clock, daily_limit=3)
     bolt.daily_limit = 5
     for _ in range(3):
@@ -396,7 +387,7 @@ def test_a_spent_daily_budget_is_429_until_the_day_is_over() -> None:
 
 
 def test_a_short_day_spends_and_comes_back_within_seconds() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     fake = FakeGHL("loc_acme", "tok-acme", clock=clock, daily_limit=2, day_seconds=30)
     bolt = fake.add_location("loc_bolt", "tok-bolt")  # the default location's day
     cove = fake.add_location("loc_cove", "tok-cove", daily_limit=1, day_seconds=5)

@@ -10,20 +10,13 @@ from pathlib import Path
 import requests
 
 from bridge.clients.ghl import GHLClient
+from tests.support.clock import FakeClock
 from tests.support.ghl_fake import FakeGHL
 from tests.support.ghl_server import FakeGHLServer
 from tests.support.threads import map_in_threads
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HEADERS = {"Authorization": "Bearer ghl-test-token", "Version": "2021-07-28"}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_round_trip_and_state() -> None:
@@ -54,7 +47,7 @@ def test_round_trip_and_state() -> None:
 
 
 def test_faults_through_the_control_endpoint() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     with FakeGHLServer(FakeGHL(clock=clock)) as server, requests.Session() as http:
         http.headers.update(HEADERS)
         location = f"{server.url}/locations/loc_test"

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from tests.support.clock import FakeClock
 from tests.support.instantly_fake import (
     API_KEY,
     BASE_URL,
@@ -24,14 +25,6 @@ from tests.support.specs import instantly_spec, specs_available
 BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64)", "Authorization": f"Bearer {API_KEY}"}
 
 
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
 def call(fake, method, path, body=None, headers=BROWSER):
     data = json.dumps(body).encode() if body is not None else None
     status, _, text = fake.handle(method, BASE_URL + path, dict(headers), data)
@@ -40,7 +33,7 @@ def call(fake, method, path, body=None, headers=BROWSER):
 
 @pytest.fixture
 def fake():
-    made = FakeInstantly(clock=Clock())
+    made = FakeInstantly(clock=FakeClock())
     populate(made, leads=30, campaigns=2, interested_every=10, replies=5)
     made.add_list("Imported")
     made.add_label("Hot Lead", 7, "positive")
@@ -87,7 +80,7 @@ def test_no_browser_user_agent_gets_cloudflare_403_and_no_key_401(fake):
 
 
 def test_emails_allow_20_requests_a_minute():
-    clock = Clock()
+    clock = FakeClock()
     made = FakeInstantly(clock=clock)
     answers = [call(made, "GET", "/api/v2/emails?limit=10")[0] for _ in range(21)]
     assert answers == [200] * 20 + [429]
