@@ -201,8 +201,8 @@ class ConversationEndpoints:
         refused = store._refused(READ)
         if refused:
             return refused
-        self._fake._check_location(req.loc, _first(req.query, "locationId"))
-        contact_id = _first(req.query, "contactId")
+        self._fake._check_location(req.loc, first_value(req.query, "locationId"))
+        contact_id = first_value(req.query, "contactId")
         self._fake._foreign(req.loc, contact_id, "contact")
         found = [
             self._listed(req.loc, conversation)
@@ -220,7 +220,7 @@ class ConversationEndpoints:
         self._fake._check_location(loc, req.body.get("locationId"))
         contact = self._fake._contact(loc, req.body["contactId"], in_path=False)
         if store._of_contact(contact["id"]):
-            return 400, _error(400, "Conversation already exists")
+            return 400, error_body(400, "Conversation already exists")
         now = _timestamp()
         conversation = {
             "id": self._fake._new_id(),
@@ -250,15 +250,15 @@ class ConversationEndpoints:
             return refused
         if body["type"] != "Email":
             message = f"FakeGHL takes inbound Email messages only, not {body['type']}"
-            return 501, _error(501, message)
+            return 501, error_body(501, message)
         contact = self._fake._contact(loc, body["contactId"])
         conversation_id = body["conversationId"]
         self._fake._foreign(loc, conversation_id, "conversation")
         conversation = store.conversations.get(conversation_id)
         if conversation is None:
-            return 400, _error(400, "Conversation not found")
+            return 400, error_body(400, "Conversation not found")
         if conversation["contactId"] != contact["id"]:
-            return 400, _error(400, "Conversation does not belong to the contact")
+            return 400, error_body(400, "Conversation does not belong to the contact")
         date = _message_date(body.get("date"))
         if date is None:
             return 422, _unprocessable("date must be a valid ISO 8601 date string")
@@ -267,7 +267,7 @@ class ConversationEndpoints:
             self._fake._foreign(loc, replied_to, "email message")
             parent = store.emails.get(replied_to)
             if parent is None or parent["conversationId"] != conversation_id:
-                return 400, _error(400, "Email message not found in this conversation")
+                return 400, error_body(400, "Email message not found in this conversation")
             thread = store.threads[parent["messageId"]]
         else:
             thread = self._new_thread(store, conversation, body, date)
@@ -299,7 +299,7 @@ class ConversationEndpoints:
         )
         if store._lost:
             status = store._lost.popleft()
-            return status, _error(status)
+            return status, error_body(status)
         return 200, {
             "success": True,
             "conversationId": conversation_id,
@@ -317,17 +317,17 @@ class ConversationEndpoints:
             return refused
         conversation_id = req.params["conversationId"]
         if conversation_id not in store.conversations:
-            return 400, _error(400, "Conversation not found")
+            return 400, error_body(400, "Conversation not found")
         newest_first = [store.threads[t] for t in reversed(store._order[conversation_id])]
-        wanted = _first(req.query, "type")
+        wanted = first_value(req.query, "type")
         if wanted:
             types = {t.strip() for t in wanted.split(",")}
             newest_first = [t for t in newest_first if t["messageType"] in types]
-        after = _first(req.query, "lastMessageId")
+        after = first_value(req.query, "lastMessageId")
         if after:
             ids = [t["id"] for t in newest_first]
             if after not in ids:
-                return 400, _error(400, "lastMessageId is not a message of this conversation")
+                return 400, error_body(400, "lastMessageId is not a message of this conversation")
             newest_first = newest_first[ids.index(after) + 1 :]
         limit = _limit(req.query)
         page = copy.deepcopy(newest_first[:limit])
@@ -344,7 +344,7 @@ class ConversationEndpoints:
             return refused
         email = store.emails.get(req.params["id"])
         if email is None:
-            return 400, _error(400, "Email message not found")
+            return 400, error_body(400, "Email message not found")
         answer = {key: value for key, value in email.items() if key not in ("messageId", "html")}
         answer.update(
             threadId=email["messageId"],
@@ -428,7 +428,7 @@ _SEARCH_FIELDS = (
 
 def _limit(query: Mapping[str, list[str]]) -> int:
     # The spec types limit as a number; it has been checked to be one.
-    raw = _first(query, "limit")
+    raw = first_value(query, "limit")
     return DEFAULT_PAGE if raw is None else max(1, min(MAX_PAGE, int(float(raw))))
 
 
@@ -446,12 +446,12 @@ def _message_date(value: Any) -> str | None:
     return _iso(parsed)
 
 
-def _first(query: Mapping[str, list[str]], name: str) -> str | None:
+def first_value(query: Mapping[str, list[str]], name: str) -> str | None:
     values = query.get(name) or []
     return values[0] if values else None
 
 
-def _error(status: int, message: str | None = None) -> dict[str, Any]:
+def error_body(status: int, message: str | None = None) -> dict[str, Any]:
     if message is None:
         try:
             message = http.HTTPStatus(status).phrase

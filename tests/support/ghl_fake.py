@@ -33,7 +33,6 @@ and see it come back within seconds.
 from __future__ import annotations
 
 import copy
-import http
 import json
 import math
 import random
@@ -53,7 +52,9 @@ from tests.support.ghl_conversations import (
     CONVERSATIONS_VERSION,
     ConversationEndpoints,
     Conversations,
+    error_body,
     fake_ghl_spec,
+    first_value,
     is_conversations_path,
 )
 from tests.support.specs import OpenAPISpec, specs_available
@@ -286,7 +287,7 @@ class GHLLocation:
         with self._lock:
             for _ in range(n):
                 self._fail_next.append(
-                    _Fault(status, dict(headers or {}), body or _error_body(status))
+                    _Fault(status, dict(headers or {}), body or error_body(status))
                 )
 
     def fail_for(self, seconds: float, status: int, retry_after: float | None = None) -> None:
@@ -295,7 +296,7 @@ class GHLLocation:
         headers = {} if retry_after is None else {"Retry-After": str(math.ceil(retry_after))}
         with self._lock:
             until = self._fake.clock() + seconds
-            self._outage = (until, _Fault(status, headers, _error_body(status)))
+            self._outage = (until, _Fault(status, headers, error_body(status)))
 
     def refuse_email(self, email: str, message: str = "email is not allowed") -> None:
         """Answer 422 to every upsert of this address, as GHL does for a contact it will not
@@ -692,7 +693,7 @@ class FakeGHL:
         if token_loc is None:
             return loc, 401, {}, dict(UNAUTHORIZED)
         if crossed:
-            return token_loc, 403, {}, _error_body(403, NO_ACCESS)
+            return token_loc, 403, {}, error_body(403, NO_ACCESS)
         loc = token_loc
 
         admitted, limit_headers = loc._admit(now)
@@ -700,7 +701,7 @@ class FakeGHL:
             return loc, 429, limit_headers, {"statusCode": 429, "message": "Too many requests"}
 
         if bad_json:
-            return loc, 400, limit_headers, _error_body(400, "Unexpected token in JSON body")
+            return loc, 400, limit_headers, error_body(400, "Unexpected token in JSON body")
 
         errors = self._spec_errors_for(method, path, query, headers, data)
         if errors:
@@ -714,7 +715,7 @@ class FakeGHL:
         if route is None:
             if self._spec and self._spec.operation(method, path):
                 message = f"FakeGHL does not implement {method} {path}; add it to ghl_fake.py"
-                return loc, 501, limit_headers, _error_body(501, message)
+                return loc, 501, limit_headers, error_body(501, message)
             return loc, 404, limit_headers, _not_found(method, path)
         handler, _, params = route
         self._current = (method, path)
@@ -723,7 +724,7 @@ class FakeGHL:
                 _Request(params, query, data if isinstance(data, dict) else {}, loc)
             )
         except _Reject as reject:
-            return loc, reject.status, limit_headers, _error_body(reject.status, reject.message)
+            return loc, reject.status, limit_headers, error_body(reject.status, reject.message)
         finally:
             self._current = None
         return loc, status, limit_headers, answer
@@ -744,7 +745,7 @@ class FakeGHL:
         if where == "body":
             value = data.get(name) if isinstance(data, dict) else None
         elif where == "query":
-            value = _first(query, name)
+            value = first_value(query, name)
         else:
             value = params.get(name)
         if not isinstance(value, str):
@@ -1007,15 +1008,15 @@ class FakeGHL:
 
     def _search_opportunities(self, req: _Request) -> _Handled:
         loc = req.loc
-        self._check_location(loc, _first(req.query, "location_id"))
+        self._check_location(loc, first_value(req.query, "location_id"))
         filters = {
-            "contactId": _first(req.query, "contact_id"),
-            "pipelineId": _first(req.query, "pipeline_id"),
-            "pipelineStageId": _first(req.query, "pipeline_stage_id"),
+            "contactId": first_value(req.query, "contact_id"),
+            "pipelineId": first_value(req.query, "pipeline_id"),
+            "pipelineStageId": first_value(req.query, "pipeline_stage_id"),
         }
         for key in ("contactId", "pipelineId"):
             self._foreign(loc, filters[key], key.removesuffix("Id"))
-        status = _first(req.query, "status")
+        status = first_value(req.query, "status")
         found = [
             copy.deepcopy(item)
             for item in loc.opportunities.values()
@@ -1051,11 +1052,11 @@ class FakeGHL:
         return 200, {"opportunity": copy.deepcopy(opportunity)}
 
     def _list_pipelines(self, req: _Request) -> _Handled:
-        self._check_location(req.loc, _first(req.query, "locationId"))
+        self._check_location(req.loc, first_value(req.query, "locationId"))
         return 200, {"pipelines": copy.deepcopy(req.loc.pipelines)}
 
     def _list_workflows(self, req: _Request) -> _Handled:
-        self._check_location(req.loc, _first(req.query, "locationId"))
+        self._check_location(req.loc, first_value(req.query, "locationId"))
         return 200, {"workflows": copy.deepcopy(req.loc.workflows)}
 
     def _get_location(self, req: _Request) -> _Handled:
@@ -1072,7 +1073,7 @@ class FakeGHL:
 
     def _list_custom_fields(self, req: _Request) -> _Handled:
         self._check_location(req.loc, req.params["locationId"])
-        model = _first(req.query, "model") or "all"
+        model = first_value(req.query, "model") or "all"
         fields = [f for f in req.loc.custom_fields if model == "all" or f["model"] == model]
         return 200, {"customFields": copy.deepcopy(fields)}
 
@@ -1273,20 +1274,6 @@ def _normal_tags(tags: Sequence[Any]) -> list[str]:
         if tag and tag not in seen:
             seen.append(tag)
     return seen
-
-
-def _first(query: Mapping[str, list[str]], name: str) -> str | None:
-    values = query.get(name) or []
-    return values[0] if values else None
-
-
-def _error_body(status: int, message: str | None = None) -> dict[str, Any]:
-    if message is None:
-        try:
-            message = http.HTTPStatus(status).phrase
-        except ValueError:
-            message = "Error"
-    return {"statusCode": status, "message": message}
 
 
 def _not_found(method: str, path: str) -> dict[str, Any]:
