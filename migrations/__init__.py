@@ -556,3 +556,7 @@ def m043_ghl_budget(db: Database) -> None:
         },
         pk="location_id",
     )
+
+
+# Steps kept in a module of their own register themselves when imported, after the above.
+from . import m044_conversations  # noqa: E402, F401
