@@ -213,6 +213,32 @@ class ReplyNoteSchema(Schema):
     )
 
 
+# Said next to the setting (the settings page shows it) and in config/defaults.toml.
+REPLY_MESSAGE_WARNING = (
+    "Answering it from GHL sends from GHL's own email, not from the Instantly mailbox the "
+    "lead wrote to; the message carries the Unibox link for answering there."
+)
+
+
+class ReplyMessageSchema(Schema):
+    enabled = fields.Boolean(
+        load_default=False,
+        metadata={
+            "label": "Add each reply to the contact's conversation",
+            "description": "Each reply as an inbound email in the contact's GHL "
+            "conversation, threaded, once per reply. " + REPLY_MESSAGE_WARNING,
+        },
+    )
+    auto_replies = fields.Boolean(
+        load_default=False,
+        metadata={
+            "label": "Auto replies too",
+            "description": "Auto replies (out of office and the like) too, when they are "
+            "synced (events.auto_reply_received).",
+        },
+    )
+
+
 class WorkflowSchema(Schema):
     enabled = fields.Boolean(
         load_default=False,
@@ -301,6 +327,16 @@ def stage_for(opportunity: dict, status: str) -> str:
 
 class ActionsSchema(Schema):
     reply_note = fields.Nested(ReplyNoteSchema, load_default=lambda: ReplyNoteSchema().load({}))
+    reply_message = fields.Nested(
+        ReplyMessageSchema,
+        load_default=lambda: ReplyMessageSchema().load({}),
+        metadata={
+            "label": "Reply in GHL's inbox",
+            "description": "The reply's subject, its text without the quoted thread, the "
+            "time the lead replied and a link to Instantly's Unibox, in GHL's Conversations. "
+            "The token needs the conversations scopes. " + REPLY_MESSAGE_WARNING,
+        },
+    )
     workflow = fields.Nested(WorkflowSchema, load_default=lambda: WorkflowSchema().load({}))
     opportunity = fields.Nested(
         OpportunitySchema, load_default=lambda: OpportunitySchema().load({})

@@ -13,6 +13,7 @@ from bridge.events.event import Event
 from bridge.store import contacts
 from bridge.sync.dnd import set_email_dnd
 from bridge.sync.interest import sync_interest
+from bridge.sync.reply_message import add_reply_message
 from bridge.sync.reply_note import add_reply_note
 from bridge.sync.steps import Outcome, add_missing_tags, ensure_contact, render_tags
 
@@ -52,6 +53,19 @@ def _sync_once(
     add_missing_tags(db, record, tags, client)
     if event.event_type == "reply_received" and settings["actions"]["reply_note"]["enabled"]:
         add_reply_note(db, record, event, client)
+    if _posts_reply_message(event, settings["actions"]["reply_message"]):
+        # Last of the reply's writes: a token without the conversation scopes fails only this.
+        add_reply_message(db, record, event, client)
     if rule["dnd"]:
         set_email_dnd(db, record, event, client)
     return Outcome("done", record.contact_id)
+
+
+def _posts_reply_message(event: Event, action: dict) -> bool:
+    """Whether the reply goes into the contact's GHL conversation: replies when the action is
+    on, auto replies too when it takes them."""
+    if not action["enabled"]:
+        return False
+    if event.event_type == "auto_reply_received":
+        return bool(action["auto_replies"])
+    return event.event_type == "reply_received"

@@ -24,6 +24,7 @@ from bridge.clients.ghl import (
     GHLRejected,
     GHLTransient,
 )
+from bridge.clients.ghl_conversations import GHLScopeMissing
 from bridge.clock import now_iso
 from bridge.locations.registry import Location
 from bridge.settings import for_location
@@ -310,6 +311,18 @@ class Lane:
                 )
             log.warning("event %d: GHL rate limit, retrying in %.1f s", row["id"], delay)
             return Held(delay, str(exc))
+        if isinstance(exc, GHLScopeMissing):
+            # The token works, one optional action's scope is not granted: the location's
+            # other writes go on, and this event waits in the dead letters for a replay (its
+            # contact and tags were written before the action ran).
+            message = (
+                f"GHL conversations: the token lacks the {exc.scope} scope: add it to the"
+                " Private Integration, then replay"
+            )
+            inbox.dead(self.db, row["id"], message)
+            self._note_error(exc)
+            log.error("event %d dead: %s", row["id"], message)
+            return None
         if isinstance(exc, GHLAuthError):
             self._pause(exc)
             inbox.retry_later(self.db, row["id"], AUTH_PROBE_SECONDS, str(exc), count_attempt=False)

@@ -30,6 +30,8 @@ from bridge.sync.fieldmap import CUSTOM, CUSTOM_FIELDS_STATE, FieldMapError
 PLANNED_CONTACT = "(new contact {email})"
 PLANNED_NOTE = "(new note)"
 PLANNED_OPPORTUNITY = "(new opportunity)"
+PLANNED_CONVERSATION = "(new conversation)"
+PLANNED_MESSAGE = "(new message)"
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,12 @@ class PlanningClient(GHLClient):
             return {"opportunity": {"id": PLANNED_OPPORTUNITY}}
         if path.endswith("/customFields"):
             return {"customFields": self._custom_fields()}
+        if path == "/conversations/search":
+            return {"conversations": [], "total": 0}
+        if method == "POST" and path == "/conversations/":
+            return {"conversation": {"id": PLANNED_CONVERSATION}}
+        if method == "POST" and path == "/conversations/messages/inbound":
+            return {"conversationId": body.get("conversationId"), "messageId": PLANNED_MESSAGE}
         return {}
 
     def _custom_fields(self) -> list[dict[str, str]]:
@@ -94,6 +102,7 @@ def plan_events(
     copy_rows(db, scratch, "contacts", "email", [event.email for event in events])
     contact_ids = [row[0] for row in scratch.execute("SELECT contact_id FROM contacts")]
     copy_rows(db, scratch, "ghl_writes", "contact_id", contact_ids)
+    copy_rows(db, scratch, "email_threads", "contact_id", contact_ids)
     copy_rows(db, scratch, "state")
     field_keys = [
         row["ghl"] for row in settings["field_map"] if row["ghl"].startswith(CUSTOM_FIELD_PREFIX)
@@ -143,6 +152,10 @@ def _describe(call: PlannedCall, before: ContactRecord | None) -> str | None:
         return "switch email DND on"
     if method == "POST" and path.endswith("/notes"):
         return "add the reply as a note"
+    if method == "POST" and path == "/conversations/":
+        return "create the contact's GHL conversation"
+    if method == "POST" and path == "/conversations/messages/inbound":
+        return "add the reply to the contact's GHL conversation"
     if "/workflow/" in path:
         return f"add to workflow {path.rsplit('/', 1)[1]}"
     if method == "POST" and path == "/opportunities/":
