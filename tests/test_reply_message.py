@@ -284,6 +284,28 @@ def test_a_crash_between_the_call_and_its_record_leaves_one_message(
     assert status_of(db, answer) == "done"
 
 
+def test_a_crash_after_a_reply_joined_its_thread_leaves_one_message(
+    client, db, worker, fake_ghl, action_on, monkeypatch
+):
+    deliver(client, worker, reply_payload())
+    real_done = ghl_writes.done
+
+    def crash(*args, **kwargs):
+        monkeypatch.setattr(reply_message.ghl_writes, "done", real_done)
+        raise RuntimeError("killed after GHL answered")
+
+    monkeypatch.setattr(reply_message.ghl_writes, "done", crash)
+    answer = deliver(client, worker, second_reply())
+    assert len(emails_of(fake_ghl)) == 2
+    fake_ghl.calls.clear()
+
+    retry_due(db, worker)
+
+    assert conversation_calls(fake_ghl) == [LIST, GET_EMAIL]
+    assert len(emails_of(fake_ghl)) == 2
+    assert status_of(db, answer) == "done"
+
+
 def test_an_uncertain_attempt_beyond_the_pages_read_is_posted_with_a_warning(
     client, db, worker, fake_ghl, action_on, monkeypatch, caplog
 ):

@@ -203,17 +203,20 @@ def _look(
 def _record(
     db: sqlite_utils.Database, record: ContactRecord, key: str, thread: str, email: InboundEmail
 ) -> None:
-    """Remember the thread's latest email, then mark the write done with GHL's ids."""
-    if email.email_message_id:
-        conversations.remember_thread_email(
-            db, record.location_id, record.contact_id, thread, email.email_message_id
-        )
+    """Mark the write done with GHL's ids, then remember the thread's latest email.
+
+    In this order: an email the bridge remembers counts as known, and is skipped by the look
+    after an uncertain attempt, so it must not be remembered before its write is done."""
     detail = {
         "conversation_id": email.conversation_id,
         "email_message_id": email.email_message_id,
         "thread": thread,
     }
     ghl_writes.done(db, record.location_id, key, KIND, record.contact_id, email.message_id, detail)
+    if email.email_message_id:
+        conversations.remember_thread_email(
+            db, record.location_id, record.contact_id, thread, email.email_message_id
+        )
 
 
 def _text(value: object) -> str:
