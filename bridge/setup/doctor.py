@@ -16,6 +16,7 @@ import sqlite_utils
 from bridge import settings as settings_mod
 from bridge.clients.budget import Budget
 from bridge.clients.ghl import GHLClient, GHLError
+from bridge.clients.ghl_conversations import GHLConversations
 from bridge.clients.instantly import InstantlyClient, InstantlyError
 from bridge.clock import now_iso
 from bridge.config import Config
@@ -30,6 +31,8 @@ LAST_RESULT_STATE = "doctor_last"
 # Doctor answers while someone waits: fail fast rather than hang on a dead API.
 TIMEOUT = (5.0, 10.0)
 PLACEHOLDER_URL = "https://<your bridge>/webhooks/instantly"
+# The scopes the reply_message action writes with: only a write shows whether they are granted.
+CONVERSATION_WRITE_SCOPES = ("conversations.write", "conversations/message.write")
 
 
 @dataclass(frozen=True)
@@ -129,9 +132,11 @@ def _location_checks(
     location_check = _ghl_location(config, location, ghl)
     lists, scope_check = _ghl_scopes(ghl if location_check.ok else None, own)
     ghl_ok = ghl is not None and bool(location_check.ok)
+    checks = [location_check, scope_check]
+    if _reply_message_on(own):
+        checks.append(_ghl_conversations(ghl if ghl_ok else None, db, location))
     return [
-        location_check,
-        scope_check,
+        *checks,
         _ghl_writes(db if settings is not None else None, location, config),
         _field_map(own, lists.get("custom_fields"), ghl_ok),
         _action_ids(own, lists, ghl_ok),
@@ -361,6 +366,95 @@ def _ghl_scopes(
     return read, Check(
         name, True, detail + " (write scopes show on the first sync: see GHL writes)"
     )
+
+
+def _reply_message_on(settings: dict | None) -> bool:
+    # Read with .get: a database saved before the action existed has no such section.
+    actions = (settings or {}).get("actions") or {}
+    return bool((actions.get("reply_message") or {}).get("enabled"))
+
+
+class _ConversationProbe(GHLConversations):
+    """The read calls doctor probes the conversation scopes with."""
+
+    def any_conversation(self) -> str | None:
+        """GET /conversations/search?locationId=&limit=1 (no contactId: any of the
+        location's): the id of one conversation, or None when it has none."""
+        data = self._call(
+            "conversations.readonly",
+            "GET",
+            "/conversations/search",
+            params={"locationId": self.client.location_id, "limit": 1},
+        )
+        for item in data.get("conversations") or []:
+            if isinstance(item, dict) and item.get("id"):
+                return str(item["id"])
+        return None
+
+
+def _ghl_conversations(
+    ghl: GHLClient | None, db: sqlite_utils.Database | None, location: registry.Location | None
+) -> Check:
+    """The conversation scopes of the reply_message action: the two read scopes probed, the
+    write scopes from the latest event dead-lettered for lacking one."""
+    name = "GHL conversations"
+    if ghl is None:
+        return Check(name, None, "not checked: fix the GHL token and location first")
+    probe = _ConversationProbe(ghl)
+    readable: list[str] = []
+    probing = "conversations.readonly"
+    try:
+        conversation_id = probe.any_conversation()
+        readable.append(probing)
+        if conversation_id:
+            probing = "conversations/message.readonly"
+            probe.list_messages(conversation_id, max_pages=1, page_size=1)
+            readable.append(probing)
+    except GHLError as exc:
+        failing = f"failing: {probing} ({exc.status or 'network error'}: {exc.message})"
+        fix = (
+            _conversations_fix(f"the {probing} scope")
+            if exc.status in (401, 403)
+            else "GHL did not answer normally; run doctor again later, or check GHL_BASE_URL"
+        )
+        return Check(name, False, "".join(f"readable: {r}; " for r in readable) + failing, fix)
+    detail = f"readable: {', '.join(readable)}"
+    if not conversation_id:
+        detail += " (conversations/message.readonly not probed: the location has no conversation)"
+    dead = _scope_dead_letter(db, location)
+    if dead:
+        return Check(
+            name,
+            False,
+            f"{detail}; event {dead['id']} dead-lettered at {dead['updated_at']}: "
+            f"{dead['last_error']}",
+            _conversations_fix("the scope it names"),
+        )
+    writes = " and ".join(CONVERSATION_WRITE_SCOPES)
+    return Check(name, True, f"{detail}; {writes} show on the first reply (none refused yet)")
+
+
+def _conversations_fix(what: str) -> str:
+    return (
+        f"edit the Private Integration in GHL (Settings → Private Integrations) to add {what}, "
+        "update the location's token if GHL issued a new one, then run "
+        "`instantly-ghl-bridge replay` to sync the dead-lettered replies again"
+    )
+
+
+def _scope_dead_letter(
+    db: sqlite_utils.Database | None, location: registry.Location | None
+) -> dict[str, Any] | None:
+    """The location's latest event dead-lettered for a conversations scope its token lacks."""
+    if db is None or location is None:
+        return None
+    rows = db.query(
+        "SELECT id, updated_at, last_error FROM events WHERE location_id = ? AND status = 'dead'"
+        " AND last_error LIKE '%scope%' AND last_error LIKE '%conversations%'"
+        " ORDER BY updated_at DESC, id DESC LIMIT 1",
+        [location.id],
+    )
+    return next(iter(rows), None)
 
 
 def _ghl_writes(
