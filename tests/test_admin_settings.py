@@ -749,3 +749,52 @@ def test_the_page_has_a_jump_list_and_a_save_bar(logged_in, ghl):
         page.index('id="settings-form"') : page.index("</form>", page.index('id="settings-form"'))
     ]
     assert '<div class="savebar"><button type="submit" id="save">' in form
+
+
+# --- replies in GHL's inbox (issue 18) ----------------------------------------------------
+
+REPLY_MESSAGE_WARNING = (
+    "Answering from GHL sends from GHL&#39;s own email, not from the Instantly mailbox the lead"
+    " wrote to; each message carries the Unibox link to answer there."
+)
+
+
+def test_the_reply_message_action_is_two_labelled_checkboxes_under_its_warning(logged_in, ghl):
+    page = page_of(logged_in)
+    start = page.index('<fieldset id="s-actions.reply_message"')
+    section = page[start : page.index("</fieldset>", start)]
+
+    assert "<legend>Replies in GHL&#39;s inbox</legend>" in section
+    warning = f'<p class="warnings" role="note">{REPLY_MESSAGE_WARNING}</p>'
+    # The warning sits above the boxes, where it is read before ticking them.
+    assert section.index(warning) < section.index('id="w-actions.reply_message.enabled"')
+    for path, label in [
+        ("actions.reply_message.enabled", "Add each reply to the contact&#39;s GHL conversation"),
+        ("actions.reply_message.auto_replies", "Automatic replies too"),
+    ]:
+        assert (
+            f'<label><input type="checkbox" id="f-{path}" name="{path}" >'
+            f" <strong>{label}</strong></label>"
+        ) in block(section, path)
+    # Inside the actions section, after the reply note.
+    assert page.index('id="s-actions"') < start
+    assert page.index('id="s-actions.reply_note"') < start
+
+
+def test_ticking_the_reply_message_boxes_saves_them(logged_in, db, ghl):
+    data = form_of(page_of(logged_in))
+    data["actions.reply_message.enabled"] = "on"
+    data["actions.reply_message.auto_replies"] = "on"
+    assert save(logged_in, data).status_code == 302
+    assert settings_mod.current(db)[1]["actions"]["reply_message"] == {
+        "enabled": True,
+        "auto_replies": True,
+    }
+    page = page_of(logged_in)
+    for path in ("actions.reply_message.enabled", "actions.reply_message.auto_replies"):
+        assert f'id="f-{path}" name="{path}" checked>' in block(page, path)
+
+    data = form_of(page)
+    del data["actions.reply_message.enabled"]
+    assert save(logged_in, data).status_code == 302
+    assert settings_mod.current(db)[1]["actions"]["reply_message"]["enabled"] is False

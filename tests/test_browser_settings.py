@@ -334,3 +334,31 @@ def test_two_locations_with_long_names_fit_and_show_their_own_lists(
     finally:
         context.close()
     ghl_server.fake.assert_no_cross_location_calls()
+
+
+@pytest.mark.parametrize(("width", "height"), WIDTHS, ids=[f"{w}px" for w, _ in WIDTHS])
+def test_the_reply_message_boxes_show_their_warning_and_save(
+    browser, server, db, long_settings, width, height
+):
+    ARTIFACTS.mkdir(exist_ok=True)
+    context, page = open_settings(browser, server, width, height)
+    try:
+        section = page.locator('[id="s-actions.reply_message"]')
+        warning = section.locator("p.warnings[role=note]")
+        assert "sends from GHL's own email" in warning.inner_text()
+        # Ticked by its label, as a person does; the warning is on screen beside it.
+        page.click("label:has-text('Add each reply to the contact')")
+        section.scroll_into_view_if_needed()
+        assert page.is_checked('[name="actions.reply_message.enabled"]')
+        assert warning.is_visible() and in_view(page, '[id="s-actions.reply_message"] p.warnings')
+        assert_fits(page)
+        section.screenshot(path=str(ARTIFACTS / f"settings-reply-message-{width}.png"))
+        page.screenshot(path=str(ARTIFACTS / f"settings-reply-message-{width}-viewport.png"))
+
+        page.click("#save")
+        page.wait_for_selector("text=Saved (version 3)")
+        assert settings_mod.current(db)[1]["actions"]["reply_message"]["enabled"] is True
+        assert page.is_checked('[name="actions.reply_message.enabled"]')
+        assert not page.is_checked('[name="actions.reply_message.auto_replies"]')
+    finally:
+        context.close()

@@ -95,6 +95,22 @@ HELP = {
         "The note holds the reply's subject, its text without the quoted thread, the "
         "campaign, the step and a link to Instantly's Unibox."
     ),
+    "actions.reply_message": (
+        "Each reply as an inbound email in the contact's GHL conversation (the Conversations "
+        "inbox): once, in one GHL thread per Instantly thread, dated when the lead replied. "
+        "The GHL token needs the conversations.readonly, conversations.write, "
+        "conversations/message.readonly and conversations/message.write scopes; doctor "
+        "checks them."
+    ),
+    "actions.reply_message.enabled": (
+        "The contact and its tags are written first. A token lacking a conversations scope "
+        "dead-letters the reply naming the scope, while the location's other events go on "
+        "syncing."
+    ),
+    "actions.reply_message.auto_replies": (
+        "Automatic replies (out of office) as well, when Automatic reply received is synced "
+        "under Event types."
+    ),
     "actions.workflow": "Start a GHL workflow for the contact on the statuses you choose.",
     "actions.workflow.workflow_id": (
         "The GHL workflow; only a published one runs. When GHL's list cannot be loaded, type "
@@ -196,6 +212,9 @@ LABELS = {
     "actions": "GHL actions",
     "actions.reply_note": "Reply note",
     "actions.reply_note.enabled": "Add each reply as a note",
+    "actions.reply_message": "Replies in GHL's inbox",
+    "actions.reply_message.enabled": "Add each reply to the contact's GHL conversation",
+    "actions.reply_message.auto_replies": "Automatic replies too",
     "actions.workflow": "Workflow",
     "actions.workflow.enabled": "Add contacts to a workflow",
     "actions.workflow.workflow_id": "Workflow",
@@ -227,6 +246,14 @@ LABELS = {
     "instantly.workspaces.*.key_env": "API key variable",
     "routing": "Routing",
     "routing.default_location": "Events no route claims go to",
+}
+
+# What a person must know before switching a section on, shown as a warning under its legend.
+NOTES = {
+    "actions.reply_message": (
+        "Answering from GHL sends from GHL's own email, not from the Instantly mailbox the lead "
+        "wrote to; each message carries the Unibox link to answer there."
+    ),
 }
 
 # Words for keys and choices wherever they appear: interest statuses, event types.
@@ -273,6 +300,7 @@ class Widget:
     # record | toml | json
     kind: str
     help: str = ""
+    note: str = ""
     value: Any = None
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -432,6 +460,7 @@ def _widget(
         or HELP.get(pattern)
         or HELP.get(pattern.rpartition(".")[0] + ".*")
         or fld.metadata.get("description", ""),
+        note=NOTES.get(path) or NOTES.get(pattern, ""),
         pattern=pattern,
         optional=bool(fld.allow_none),
         picker=None
