@@ -558,5 +558,23 @@ def m043_ghl_budget(db: Database) -> None:
     )
 
 
-# Steps kept in a module of their own register themselves when imported, after the above.
-from . import m044_conversations  # noqa: E402, F401
+
+@migrations()
+def m044_conversations(db: Database) -> None:
+    """What the reply-message action (bridge/sync/reply_message.py) keeps of GHL's
+    Conversations: the contact map remembers the contact's conversation (NULL until the
+    action first finds or makes it); `email_threads` holds, per location, contact and thread
+    key, the emailMessageId GHL last answered for it, which a later reply of that thread is
+    threaded under. One row per thread of a contact: retention has nothing to prune here."""
+    db["contacts"].add_column("conversation_id", str)
+    db["email_threads"].create(
+        {
+            "location_id": str,
+            "contact_id": str,
+            "thread_key": str,
+            "email_message_id": str,
+            "at": str,
+        },
+        pk=("location_id", "contact_id", "thread_key"),
+        not_null={"email_message_id"},
+    )

@@ -12,7 +12,7 @@ from bridge import settings as settings_mod
 from bridge.clients.ghl_conversations import API_VERSION
 from bridge.events.polled import reply_event
 from bridge.events.webhook import from_webhook
-from bridge.store import conversations, ghl_writes, inbox, state
+from bridge.store import contacts, conversations, ghl_writes, inbox, state
 from bridge.sync import reply_message
 from bridge.sync.preview import plan_events
 from bridge.sync.worker import Worker
@@ -489,3 +489,13 @@ def test_a_link_elsewhere_is_left_out():
     for url in ("javascript:alert(1)", "https://evil.example/app.instantly.ai", "ftp://app.instantly.ai/x"):  # fmt: skip
         text, markup = reply_message.message_bodies({"reply_text": "Hi", "unibox_url": url})
         assert (text, markup) == ("Hi", "<p>Hi</p>")
+
+
+def test_a_new_contact_id_for_the_email_forgets_the_old_contacts_conversation(db):
+    contacts.record_upsert(db, LOCATION_ID, EMAIL, "contact-1", {"firstName": "Ada"})
+    conversations.remember_conversation(db, LOCATION_ID, EMAIL, "conv-1")
+    contacts.record_upsert(db, LOCATION_ID, EMAIL, "contact-1", {"lastName": "L"})
+    assert conversations.conversation_id(db, LOCATION_ID, EMAIL) == "conv-1"
+    # GHL answered the upsert with another contact (the first was merged away, say).
+    contacts.record_upsert(db, LOCATION_ID, EMAIL, "contact-2", {"firstName": "Ada"})
+    assert conversations.conversation_id(db, LOCATION_ID, EMAIL) is None

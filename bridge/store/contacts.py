@@ -59,20 +59,18 @@ def record_upsert(
 ) -> ContactRecord:
     """Remember the contact id and merge in the fields just written."""
     record = get(db, location_id, email)
+    row: dict[str, Any] = {"location_id": location_id, "email": email, "contact_id": contact_id}
     if record is None or record.contact_id != contact_id:
         record = ContactRecord(email=email, contact_id=contact_id, location_id=location_id)
+        # Another contact's conversation (m044) is not this one's.
+        row["conversation_id"] = None
     record.fields.update(fields)
-    db["contacts"].upsert(
-        {
-            "location_id": location_id,
-            "email": email,
-            "contact_id": contact_id,
-            "fields": json.dumps(record.fields, sort_keys=True),
-            "tags": json.dumps(record.tags),
-            "updated_at": now_iso(),
-        },
-        pk=("location_id", "email"),
+    row.update(
+        fields=json.dumps(record.fields, sort_keys=True),
+        tags=json.dumps(record.tags),
+        updated_at=now_iso(),
     )
+    db["contacts"].upsert(row, pk=("location_id", "email"))
     return record
 
 
