@@ -558,7 +558,6 @@ def m043_ghl_budget(db: Database) -> None:
     )
 
 
-
 @migrations()
 def m044_conversations(db: Database) -> None:
     """What the reply-message action (bridge/sync/reply_message.py) keeps of GHL's
