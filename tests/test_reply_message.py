@@ -456,8 +456,10 @@ def test_a_dry_run_lists_the_conversation_calls_the_worker_then_makes(
 # --- the thread key ------------------------------------------------------------------------
 
 
-def test_the_thread_key_takes_the_thread_id_then_the_unibox_link_then_the_subject():
-    assert reply_message.thread_key({"thread_id": "t-1", "unibox_url": UNIBOX}) == "thread:t-1"
+def test_the_thread_key_takes_the_unibox_link_then_the_thread_id_then_the_subject():
+    # A custom variable named thread_id never outweighs the link Instantly made.
+    assert reply_message.thread_key({"thread_id": "t-1", "unibox_url": UNIBOX}) == "thread:abc"
+    assert reply_message.thread_key({"thread_id": "t-1"}) == "thread:t-1"
     assert reply_message.thread_key({"unibox_url": UNIBOX}) == "thread:abc"
     encoded = "https://app.instantly.ai/app/unibox?x=1&thread_search=thread%3Aabc"
     assert reply_message.thread_key({"unibox_url": encoded}) == "thread:abc"

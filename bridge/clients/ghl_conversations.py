@@ -105,6 +105,20 @@ class GHLConversations:
                 found.append(Conversation(str(item["id"]), str(item.get("contactId") or "")))
         return found
 
+    def any_conversation(self) -> str | None:
+        """GET /conversations/search?locationId=&limit=1 (no contactId: any of the location's):
+        one conversation's id, or None when it has none (doctor's probe of the read scope)."""
+        data = self._call(
+            "conversations.readonly",
+            "GET",
+            "/conversations/search",
+            params={"locationId": self.client.location_id, "limit": 1},
+        )
+        for item in data.get("conversations") or []:
+            if isinstance(item, dict) and item.get("id"):
+                return str(item["id"])
+        return None
+
     def create_conversation(self, contact_id: str) -> Conversation:
         """POST /conversations/ for the contact; GHL answers 400 when it has one already."""
         body = {"locationId": self.client.location_id, "contactId": contact_id}

@@ -374,24 +374,6 @@ def _reply_message_on(settings: dict | None) -> bool:
     return bool((actions.get("reply_message") or {}).get("enabled"))
 
 
-class _ConversationProbe(GHLConversations):
-    """The read calls doctor probes the conversation scopes with."""
-
-    def any_conversation(self) -> str | None:
-        """GET /conversations/search?locationId=&limit=1 (no contactId: any of the
-        location's): the id of one conversation, or None when it has none."""
-        data = self._call(
-            "conversations.readonly",
-            "GET",
-            "/conversations/search",
-            params={"locationId": self.client.location_id, "limit": 1},
-        )
-        for item in data.get("conversations") or []:
-            if isinstance(item, dict) and item.get("id"):
-                return str(item["id"])
-        return None
-
-
 def _ghl_conversations(
     ghl: GHLClient | None, db: sqlite_utils.Database | None, location: registry.Location | None
 ) -> Check:
@@ -400,7 +382,7 @@ def _ghl_conversations(
     name = "GHL conversations"
     if ghl is None:
         return Check(name, None, "not checked: fix the GHL token and location first")
-    probe = _ConversationProbe(ghl)
+    probe = GHLConversations(ghl)
     readable: list[str] = []
     probing = "conversations.readonly"
     try:

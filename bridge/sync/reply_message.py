@@ -80,13 +80,13 @@ def add_reply_message(
 
 
 def thread_key(payload: dict) -> str:
-    """Which GHL email thread the reply joins: its Instantly thread (the payload's
-    `thread_id`, else the one its Unibox link searches for), else its subject without reply
+    """Which GHL email thread the reply joins: its Instantly thread (the one its Unibox link
+    searches for, else the payload's `thread_id`), else its subject without reply
     and forward prefixes, lowercased (one thread per contact and subject)."""
-    thread_id = _text(payload.get("thread_id"))
-    if not thread_id:
-        found = _UNIBOX_THREAD.search(_text(payload.get("unibox_url")))
-        thread_id = unquote(found.group(1)).strip() if found else ""
+    # The Unibox link first: a webhook carries a lead's custom variables top level, so one
+    # named thread_id could stand where a polled reply's thread_id does.
+    found = _UNIBOX_THREAD.search(_text(payload.get("unibox_url")))
+    thread_id = unquote(found.group(1)).strip() if found else _text(payload.get("thread_id"))
     if thread_id:
         return f"thread:{thread_id}"
     bare = _PREFIXES.sub("", _text(payload.get("reply_subject")))
