@@ -9,16 +9,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge import settings as settings_mod
-from bridge.clients.ghl_conversations import API_VERSION
+from bridge.clients.ghl import GHLClient
+from bridge.clients.ghl_conversations import API_VERSION, GHLConversations
 from bridge.events.polled import reply_event
 from bridge.events.webhook import from_webhook
 from bridge.store import contacts, conversations, ghl_writes, inbox, state
 from bridge.sync import reply_message
 from bridge.sync.preview import plan_events
 from bridge.sync.worker import Worker
-from tests.helpers import LOCATION_ID, post_webhook, reply_payload
+from tests.helpers import GHL_TOKEN, LOCATION_ID, post_webhook, reply_payload
 from tests.interest_helpers import EMAIL, change_settings, interest_payload
 from tests.support.ghl_conversations import MESSAGE_WRITE
+from tests.support.ghl_responses import GHL_BASE_URL
 
 UNIBOX = "https://app.instantly.ai/app/unibox?thread_search=thread:abc"
 LINK_LINE = f"Answer from the Instantly mailbox the lead wrote to: {UNIBOX}"
@@ -169,6 +171,21 @@ def test_a_conversation_made_in_ghl_meanwhile_is_found_again(
 
     assert routes(fake_ghl) == [*UPSERT_AND_TAGS, SEARCH, CREATE, CREATE, SEARCH, INBOUND]
     assert len(emails_of(fake_ghl)) == 1
+
+
+def test_a_contact_whose_conversation_ghl_already_has_costs_a_search_and_the_email(
+    client, db, worker, fake_ghl
+):
+    deliver(client, worker, reply_payload())  # the action off: contact and tags only
+    contact_id = fake_ghl.contact_by_email(EMAIL)["id"]
+    ghl = GHLClient(GHL_BASE_URL, GHL_TOKEN, LOCATION_ID)
+    made = GHLConversations(ghl).create_conversation(contact_id)  # a rep wrote to the lead
+    fake_ghl.calls.clear()
+
+    change_settings(db, "actions.reply_message", enabled=True)
+    deliver(client, worker, second_reply())
+    assert routes(fake_ghl) == [SEARCH, INBOUND]
+    assert [email["conversationId"] for email in emails_of(fake_ghl)] == [made.id]
 
 
 # --- exactly once --------------------------------------------------------------------------
