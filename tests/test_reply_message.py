@@ -97,7 +97,8 @@ def test_the_first_reply_of_a_new_contact_opens_its_conversation_with_one_email(
 ):
     answer = deliver(client, worker, reply_payload())
 
-    assert routes(fake_ghl) == [*UPSERT_AND_TAGS, SEARCH, CREATE, INBOUND]
+    # GHL made the contact on this upsert, so it has no conversation to search for.
+    assert routes(fake_ghl) == [*UPSERT_AND_TAGS, CREATE, INBOUND]
     assert status_of(db, answer) == "done"
     contact_id = fake_ghl.contact_by_email(EMAIL)["id"]
     conversation = fake_ghl.default.conversations.conversation_for(contact_id)
@@ -167,13 +168,34 @@ def test_a_conversation_made_in_ghl_meanwhile_is_found_again(
     monkeypatch.setattr(
         reply_message.GHLConversations, "search_conversations", search_then_someone_creates
     )
+    already_in_ghl(fake_ghl, conversation=False)
     deliver(client, worker, reply_payload())
 
     assert routes(fake_ghl) == [*UPSERT_AND_TAGS, SEARCH, CREATE, CREATE, SEARCH, INBOUND]
     assert len(emails_of(fake_ghl)) == 1
 
 
+def already_in_ghl(fake, conversation: bool = True) -> str | None:
+    """The lead is a contact in GHL before the bridge writes it, with a conversation (a rep
+    wrote to the lead) unless told otherwise: that conversation's id."""
+    ghl = GHLClient(GHL_BASE_URL, GHL_TOKEN, LOCATION_ID)
+    contact_id, _ = ghl.upsert_contact({"email": EMAIL})
+    made = GHLConversations(ghl).create_conversation(contact_id).id if conversation else None
+    fake.calls.clear()
+    return made
+
+
 def test_a_contact_whose_conversation_ghl_already_has_costs_a_search_and_the_email(
+    client, db, worker, fake_ghl, action_on
+):
+    made = already_in_ghl(fake_ghl)
+
+    deliver(client, worker, reply_payload())
+    assert routes(fake_ghl) == [*UPSERT_AND_TAGS, SEARCH, INBOUND]
+    assert [email["conversationId"] for email in emails_of(fake_ghl)] == [made]
+
+
+def test_a_conversation_made_since_the_bridge_made_the_contact_is_found_on_create(
     client, db, worker, fake_ghl
 ):
     deliver(client, worker, reply_payload())  # the action off: contact and tags only
@@ -184,7 +206,8 @@ def test_a_contact_whose_conversation_ghl_already_has_costs_a_search_and_the_ema
 
     change_settings(db, "actions.reply_message", enabled=True)
     deliver(client, worker, second_reply())
-    assert routes(fake_ghl) == [SEARCH, INBOUND]
+    # The map says GHL made the contact with no conversation: the create finds one since.
+    assert routes(fake_ghl) == [CREATE, SEARCH, INBOUND]
     assert [email["conversationId"] for email in emails_of(fake_ghl)] == [made.id]
 
 
@@ -461,11 +484,11 @@ def test_a_dry_run_lists_the_conversation_calls_the_worker_then_makes(
         worker.run(drain=True)
         made.append([f"{c.method} {c.path.split('?')[0]}" for c in fake_ghl.calls[before:]])
     assert [[c for c in calls if "/conversations" in c] for calls in planned] == [
-        [SEARCH, CREATE, INBOUND],
+        [CREATE, INBOUND],
         [INBOUND],
     ]
     assert [[c for c in calls if "/conversations" in c] for calls in made] == [
-        [SEARCH, CREATE, INBOUND],
+        [CREATE, INBOUND],
         [INBOUND],
     ]
 

@@ -10,6 +10,7 @@ from typing import Any
 import sqlite_utils
 
 from bridge.clock import now_iso
+from bridge.store import conversations
 
 
 @dataclass
@@ -56,14 +57,18 @@ def record_upsert(
     email: str,
     contact_id: str,
     fields: dict[str, Any],
+    created: bool = False,
 ) -> ContactRecord:
-    """Remember the contact id and merge in the fields just written."""
+    """Remember the contact id and merge in the fields just written; `created`: GHL made the
+    contact on this upsert."""
     record = get(db, location_id, email)
     row: dict[str, Any] = {"location_id": location_id, "email": email, "contact_id": contact_id}
     if record is None or record.contact_id != contact_id:
         record = ContactRecord(email=email, contact_id=contact_id, location_id=location_id)
         # Another contact's conversation (m044) is not this one's.
         row["conversation_id"] = None
+    if created:
+        row["conversation_id"] = conversations.NONE_YET
     record.fields.update(fields)
     row.update(
         fields=json.dumps(record.fields, sort_keys=True),

@@ -8,14 +8,19 @@ import sqlite_utils
 
 from bridge.clock import now_iso
 
+# The contact map's conversation_id for a contact GHL created on the bridge's upsert: it had
+# no conversation then. NULL means not known.
+NONE_YET = ""
+
 
 def conversation_id(db: sqlite_utils.Database, location_id: str, email: str) -> str | None:
-    """The contact's GHL conversation, as last found or made; None when not known yet."""
+    """The contact's GHL conversation, as last found or made; NONE_YET for a contact GHL
+    made on the bridge's upsert before it had one; None when not known."""
     row = db.execute(
         "SELECT conversation_id FROM contacts WHERE location_id = ? AND email = ?",
         [location_id, email],
     ).fetchone()
-    return row[0] if row and row[0] else None
+    return row[0] if row else None
 
 
 def remember_conversation(

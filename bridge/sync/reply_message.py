@@ -148,7 +148,9 @@ def _conversation(db: sqlite_utils.Database, record: ContactRecord, api: GHLConv
     known = conversations.conversation_id(db, record.location_id, record.email)
     if known:
         return known
-    found = api.search_conversations(record.contact_id)
+    # A contact GHL made for the bridge had no conversation then: skip the search (a create
+    # that finds one made since falls back to it).
+    found = [] if known == conversations.NONE_YET else api.search_conversations(record.contact_id)
     if found:
         conversation_id = found[0].id
     else:

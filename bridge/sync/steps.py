@@ -42,7 +42,7 @@ def ensure_contact(
         return record
     body = {**upsert_body(fields), "email": event.email, "source": settings["sync"]["source"]}
     try:
-        contact_id, _ = client.upsert_contact(body)
+        contact_id, created = client.upsert_contact(body)
     except GHLRejected as exc:
         # GHL refuses a whole contact for one bad value (a malformed phone, say):
         # write it without the fields the error names rather than not at all.
@@ -52,8 +52,8 @@ def ensure_contact(
         log.warning("GHL refused %s for %s; writing the contact without them", named, event.email)
         fields = {k: v for k, v in fields.items() if k not in named}
         body = {**upsert_body(fields), "email": event.email, "source": settings["sync"]["source"]}
-        contact_id, _ = client.upsert_contact(body)
-    return contacts.record_upsert(db, client.location_id, event.email, contact_id, fields)
+        contact_id, created = client.upsert_contact(body)
+    return contacts.record_upsert(db, client.location_id, event.email, contact_id, fields, created)
 
 
 def add_missing_tags(
