@@ -45,11 +45,11 @@ def benches(quick: bool) -> dict[str, Any]:
         return {
             "webhook": lambda: webhook_bench.run(out, seconds=2, rounds=2, latency_seconds=3),
             "calls": lambda: calls_bench.run(out),
-            "sync": lambda: sync_bench.run(out, seconds=20, events=150),
+            "sync": lambda: sync_bench.run(out, seconds=20, events=300),
             "latency": lambda: latency_bench.run(out, seconds=8),
             "reconcile": lambda: reconcile_bench.run(out, sizes=(1_000, 5_000)),
             "retention": lambda: retention_bench.run(out, per_day=500),
-            "locations": lambda: locations_bench.run(out, seconds=20, events=150),
+            "locations": lambda: locations_bench.run(out, seconds=20, events=300),
             "backlog": lambda: budget_bench.backlog(out, events=100),
             "restarts": lambda: budget_bench.restarts(out, events=100, replies=40, every=3.0),
             "daily": lambda: budget_bench.daily(out, events=50, daily_limit=40, day_seconds=20),

@@ -22,8 +22,9 @@ from tests.support.ghl_server import FakeGHLServer
 CEILING = (100, 10.0)  # GHL's documented burst limit per location
 
 
-def run(out: Path, seconds: float = 60.0, events: int = 400) -> dict[str, Any]:
-    """Queue `events` new contacts (2 calls each), run the worker, count for `seconds`."""
+def run(out: Path, seconds: float = 60.0, events: int = 1000) -> dict[str, Any]:
+    """Queue `events` new contacts, run the worker, count for `seconds`. Their shared tags go
+    in bulk calls, about 1 call per contact, so 1000 outlast 60 s at the ceiling."""
     workdir = out / "sync"
     shutil.rmtree(workdir, ignore_errors=True)
     fake = FakeGHL(validate=True, rate_limit=CEILING, clock=time.monotonic)
