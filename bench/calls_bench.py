@@ -12,6 +12,7 @@ from typing import Any
 from bench import procs
 from bench.payloads import SECRET, WEBHOOK_PATH, reply_body
 from bridge import create_app
+from bridge import settings as settings_mod
 from bridge.config import load_config
 from bridge.store import db as store
 from bridge.sync.worker import Worker
@@ -19,6 +20,7 @@ from tests.support.ghl_fake import FakeGHL
 from tests.support.ghl_server import FakeGHLServer
 
 LEAD = "casey.calls@example.test"
+INBOX_LEAD = "robin.inbox@example.test"
 
 
 class Bridge:
@@ -101,6 +103,20 @@ def measure(bridge: Bridge) -> list[dict[str, Any]]:
     first_status, _ = bridge.calls_for(interest_body("2025-11-25T10:00:00.000Z"))
     calls, answer = bridge.calls_for(interest_body("2025-11-26T10:00:00.000Z"))
     row("a no-op status", 0, calls, answer, f"the first lead_interested cost {first_status}")
+
+    # Replies in GHL's inbox (actions.reply_message): the contact, its tags, its conversation
+    # made (GHL just made the contact: nothing to search for) and the email; then the email.
+    _, current = settings_mod.current(bridge.db)
+    current["actions"]["reply_message"]["enabled"] = True
+    settings_mod.save(bridge.db, current)
+    inbox_first = reply_body("inbox-1", INBOX_LEAD)
+    calls, answer = bridge.calls_for(inbox_first)
+    row("first reply, new contact, reply in GHL's inbox", 4, calls, answer)
+    later = reply_body("inbox-2", INBOX_LEAD, timestamp="2025-11-25T08:00:00.000Z")
+    calls, answer = bridge.calls_for(later)
+    row("a later reply of the thread, reply in GHL's inbox", 1, calls, answer)
+    calls, answer = bridge.calls_for(later)
+    row("the same reply again, reply in GHL's inbox", 0, calls, answer)
     return rows
 
 
