@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check bridge migrations tests bench
 	$(BIN)/ruff format --check bridge migrations tests bench
 
-# Benchmarks (bench/): about 6 minutes on 2 cores; prints the table, writes bench/RESULTS.md.
+# Benchmarks (bench/): about 9 minutes on 2 cores; prints the table, writes bench/RESULTS.md.
 # Needs wrk (Debian: apt-get install wrk). Loopback and local fakes only.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || echo "bench: wrk not found (apt-get install wrk); the webhook throughput row will be skipped"
