@@ -35,6 +35,29 @@ def post_webhook(client, body, secret=WEBHOOK_SECRET, **kwargs):
     return client.post("/webhooks/instantly", headers=headers, **kwargs)
 
 
+def deliver(client, worker, body):
+    """POST a delivery and let the worker process everything due."""
+    answer = post_webhook(client, body)
+    assert answer.status_code in (200, 202), answer.json
+    worker.run(drain=True)
+    return answer
+
+
+def retry_due(db, worker):
+    """Make every waiting retry due now, and let the worker take them."""
+    db.execute("UPDATE events SET next_attempt_at = 0")
+    worker.run(drain=True)
+
+
+def routes(fake):
+    """(method, path template) of each call the fake GHL recorded, in order."""
+    out = []
+    for call in fake.calls:
+        route = fake._route(call.method, call.path)
+        out.append(f"{call.method} {route[1] if route else call.path}")
+    return out
+
+
 def reply_payload(**overrides):
     """A reply_received delivery in the shape of the captured samples."""
     body = {

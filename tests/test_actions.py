@@ -12,7 +12,7 @@ from bridge.events.webhook import from_webhook
 from bridge.store import ghl_writes, inbox
 from bridge.sync.reply_note import marker
 from bridge.sync.worker import Worker
-from tests.helpers import LOCATION_ID, post_webhook, reply_payload
+from tests.helpers import LOCATION_ID, deliver, post_webhook, reply_payload, retry_due, routes
 from tests.interest_helpers import (
     EMAIL,
     change_settings,
@@ -27,27 +27,6 @@ T1, T2, T3 = "2025-06-11T10:00:00.000Z", "2025-06-12T10:00:00.000Z", "2025-06-13
 @pytest.fixture
 def worker(config, db):
     return Worker(config, db=db)
-
-
-def deliver(client, worker, body):
-    answer = post_webhook(client, body)
-    assert answer.status_code in (200, 202), answer.json
-    worker.run(drain=True)
-    return answer
-
-
-def retry_due(db, worker):
-    db.execute("UPDATE events SET next_attempt_at = 0")
-    worker.run(drain=True)
-
-
-def routes(fake):
-    """(method, path template) of each call, in order."""
-    out = []
-    for call in fake.calls:
-        route = fake._route(call.method, call.path)
-        out.append(f"{call.method} {route[1] if route else call.path}")
-    return out
 
 
 def fail_after_ghl_answers(worker, name):

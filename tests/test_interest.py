@@ -9,7 +9,7 @@ from bridge.events import types as event_types
 from bridge.events.event import Event
 from bridge.store import contacts, inbox
 from bridge.sync.worker import Worker
-from tests.helpers import LOCATION_ID, post_webhook, reply_payload, sample_payloads
+from tests.helpers import LOCATION_ID, deliver, post_webhook, reply_payload, sample_payloads
 from tests.interest_helpers import (
     EMAIL,
     assert_moved_from_interested_to_booked,
@@ -24,14 +24,6 @@ T1, T2, T3 = "2025-06-11T10:00:00.000Z", "2025-06-12T10:00:00.000Z", "2025-06-13
 @pytest.fixture
 def worker(config, db):
     return Worker(config, db=db)
-
-
-def deliver(client, worker, body):
-    """POST a delivery and let the worker process everything due."""
-    answer = post_webhook(client, body)
-    assert answer.status_code in (200, 202), answer.json
-    worker.run(drain=True)
-    return answer
 
 
 def event_row(db, event_id):

@@ -17,7 +17,14 @@ from bridge.store import contacts, conversations, ghl_writes, inbox, state
 from bridge.sync import reply_message
 from bridge.sync.preview import plan_events
 from bridge.sync.worker import Worker
-from tests.helpers import GHL_TOKEN, LOCATION_ID, post_webhook, reply_payload
+from tests.helpers import (
+    GHL_TOKEN,
+    LOCATION_ID,
+    deliver,
+    reply_payload,
+    retry_due,
+    routes,
+)
 from tests.interest_helpers import EMAIL, change_settings, interest_payload
 from tests.support.ghl_conversations import MESSAGE_WRITE
 from tests.support.ghl_responses import GHL_BASE_URL
@@ -40,27 +47,6 @@ def worker(config, db):
 @pytest.fixture
 def action_on(db):
     change_settings(db, "actions.reply_message", enabled=True)
-
-
-def deliver(client, worker, body):
-    answer = post_webhook(client, body)
-    assert answer.status_code in (200, 202), answer.json
-    worker.run(drain=True)
-    return answer
-
-
-def retry_due(db, worker):
-    db.execute("UPDATE events SET next_attempt_at = 0")
-    worker.run(drain=True)
-
-
-def routes(fake):
-    """(method, path template) of each call since the last clear, in order."""
-    out = []
-    for call in fake.calls:
-        route = fake._route(call.method, call.path)
-        out.append(f"{call.method} {route[1] if route else call.path}")
-    return out
 
 
 def conversation_calls(fake):
