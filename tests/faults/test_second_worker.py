@@ -5,6 +5,7 @@ map holds what GHL holds."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import defaultdict
@@ -64,19 +65,23 @@ class CallTimes:
         began = time.monotonic()
         time.sleep(self.delay)  # outside the fake's lock: other calls go on meanwhile
         answer = self.handle(method, path, query, headers, body)
-        contact = self.contact_of(path, answer)
-        if contact:
-            with self.lock:
-                self.spans[contact].append((began, time.monotonic()))
+        ended = time.monotonic()
+        with self.lock:
+            for contact in self.contacts_of(path, answer, body):
+                self.spans[contact].append((began, ended))
         return answer
 
     @staticmethod
-    def contact_of(path: str, answer: Any) -> str | None:
-        """The contact id a call wrote: in the path, or in an upsert's answer."""
+    def contacts_of(path: str, answer: Any, body: bytes) -> list[str]:
+        """The contact ids a call wrote: in the path, an upsert's answer, or a bulk call's
+        body (each contact it names)."""
         parts = path.strip("/").split("/")
         if parts[:2] == ["contacts", "upsert"]:
-            return (answer[2].get("contact") or {}).get("id")
-        return parts[1] if parts[0] == "contacts" and len(parts) > 1 else None
+            found = (answer[2].get("contact") or {}).get("id")
+            return [found] if found else []
+        if parts[:2] == ["contacts", "bulk"]:
+            return list(json.loads(body or b"{}").get("contacts") or [])
+        return [parts[1]] if parts[0] == "contacts" and len(parts) > 1 else []
 
     def overlapping(self) -> dict[str, int]:
         """Per contact, how many of its calls began before the previous one ended."""
@@ -137,4 +142,5 @@ def test_two_workers_and_a_drain_apply_each_contacts_events_one_at_a_time(stack)
     assert not clashes, f"{len(clashes)} contacts were written by two calls at once"
     assert not stack.fake.spec_errors, stack.fake.spec_errors
 
-    print(f"queue {counts}; {len(stack.fake.calls)} GHL calls")
+    bulk = sum(1 for call in stack.fake.calls if call.path.startswith("/contacts/bulk/"))
+    print(f"queue {counts}; {len(stack.fake.calls)} GHL calls, {bulk} of them bulk tag calls")
