@@ -212,7 +212,7 @@ def report(stack: Stack, sender: Sender, faults: Faults, replayed: int, args) ->
         bodies = [n["body"] for n in notes]
         doubled_notes += len(bodies) - len(set(bodies))
     extra_upserts = sum(figures.upserts_per_email.values()) - len(expected)
-    resent_tags = sum(n - 1 for n in figures.tag_sends.values() if n > 1)
+    resent_tags = figures.resent_tag_calls
     duplicates = doubled_contacts + doubled_notes
     lost = len(unstored) + len(stuck) + len(missing_in_ghl)
 

@@ -11,6 +11,7 @@ from typing import Any
 from bridge.sync.steps import normalise_tag
 from tests.faults.harness import Stack
 from tests.helpers import reply_payload
+from tests.support.ghl_fake import RecordedCall
 
 CAMPAIGNS = ("Alpha Outreach", "Beta Follow-up")
 
@@ -70,6 +71,7 @@ class GHLFigures:
     contacts_per_email: dict[str, int]
     upserts_per_email: dict[str, int]
     tag_sends: Counter[tuple[str, str]]  # (contact id, tag) -> times it was sent
+    resent_tag_calls: int  # tag calls (one contact's or bulk) that sent a pair sent before
     calls: int
     statuses: Counter[int]
 
@@ -82,17 +84,30 @@ def ghl_figures(stack: Stack, emails: Iterable[str]) -> GHLFigures:
         calls = list(fake.calls)
     per_email = Counter(c.get("emailLowerCase") for c in contacts)
     tag_sends: Counter[tuple[str, str]] = Counter()
+    resent = 0
     for call in calls:
-        if call.method == "POST" and call.path.endswith("/tags") and 200 <= call.status < 300:
-            contact_id = call.path.split("/")[2]
-            tag_sends.update((contact_id, tag.lower()) for tag in call.json["tags"])
+        pairs = [(c, tag.lower()) for c in _tagged_contacts(call) for tag in call.json["tags"]]
+        resent += any(pair in tag_sends for pair in pairs)
+        tag_sends.update(pairs)
     return GHLFigures(
         contacts_per_email={e: per_email.get(e, 0) for e in wanted},
         upserts_per_email={e: fake.upserts_for(e) for e in wanted},
         tag_sends=tag_sends,
+        resent_tag_calls=resent,
         calls=len(calls),
         statuses=Counter(call.status for call in calls),
     )
+
+
+def _tagged_contacts(call: RecordedCall) -> list[str]:
+    """The contacts an accepted add-tags call wrote: its path's, or a bulk call's list."""
+    if call.method != "POST" or not 200 <= call.status < 300:
+        return []
+    if call.path == "/contacts/bulk/tags/update/add":
+        return list(call.json.get("contacts") or [])
+    if call.path.endswith("/tags"):
+        return [call.path.split("/")[2]]
+    return []
 
 
 def assert_synced_once(stack: Stack, sent: list[Reply], extra_passes: int = 0) -> GHLFigures:
@@ -128,8 +143,9 @@ def assert_synced_once(stack: Stack, sent: list[Reply], extra_passes: int = 0) -
         assert len(contact["tags"]) == len(set(contact["tags"])), contact["tags"]
         notes = [n["body"] for n in stack.fake.notes.get(contact["id"], [])]
         assert len(notes) == len(set(notes)), f"a note written twice for {email}: {notes}"
-    resent = sum(n - 1 for n in figures.tag_sends.values() if n > 1)
-    # Each crash repeats at most the one call it interrupted: an upsert or an add-tags.
+    resent = figures.resent_tag_calls
+    # Each crash repeats at most the one call it interrupted: an upsert or an add-tags (one
+    # contact's, or a bulk one for several).
     assert extra_upserts + resent <= extra_passes, (
         f"{extra_upserts} upserts beyond one per lead and {resent} tags sent again: "
         f"more than the {extra_passes} repeated calls allowed"
