@@ -244,14 +244,20 @@ def slow_failures(fake: FakeGHL, token: str, seconds: float) -> Iterator[None]:
 
 
 def written_at(stack: Stack, item: Delivery) -> float | None:
-    """When the item's location accepted its contact's tags (the call completing it)."""
+    """When the item's location accepted its contact's tags (the call completing it: its
+    own, or a bulk one naming it when events came due together)."""
     loc = stack.fake.location(item.location)
     contact = loc.contact_by_email(item.email)
     if contact is None:
         return None
     path = f"/contacts/{contact['id']}/tags"
-    calls = loc.calls_to("POST", "/contacts/{id}/tags")
-    ok = [c.at for c in calls if c.path == path and 200 <= c.status < 300]
+    own = [c for c in loc.calls_to("POST", "/contacts/{id}/tags") if c.path == path]
+    bulk = [
+        c
+        for c in loc.calls_to("POST", "/contacts/bulk/tags/update/add")
+        if contact["id"] in (c.json or {}).get("contacts", [])
+    ]
+    ok = [c.at for c in own + bulk if 200 <= c.status < 300]
     return min(ok) if ok else None
 
 
