@@ -13,6 +13,7 @@ from bridge import create_app
 from bridge import settings as settings_mod
 from bridge.config import ENV_FILE_VAR, load_config
 from bridge.store import db as store
+from bridge.sync.worker import Worker
 from tests.browser_helpers import CHROMIUM, CHROMIUM_ARGS
 from tests.helpers import GHL_TOKEN, LOCATION_ID, WEBHOOK_SECRET
 from tests.support.env_names import PREFIXES, TEST_SUPPORT, bridge_env_names
@@ -64,6 +65,12 @@ def db(config):
     settings_mod.current(database)
     yield database
     database.close()
+
+
+@pytest.fixture
+def worker(config, db):
+    """The sync worker on the test's database; tests run it with `worker.run(drain=True)`."""
+    return Worker(config, db=db)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from bridge.events.event import Event
 from bridge.events.webhook import from_webhook
 from bridge.store import ghl_writes, inbox
 from bridge.sync.reply_note import marker
-from bridge.sync.worker import Worker
 from tests.helpers import LOCATION_ID, deliver, post_webhook, reply_payload, retry_due, routes
 from tests.interest_helpers import (
     EMAIL,
@@ -22,11 +21,6 @@ from tests.interest_helpers import (
 )
 
 T1, T2, T3 = "2025-06-11T10:00:00.000Z", "2025-06-12T10:00:00.000Z", "2025-06-13T10:00:00.000Z"
-
-
-@pytest.fixture
-def worker(config, db):
-    return Worker(config, db=db)
 
 
 def fail_after_ghl_answers(worker, name):

@@ -9,8 +9,6 @@ import dataclasses
 import logging
 import time
 
-import pytest
-
 from bridge import settings as settings_mod
 from bridge.clients.ghl import GHLClient
 from bridge.events.webhook import from_webhook
@@ -26,11 +24,6 @@ TAGS = ("POST", "/contacts/{id}/tags")
 REPLIED = "instantly-replied"
 CAMPAIGN = "instantly-campaign-trust attorneys q4"
 FOLLOW_UP = "instantly-campaign-follow-up"
-
-
-@pytest.fixture
-def worker(config, db):
-    return Worker(config, db=db)
 
 
 def lead(n: int) -> str:

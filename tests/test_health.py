@@ -20,13 +20,7 @@ from bridge.setup import health
 from bridge.setup.health import BACKLOG_SECONDS, GHL_FAILING_SECONDS, report
 from bridge.store import db as store
 from bridge.store import inbox, state
-from bridge.sync.worker import Worker
 from tests.helpers import LOCATION_ID, post_webhook, reply_payload
-
-
-@pytest.fixture
-def worker(config, db):
-    return Worker(config, db=db)
 
 
 def ago(seconds: float) -> str:

@@ -8,7 +8,6 @@ import pytest
 from bridge.events import types as event_types
 from bridge.events.event import Event
 from bridge.store import contacts, inbox
-from bridge.sync.worker import Worker
 from tests.helpers import LOCATION_ID, deliver, post_webhook, reply_payload, sample_payloads
 from tests.interest_helpers import (
     EMAIL,
@@ -19,11 +18,6 @@ from tests.interest_helpers import (
 )
 
 T1, T2, T3 = "2025-06-11T10:00:00.000Z", "2025-06-12T10:00:00.000Z", "2025-06-13T10:00:00.000Z"
-
-
-@pytest.fixture
-def worker(config, db):
-    return Worker(config, db=db)
 
 
 def event_row(db, event_id):

@@ -40,11 +40,6 @@ GET_EMAIL = "GET /conversations/messages/email/{id}"
 
 
 @pytest.fixture
-def worker(config, db):
-    return Worker(config, db=db)
-
-
-@pytest.fixture
 def action_on(db):
     change_settings(db, "actions.reply_message", enabled=True)
 

@@ -17,11 +17,6 @@ from tests.helpers import LOCATION_ID, post_webhook, reply_payload, sample_param
 EMAIL = "jordan.lead@example.com"
 
 
-@pytest.fixture
-def worker(config, db):
-    return Worker(config, db=db)
-
-
 def drain(worker):
     return worker.run(drain=True)
 

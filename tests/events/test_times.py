@@ -14,17 +14,11 @@ from bridge.events.times import MAX_AHEAD
 from bridge.events.webhook import from_webhook
 from bridge.store import contacts, inbox
 from bridge.store import db as store
-from bridge.sync.worker import Worker
 from tests.helpers import LOCATION_ID, post_webhook
 from tests.interest_helpers import EMAIL, interest_payload
 
 FAR_FUTURE = "2999-01-01T00:00:00.000Z"
 ARRIVED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def worker(config, db):
-    return Worker(config, db=db)
 
 
 def deliver(client, worker, body):
