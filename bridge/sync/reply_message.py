@@ -12,7 +12,7 @@ import html
 import logging
 import re
 from datetime import UTC, datetime
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import sqlite_utils
 
@@ -22,15 +22,13 @@ from bridge.clock import parse_time
 from bridge.events.event import Event
 from bridge.store import conversations, ghl_writes
 from bridge.store.contacts import ContactRecord
-from bridge.sync.reply_text import reply_text
+from bridge.sync.reply_text import NO_OWN_TEXT, payload_text, reply_text, unibox_link
 
 log = logging.getLogger("bridge.reply_message")
 
 KIND = "reply_message"
 NO_SUBJECT = "(no subject)"
-NO_TEXT = "(no text of its own: the reply only quoted the thread)"
 UNIBOX_LINE = "Answer from the Instantly mailbox the lead wrote to:"
-UNIBOX_HOST = "app.instantly.ai"
 # Pages of the conversation's emails read when looking for an uncertain attempt: GHL's 20 a
 # page, so the newest 200 threads, far more than a lead's replies to one campaign.
 LOOK_PAGES = 10
@@ -85,17 +83,17 @@ def thread_key(payload: dict) -> str:
     and forward prefixes, lowercased (one thread per contact and subject)."""
     # The Unibox link first: a webhook carries a lead's custom variables top level, so one
     # named thread_id could stand where a polled reply's thread_id does.
-    found = _UNIBOX_THREAD.search(_text(payload.get("unibox_url")))
-    thread_id = unquote(found.group(1)).strip() if found else _text(payload.get("thread_id"))
+    found = _UNIBOX_THREAD.search(payload_text(payload, "unibox_url"))
+    thread_id = unquote(found.group(1)).strip() if found else payload_text(payload, "thread_id")
     if thread_id:
         return f"thread:{thread_id}"
-    bare = _PREFIXES.sub("", _text(payload.get("reply_subject")))
+    bare = _PREFIXES.sub("", payload_text(payload, "reply_subject"))
     return "subject:" + " ".join(bare.lower().split())
 
 
 def subject(payload: dict) -> str:
     """The reply's subject as the lead's mail client wrote it."""
-    return _text(payload.get("reply_subject")) or NO_SUBJECT
+    return payload_text(payload, "reply_subject") or NO_SUBJECT
 
 
 def message_bodies(payload: dict) -> tuple[str, str]:
@@ -103,7 +101,7 @@ def message_bodies(payload: dict) -> tuple[str, str]:
 
     The HTML is made from the cut text: reply_text.py cuts the quoted thread from text only,
     and sending the lead's own markup whole would bring the thread back."""
-    text = reply_text(payload) or NO_TEXT
+    text = reply_text(payload) or NO_OWN_TEXT
     paragraphs = [part for part in re.split(r"\n\s*\n", text) if part.strip()]
     markup = "".join(
         "<p>" + "<br>".join(html.escape(line) for line in part.split("\n")) + "</p>"
@@ -117,19 +115,6 @@ def message_bodies(payload: dict) -> tuple[str, str]:
     return text, markup
 
 
-def unibox_link(payload: dict) -> str | None:
-    """The reply's Unibox link, when it is an http(s) link to Instantly's app."""
-    url = _text(payload.get("unibox_url"))
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return None
-    if parts.scheme.lower() in ("http", "https") and host == UNIBOX_HOST:
-        return url
-    return None
-
-
 def replied_at(event: Event) -> datetime:
     """When the lead replied: the event's time, else its payload's, else now."""
     return (
@@ -140,7 +125,7 @@ def replied_at(event: Event) -> datetime:
 
 
 def _alt_id(event: Event) -> str:
-    return _text(event.payload.get("email_id")) or event.key
+    return payload_text(event.payload, "email_id") or event.key
 
 
 def _conversation(db: sqlite_utils.Database, record: ContactRecord, api: GHLConversations) -> str:
@@ -219,7 +204,3 @@ def _record(
         conversations.remember_thread_email(
             db, record.location_id, record.contact_id, thread, email.email_message_id
         )
-
-
-def _text(value: object) -> str:
-    return "" if value is None or isinstance(value, dict | list) else str(value).strip()

@@ -10,7 +10,7 @@ from bridge.clients.ghl import GHLClient
 from bridge.events.event import Event
 from bridge.store import ghl_writes
 from bridge.store.contacts import ContactRecord
-from bridge.sync.reply_text import reply_text
+from bridge.sync.reply_text import NO_OWN_TEXT, payload_text, reply_text, unibox_link
 
 log = logging.getLogger("bridge.reply_note")
 
@@ -28,19 +28,19 @@ def marker(event: Event) -> str:
 def note_body(event: Event) -> str:
     """Subject, the lead's words, campaign and step, the Unibox link, and the marker."""
     payload = event.payload
-    subject = _text(payload.get("reply_subject"))
-    text = reply_text(payload) or "(no text of its own: the reply only quoted the thread)"
+    subject = payload_text(payload, "reply_subject")
+    text = reply_text(payload) or NO_OWN_TEXT
     if len(text) > MAX_TEXT_CHARS:
         text = text[:MAX_TEXT_CHARS].rstrip() + "…\n(cut short; the whole reply is in Instantly)"
     heading = "Reply in Instantly" + (f": {subject}" if subject else "")
     lines = [heading, "", text, ""]
     campaign = event.campaign_name or event.campaign_id
-    step = _text(payload.get("step"))
+    step = payload_text(payload, "step")
     if campaign:
         lines.append(f"Campaign: {campaign}" + (f" (step {step})" if step else ""))
     elif step:
         lines.append(f"Step: {step}")
-    unibox = _text(payload.get("unibox_url"))
+    unibox = unibox_link(payload)
     if unibox:
         lines.append(f"Unibox: {unibox}")
     lines.append(marker(event))
@@ -76,7 +76,3 @@ def _find_note(client: GHLClient, contact_id: str, mark: str) -> str | None:
         if mark in str(note.get("body") or ""):
             return str(note.get("id") or "")
     return None
-
-
-def _text(value: object) -> str:
-    return "" if value is None or isinstance(value, dict | list) else str(value).strip()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
+from urllib.parse import urlsplit
 
 # "On <date>, <name> <address> wrote:" as Gmail, Apple Mail and Outlook.com write it, in
 # the languages we see most. Clients wrap it, so it may span up to three lines.
@@ -24,6 +25,31 @@ _QUOTE_IDS = ("divrplyfwdmsg", "appendonsend", "mail-editor-reference-message-co
 _BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote"}
 _SKIPPED = {"style", "script", "head", "title"}
 _VOID = {"br", "img", "hr", "meta", "link", "input", "wbr", "col", "area", "base", "source"}
+
+
+UNIBOX_HOST = "app.instantly.ai"
+# What a reply that only quoted the thread says in GHL instead of its own words.
+NO_OWN_TEXT = "(no text of its own: the reply only quoted the thread)"
+
+
+def payload_text(payload: dict, name: str) -> str:
+    """A payload scalar as trimmed text ('' for a missing value, a list or an object)."""
+    value = payload.get(name)
+    return "" if value is None or isinstance(value, dict | list) else str(value).strip()
+
+
+def unibox_link(payload: dict) -> str | None:
+    """The reply's Unibox link, when it is an http(s) link to Instantly's app: nothing else
+    is put in GHL as a link to answer from."""
+    url = payload_text(payload, "unibox_url")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return None
+    if parts.scheme.lower() in ("http", "https") and host == UNIBOX_HOST:
+        return url
+    return None
 
 
 def reply_text(payload: dict) -> str:
