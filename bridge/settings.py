@@ -213,10 +213,10 @@ class ReplyNoteSchema(Schema):
     )
 
 
-# Said next to the setting (the settings page shows it) and in config/defaults.toml.
+# Said next to the setting: in its description and on the settings page, above its boxes.
 REPLY_MESSAGE_WARNING = (
-    "Answering it from GHL sends from GHL's own email, not from the Instantly mailbox the "
-    "lead wrote to; the message carries the Unibox link for answering there."
+    "Answering from GHL sends from GHL's own email, not from the Instantly mailbox the lead "
+    "wrote to; each message carries the Unibox link to answer there."
 )
 
 

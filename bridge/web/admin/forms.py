@@ -20,7 +20,13 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate
 from werkzeug.datastructures import MultiDict
 
-from bridge.settings import DND_EVENTS, OPPORTUNITY_NAME_PLACEHOLDERS, TAG_PLACEHOLDERS, to_toml
+from bridge.settings import (
+    DND_EVENTS,
+    OPPORTUNITY_NAME_PLACEHOLDERS,
+    REPLY_MESSAGE_WARNING,
+    TAG_PLACEHOLDERS,
+    to_toml,
+)
 
 REMOVE = "_remove"
 KEY = "_key"
@@ -249,12 +255,7 @@ LABELS = {
 }
 
 # What a person must know before switching a section on, shown as a warning under its legend.
-NOTES = {
-    "actions.reply_message": (
-        "Answering from GHL sends from GHL's own email, not from the Instantly mailbox the lead "
-        "wrote to; each message carries the Unibox link to answer there."
-    ),
-}
+NOTES = {"actions.reply_message": REPLY_MESSAGE_WARNING}
 
 # Words for keys and choices wherever they appear: interest statuses, event types.
 WORDS = {
