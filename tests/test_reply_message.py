@@ -283,9 +283,9 @@ def test_a_call_that_never_reached_ghl_is_posted_once_on_the_retry(
     assert len(emails_of(fake_ghl)) == 1
 
 
-def test_a_crash_between_the_call_and_its_record_leaves_one_message(
-    client, db, worker, fake_ghl, action_on, monkeypatch
-):
+def crash_once_after_ghl_answers(monkeypatch) -> None:
+    """The next write GHL confirms is not recorded: as a worker killed between GHL's
+    answer and its record, the event is retried with its intent still open."""
     real_done = ghl_writes.done
 
     def crash(*args, **kwargs):
@@ -293,6 +293,12 @@ def test_a_crash_between_the_call_and_its_record_leaves_one_message(
         raise RuntimeError("killed after GHL answered")
 
     monkeypatch.setattr(reply_message.ghl_writes, "done", crash)
+
+
+def test_a_crash_between_the_call_and_its_record_leaves_one_message(
+    client, db, worker, fake_ghl, action_on, monkeypatch
+):
+    crash_once_after_ghl_answers(monkeypatch)
     answer = deliver(client, worker, reply_payload())
     assert status_of(db, answer) == "pending"
     assert len(emails_of(fake_ghl)) == 1
@@ -309,13 +315,7 @@ def test_a_crash_after_a_reply_joined_its_thread_leaves_one_message(
     client, db, worker, fake_ghl, action_on, monkeypatch
 ):
     deliver(client, worker, reply_payload())
-    real_done = ghl_writes.done
-
-    def crash(*args, **kwargs):
-        monkeypatch.setattr(reply_message.ghl_writes, "done", real_done)
-        raise RuntimeError("killed after GHL answered")
-
-    monkeypatch.setattr(reply_message.ghl_writes, "done", crash)
+    crash_once_after_ghl_answers(monkeypatch)
     answer = deliver(client, worker, second_reply())
     assert len(emails_of(fake_ghl)) == 2
     fake_ghl.calls.clear()

@@ -111,6 +111,12 @@ def test_the_note_carries_subject_text_campaign_step_link_and_marker():
     assert marker(event) in note_body(event)
 
 
+def test_a_note_links_only_to_instantlys_unibox():
+    for url in ("https://evil.example/unibox", "javascript:alert(1)", "http://[::1"):
+        body = note_body(from_webhook(reply_payload(unibox_url=url)))
+        assert "Unibox:" not in body and url not in body
+
+
 def test_a_note_without_optional_fields_still_reads_well():
     event = from_webhook(
         reply_payload(reply_subject=None, unibox_url=None, campaign_name=None, campaign_id=None,
