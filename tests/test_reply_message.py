@@ -16,7 +16,6 @@ from bridge.events.webhook import from_webhook
 from bridge.store import contacts, conversations, ghl_writes, inbox, state
 from bridge.sync import reply_message
 from bridge.sync.preview import plan_events
-from bridge.sync.worker import Worker
 from tests.helpers import (
     GHL_TOKEN,
     LOCATION_ID,
@@ -28,6 +27,7 @@ from tests.helpers import (
 from tests.interest_helpers import EMAIL, change_settings, interest_payload
 from tests.support.ghl_conversations import MESSAGE_WRITE
 from tests.support.ghl_responses import GHL_BASE_URL
+from tests.sync.test_preview import planned_and_made
 
 UNIBOX = "https://app.instantly.ai/app/unibox?thread_search=thread:abc"
 LINK_LINE = f"Answer from the Instantly mailbox the lead wrote to: {UNIBOX}"
@@ -456,14 +456,7 @@ def test_a_dry_run_lists_the_conversation_calls_the_worker_then_makes(
         "add the reply to the contact's GHL conversation",
     ]
     assert later == ["add the reply to the contact's GHL conversation"]
-    planned = [[f"{c.method} {c.path}" for c in plan.calls] for plan in plans]
-    worker = Worker(config, db=db)
-    made = []
-    for event in events:
-        inbox.enqueue(db, event)
-        before = len(fake_ghl.calls)
-        worker.run(drain=True)
-        made.append([f"{c.method} {c.path.split('?')[0]}" for c in fake_ghl.calls[before:]])
+    _, planned, made = planned_and_made(db, config, fake_ghl, bodies)
     assert [[c for c in calls if "/conversations" in c] for calls in planned] == [
         [CREATE, INBOUND],
         [INBOUND],

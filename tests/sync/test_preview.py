@@ -64,6 +64,10 @@ def reply_notes(db, fake):
     change_settings(db, "actions.reply_note", enabled=True)
 
 
+def reply_messages(db, fake):
+    change_settings(db, "actions.reply_message", enabled=True, auto_replies=True)
+
+
 def auto_replies(db, fake):
     change_settings(db, "events.auto_reply_received", enabled=True)
 
@@ -96,7 +100,15 @@ def custom_labels(db, fake):
 
 
 def everything(db, fake):
-    switches = (reply_notes, auto_replies, bounces_with_dnd, workflow, opportunity, custom_labels)
+    switches = (
+        reply_notes,
+        reply_messages,
+        auto_replies,
+        bounces_with_dnd,
+        workflow,
+        opportunity,
+        custom_labels,
+    )
     for switch_on in switches:
         switch_on(db, fake)
 
@@ -104,6 +116,7 @@ def everything(db, fake):
 VARIANTS = [
     shipped,
     reply_notes,
+    reply_messages,
     auto_replies,
     bounces_with_dnd,
     workflow,
